@@ -1,0 +1,7 @@
+"""ampshare: dynamic load management for EV charging sites."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

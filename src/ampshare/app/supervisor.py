@@ -1,0 +1,355 @@
+"""The asyncio supervisor behind ``ampshare run``: chargers, meters and the control step, wired.
+
+::
+
+    meters --MeterCoordinator.on_reading--+
+                                          +--> Trigger --> control.step --> commands
+    chargers --ChargerLink.snapshot/wait--+                                   |
+         ^                                                                    |
+         +---- set_limit / install_fallback (decreases first) <---------------+
+
+The step itself is pure (``ampshare.control``); this module only moves data and time. It is
+the one place that catches broadly: a failed dispatch is logged and the loop goes on, because
+the chargers' fallbacks keep the site safe while we retry.
+
+Beside the loop: the web bridge (``web``: API, dashboard, store) and the MQTT bridge (the site
+file's ``mqtt:``). Session edits from either reach the next step the same way. With a store
+that a previous run used, the controller restarts from it: ``rebuild_state`` from the stored
+sessions and installed profiles and what the chargers report, so every limit is re-asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ampshare.adapters.meters import MeterCoordinator, MeterSource, build_coordinator
+from ampshare.adapters.mqtt import SessionCommand
+from ampshare.adapters.ocpp import CentralSystem, ChargerLink, CommandOutcome, LinkOptions
+from ampshare.adapters.ocpp.port import OutcomeStatus
+from ampshare.app._mqtt import MqttLink, SessionEdits, command_changes, mqtt_password
+from ampshare.app._web import WebBridge
+from ampshare.clock import Clock, SystemClock
+from ampshare.config import SiteConfig
+from ampshare.control import (
+    CommandAck,
+    ControlInputs,
+    ControllerState,
+    ControlSettings,
+    InstallFallback,
+    SetLimit,
+    StepResult,
+    Trigger,
+    initial_state,
+    rebuild_state,
+    step,
+)
+from ampshare.core.allocation import Policy, PolicyName
+from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
+from ampshare.errors import InputError
+
+__all__ = ["Supervisor", "SupervisorOptions", "control_settings", "policy_from", "tune_gc"]
+
+log = logging.getLogger("ampshare.app")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SupervisorOptions:
+    """What ``ampshare run`` may tune beyond the site file."""
+
+    link: LinkOptions = field(default_factory=LinkOptions)
+    poll_meters: bool = True  # False: no meter coordinators (tests, sites without meters)
+    web: bool = False  # serve the API and dashboard (``web:`` section) and keep the store
+
+
+def tune_gc() -> None:
+    """Process-wide: collect the young generation less often.
+
+    A central system holds thousands of long-lived connection objects and churns many short
+    ones per message; with the default threshold (700) the collector keeps re-scanning the
+    former. 50,000 halved the server's CPU per fan-out round at 3,000 chargers
+    (``bench/ocpp_fanout.py``) at the same memory. Called by ``ampshare run``, not on import.
+    """
+    gc.set_threshold(50_000, 50, 100)
+
+
+def control_settings(config: SiteConfig) -> ControlSettings:
+    """``ControlSettings`` from the ``control:`` section (field names match one to one)."""
+    known = set(ControlSettings.__dataclass_fields__)
+    return ControlSettings(**{k: v for k, v in config.control.model_dump().items()
+                              if k in known})
+
+
+def policy_from(config: SiteConfig) -> Policy:
+    p = config.policy
+    return Policy(name=PolicyName(p.name), rotation_interval_s=p.rotation_interval_s,
+                  deadline_mode=p.deadline_mode)
+
+
+class Supervisor:
+    """Runs one site: the central system (or any ``ChargerLink``), meters, control loop."""
+
+    def __init__(self, config: SiteConfig, *, clock: Clock | None = None,
+                 link: ChargerLink | None = None,
+                 meter_sources: Sequence[MeterSource] | None = None,
+                 options: SupervisorOptions | None = None,
+                 on_step: Callable[[StepResult], None] | None = None) -> None:
+        self.config = config
+        self.site = config.site
+        self.clock = clock or SystemClock()
+        self.options = options or SupervisorOptions()
+        self.settings = control_settings(config)
+        self.policy = policy_from(config)
+        self.link: ChargerLink | None = link
+        self._own_link = link is None
+        self.state: ControllerState = initial_state(self.site, self.settings)
+        self.trigger = Trigger(self.settings)
+        self.last_result: StepResult | None = None
+        self.outcomes: dict[str, CommandOutcome] = {}
+        self._on_step = on_step
+        self._readings: list[MeterReading] = []
+        self._acks: list[CommandAck] = []
+        self._passed_states: dict[str, ChargerState] = {}
+        self._passed_sessions: tuple[Session, ...] | None = None
+        self._passed_caps: tuple[ExternalCap, ...] = ()
+        self.web: WebBridge | None = None
+        self.mqtt: MqttLink | None = None
+        self._edits = SessionEdits()  # MQTT commands when no web runtime keeps them
+        self._all_sessions: tuple[Session, ...] = ()
+        self._wake = asyncio.Event()
+        self.started = asyncio.Event()  # set once chargers can connect
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sources = list(meter_sources) if meter_sources is not None else None
+
+    # --- wiring -------------------------------------------------------------------------
+    def _on_reading(self, reading: MeterReading) -> None:
+        self._readings.append(reading)
+        self.trigger.notify(self.clock.now_s())
+        self._wake.set()
+
+    def _build_meters(self) -> list[MeterCoordinator]:
+        """One coordinator per meter: the caller's sources (tests, demo), else the site's."""
+        if self._sources is not None:
+            specs = {m.id: m for m in self.site.meters}
+            out = []
+            for src in self._sources:
+                spec = specs.get(src.meter_id)
+                out.append(MeterCoordinator(
+                    src, self.clock, poll_interval_s=spec.poll_interval_s if spec else 1.0,
+                    timeout_s=spec.timeout_s if spec else 10.0, on_reading=self._on_reading))
+            return out
+        if not self.options.poll_meters:
+            return []
+        return [build_coordinator(spec, self.clock, on_reading=self._on_reading)
+                for spec in self.site.meters]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_web(self) -> asyncio.Task[Any] | None:
+        if not self.options.web:
+            return None
+        self.web = WebBridge(self.config, self.clock, self.policy, self.settings.lease_s)
+        task = asyncio.get_running_loop().create_task(self.web.serve())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_mqtt(self) -> asyncio.Task[Any] | None:
+        section = self.config.mqtt
+        if section is None or not section.enabled:
+            return None
+        self.mqtt = MqttLink(section, self.site, self.clock, password=mqtt_password(self.config),
+                             on_command=self._on_command)
+        task = asyncio.get_running_loop().create_task(self.mqtt.run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _on_command(self, cmd: SessionCommand) -> None:
+        """An MQTT command: edit the session on its charger as the API would, then step."""
+        try:
+            if self.web is not None:
+                session = self.web.runtime.view().session_at(cmd.charger_id)
+                if session is None:
+                    raise InputError(f"no car on charger {cmd.charger_id!r}")
+                self.web.runtime.edit_session(session.session_id, command_changes(session, cmd),
+                                              by="mqtt")
+            elif self._edits.apply(self._all_sessions, cmd) is None:
+                raise InputError(f"no car on charger {cmd.charger_id!r}")
+        except InputError as exc:
+            log.warning("MQTT command %s=%s for %s ignored: %s", cmd.field, cmd.value,
+                        cmd.charger_id, exc)
+            return
+        self.trigger.notify(self.clock.now_s())
+        self._wake.set()
+
+    def _resume(self, link: ChargerLink, web: WebBridge) -> None:
+        """Restart on a used store: rebuild the controller from what it kept and what the
+        chargers report; every limit is then unknown, so the next step re-asserts them all."""
+        now = self.clock.now_s()
+        snap = link.snapshot()
+        self.state = rebuild_state(
+            self.site, self.settings, now_s=now, charger_states=snap.states,
+            sessions=web.overlay(snap.sessions) or web.runtime.view().sessions,
+            installed_limits_a=web.installed_limits_a(), external_caps=web.caps())
+        self._passed_states = {s.charger_id: s for s in snap.states}
+        self._passed_caps = web.caps()
+        self.policy = web.policy()
+        web.runtime.record_control_events(self.state.recent_events)
+        if isinstance(link, CentralSystem):  # never re-issue a stored transaction id
+            link.hub.saw_tx_id(web.last_transaction_number())
+        self.trigger.notify(now)
+
+    async def _forward_link_changes(self, link: ChargerLink) -> None:
+        while True:
+            if await link.wait_changed(1.0):
+                self.trigger.notify(self.clock.now_s())
+                self._wake.set()
+
+    # --- the loop -----------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; the central system is started and stopped here."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.link is None:
+                cs = CentralSystem(site=self.site, settings=self.config.ocpp,
+                                   clock=self.clock, options=self.options.link)
+                self.link = await stack.enter_async_context(cs)
+            link = self.link
+            meters = self._build_meters()
+            for m in meters:
+                self._spawn(m.run())
+            self._spawn(self._forward_link_changes(link))
+            web_task = self._start_web()
+            if self.web is not None and self.web.resumed:
+                self._resume(link, self.web)
+            mqtt_task = self._start_mqtt()
+            self.started.set()
+            try:
+                await self._loop(link, stop)
+            finally:
+                for m in meters:
+                    m.stop()
+                if self.mqtt is not None and mqtt_task is not None:
+                    self.mqtt.stop()  # publishes "offline" rather than leaving it to the will
+                    await asyncio.wait({mqtt_task}, timeout=5)
+                if self.web is not None and web_task is not None:
+                    self.web.stop()  # let uvicorn close its connections before cancelling
+                    await asyncio.wait({web_task}, timeout=5)
+                for t in list(self._tasks):
+                    t.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                if self.web is not None:
+                    self.web.close()  # after the tasks: a profile write may still be running
+
+    async def _loop(self, link: ChargerLink, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = self.clock.now_s()
+            if self.trigger.due(now):
+                self.step_once(link, now)
+            wait = max(0.0, min(self.trigger.next_run_s() - self.clock.now_s(), 1.0))
+            self._wake.clear()
+            stopper = asyncio.ensure_future(stop.wait())
+            waker = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait({stopper, waker}, timeout=wait if math.isfinite(wait) else 1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            waker.cancel()
+
+    def _inputs(self, link: ChargerLink) -> tuple[ControlInputs, tuple[Session, ...]]:
+        """What changed since the last step, and the full session list (API edits applied)."""
+        snap = link.snapshot()
+        states = tuple(s for s in snap.states if self._passed_states.get(s.charger_id) != s)
+        self._passed_states.update({s.charger_id: s for s in states})
+        all_sessions = (self.web.overlay(snap.sessions) if self.web
+                        else self._edits.overlay(snap.sessions))
+        self._all_sessions = all_sessions
+        sessions: tuple[Session, ...] | None = all_sessions
+        if all_sessions == self._passed_sessions:
+            sessions = None
+        else:
+            self._passed_sessions = all_sessions
+        caps: tuple[ExternalCap, ...] | None = None
+        if self.web is not None:
+            self.policy = self.web.policy()
+            if self.web.caps() != self._passed_caps:
+                caps = self._passed_caps = self.web.caps()
+        inputs = ControlInputs(readings=tuple(self._readings), charger_states=states,
+                               sessions=sessions, external_caps=caps, acks=tuple(self._acks))
+        self._readings.clear()
+        self._acks.clear()
+        return inputs, all_sessions
+
+    def step_once(self, link: ChargerLink, now_s: float) -> StepResult:
+        """One control step on the latest inputs; its commands are sent in the background."""
+        before = self.state
+        inputs, sessions = self._inputs(link)
+        result = step(self.site, self.settings, self.policy, before, inputs, now_s)
+        self.state = result.state
+        self.last_result = result
+        self.trigger.ran(now_s, result.next_wakeup_s)
+        for ev in result.events:
+            log.log(logging.WARNING if ev.severity != "info" else logging.INFO,
+                    "%s %s: %s", ev.kind.value, ev.subject, ev.message)
+        if result.commands:
+            self._spawn(self._dispatch(link, before, result.commands))
+        if self.web is not None:
+            try:
+                self.web.after_step(sessions=sessions, states=inputs.charger_states,
+                                    readings=inputs.readings, result=result)
+            except Exception:  # the dashboard must never stop the control loop
+                log.exception("updating the dashboard runtime failed")
+        if self.mqtt is not None:
+            self.mqtt.after_step(result)
+        if self._on_step is not None:
+            self._on_step(result)
+        return result
+
+    # --- commands -----------------------------------------------------------------------
+    async def _dispatch(self, link: ChargerLink, before: ControllerState,
+                        commands: Sequence[SetLimit | InstallFallback]) -> None:
+        """Decreases (and fallbacks) first, all confirmed, then the rest."""
+        def lowers(c: SetLimit | InstallFallback) -> bool:
+            if isinstance(c, InstallFallback):
+                return True
+            old = before.tracks.get(c.charger_id)
+            return old is None or old.limit_a is None or c.limit_a < old.limit_a
+        first = [c for c in commands if lowers(c)]
+        then = [c for c in commands if not lowers(c)]
+        for batch in (first, then):
+            await asyncio.gather(*(self._send(link, c) for c in batch))
+
+    async def _send(self, link: ChargerLink, cmd: SetLimit | InstallFallback) -> None:
+        override = self.config.ocpp.fallback_limit_a
+        if isinstance(cmd, InstallFallback) and override is not None:
+            cmd = replace(cmd, limit_a=min(cmd.limit_a, override))  # only ever lower
+        try:
+            if isinstance(cmd, InstallFallback):
+                out = await link.install_fallback(cmd)
+            else:
+                out = await link.set_limit(cmd)
+        except Exception:  # the supervisor is where broad catches belong; fallbacks hold
+            log.exception("sending %r failed", cmd)
+            return
+        self.outcomes[cmd.charger_id] = out
+        if out.status in (OutcomeStatus.ACCEPTED, OutcomeStatus.REJECTED, OutcomeStatus.FAILED):
+            self._acks.append(CommandAck(charger_id=cmd.charger_id, t_s=out.t_s,
+                                         limit_a=cmd.limit_a, accepted=out.ok,
+                                         fallback=isinstance(cmd, InstallFallback)))
+            self.trigger.notify(self.clock.now_s())
+            self._wake.set()
+        if out.ok and self.web is not None:
+            # Off the loop: a durable write per confirmed profile would stall a big fleet's
+            # lease renewals; the ack above already reached the controller.
+            try:
+                await asyncio.to_thread(self.web.record_installed, cmd, out.t_s)
+            except Exception:  # a store hiccup must not stop the loop; the next renewal retries
+                log.exception("storing the installed profile of %s failed", cmd.charger_id)

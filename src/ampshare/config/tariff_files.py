@@ -1,0 +1,185 @@
+"""Load tariff files into the pure ``ampshare.core.tariff`` model; build the planner from a
+site file's ``planner:`` section.
+
+The I/O and time-zone half of the tariff model: reads acnportal TOU JSON schedules and hourly
+price CSVs, and turns an IANA time zone into a ``UtcOffsets`` table with ``zoneinfo`` (the core
+must not import ``datetime``). Errors are ``InputError``s naming the file and what to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ampshare.config.sections import PlannerSection
+from ampshare.core.planner import Battery, RecedingHorizonPlanner, SessionDefaults
+from ampshare.core.site import Site
+from ampshare.core.tariff import PriceSeries, Tariff, UtcOffsets, parse_acn_tou
+from ampshare.errors import InputError
+
+__all__ = ["load_price_series", "load_tariff", "planner_from_section", "utc_offsets"]
+
+
+def utc_offsets(tz_name: str, first_year: int = 2000, last_year: int = 2040) -> UtcOffsets:
+    """Offset table of ``tz_name`` for the given years.
+
+    Sampled daily, then hourly inside a day whose offset changed: exact for zones whose
+    transitions fall on the hour and at most one per day (US, EU).
+    """
+    try:
+        zone = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(
+            f"unknown time zone {tz_name!r}; use an IANA name such as 'America/Los_Angeles'"
+        ) from None
+    start = int(datetime(first_year, 1, 1, tzinfo=UTC).timestamp())
+    end = int(datetime(last_year + 1, 1, 1, tzinfo=UTC).timestamp())
+    transitions: list[float] = [float("-inf")]
+    offsets: list[float] = [_offset(zone, start)]
+    for day in range(start, end, 86400):
+        if _offset(zone, day + 86400) == offsets[-1]:
+            continue
+        for t in range(day + 3600, day + 86400 + 1, 3600):  # the hour it changed
+            if _offset(zone, t) != offsets[-1]:
+                transitions.append(float(t))
+                offsets.append(_offset(zone, t))
+                break
+    return UtcOffsets(transitions_s=tuple(transitions), offsets_s=tuple(offsets))
+
+
+def _offset(zone: ZoneInfo, t: int) -> float:
+    off = datetime.fromtimestamp(t, zone).utcoffset()
+    return off.total_seconds() if off is not None else 0.0
+
+
+def load_tariff(
+    path: str | Path, *, timezone: str = "UTC", demand_charge_per_kw: float | None = None
+) -> Tariff:
+    """A ``Tariff`` from an acnportal TOU JSON file, in local time of ``timezone``."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read tariff file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{p}: expected a JSON object with a 'schedule' list")
+    schedule = parse_acn_tou(doc, source=str(p))
+    return Tariff(
+        name=schedule.name,
+        energy=schedule,
+        offsets=utc_offsets(timezone),
+        demand_charge_per_kw_override=demand_charge_per_kw,
+    )
+
+
+def load_price_series(
+    path: str | Path,
+    *,
+    price_column: str = "price_eur_per_mwh",
+    time_column: str = "timestamp_utc",
+    per_mwh: bool = True,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    demand_charge_per_kw: float | None = None,
+) -> Tariff:
+    """A ``Tariff`` from a regular CSV price series (e.g. NL day-ahead, UTC timestamps).
+
+    Missing hours are filled with the previous price; ``start_s``/``end_s`` keep a window.
+    """
+    p = Path(path)
+    times: list[float] = []
+    prices: list[float] = []
+    try:
+        with p.open(encoding="utf-8", newline="") as fh:
+            for lineno, row in enumerate(csv.DictReader(fh), start=2):
+                t, price = _row(row, p, lineno, time_column, price_column)
+                if (start_s is None or t >= start_s) and (end_s is None or t < end_s):
+                    times.append(t)
+                    prices.append(price / 1000.0 if per_mwh else price)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read price file ({exc.strerror})") from None
+    if len(times) < 2:
+        raise InputError(f"{p}: fewer than two prices in the selected window")
+    step = min(b - a for a, b in itertools.pairwise(times))
+    grid = _regular(times, prices, step)
+    return Tariff(
+        name=p.stem,
+        energy=PriceSeries(start_s=times[0], step_s=step, prices_per_kwh=grid),
+        demand_charge_per_kw_override=demand_charge_per_kw,
+    )
+
+
+def _row(row: dict[str, str], p: Path, lineno: int, tcol: str, pcol: str) -> tuple[float, float]:
+    try:
+        t = datetime.fromisoformat(row[tcol].replace("Z", "+00:00"))
+        return t.timestamp(), float(row[pcol])
+    except KeyError as exc:
+        raise InputError(f"{p}: missing column {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{p}:{lineno}: bad value ({exc})") from None
+
+
+def _regular(times: list[float], prices: list[float], step: float) -> tuple[float, ...]:
+    n = round((times[-1] - times[0]) / step) + 1
+    out: list[float] = []
+    k = 0
+    for i in range(n):
+        t = times[0] + i * step
+        while k + 1 < len(times) and times[k + 1] <= t + 1e-6:
+            k += 1
+        out.append(prices[k])
+    return tuple(out)
+
+
+def planner_from_section(
+    section: PlannerSection, site: Site, base_dir: str | Path = "."
+) -> RecedingHorizonPlanner:
+    """The live receding-horizon planner described by a site file's ``planner:`` section
+    (tariff files are read relative to ``base_dir``, the site file's folder)."""
+    base = Path(base_dir)
+    tariff: Tariff | None = None
+    if section.tariff_file:
+        tariff = load_tariff(
+            base / section.tariff_file,
+            timezone=section.timezone,
+            demand_charge_per_kw=section.demand_charge_per_kw,
+        )
+    elif section.price_file:
+        tariff = load_price_series(
+            base / section.price_file, demand_charge_per_kw=section.demand_charge_per_kw
+        )
+    battery = None
+    if section.battery_capacity_kwh is not None:
+        cap_wh = section.battery_capacity_kwh * 1000
+        battery = Battery(
+            capacity_wh=cap_wh,
+            max_charge_w=(section.battery_max_charge_kw or 0.0) * 1000,
+            max_discharge_w=(section.battery_max_discharge_kw or 0.0) * 1000,
+            soc_wh=cap_wh * section.battery_min_soc_pct / 100,
+            charge_efficiency=section.battery_efficiency,
+            discharge_efficiency=section.battery_efficiency,
+            min_soc_wh=cap_wh * section.battery_min_soc_pct / 100,
+            max_soc_wh=cap_wh * section.battery_max_soc_pct / 100,
+        )
+    energy = None if section.default_energy_kwh is None else section.default_energy_kwh * 1000
+    return RecedingHorizonPlanner(
+        site=site,
+        horizon_s=section.horizon_h * 3600,
+        slot_s=section.slot_s,
+        replan_interval_s=section.replan_interval_s,
+        time_limit_s=section.time_budget_s,
+        tariff=tariff,
+        battery=battery,
+        contracted_capacity_w=(
+            None
+            if section.contracted_capacity_kw is None
+            else section.contracted_capacity_kw * 1000
+        ),
+        defaults=SessionDefaults(dwell_s=section.default_dwell_h * 3600, energy_wh=energy),
+    )

@@ -1,0 +1,72 @@
+"""Overload alerts: current that flows above a limit, told apart from pessimistic accounting.
+
+The allocation counts an offline charger both in its meter's total (its draw cannot be
+subtracted: nobody reports it) and at its worst case on top; that is safe, and it may leave a
+node's headroom negative while nothing flows above its limit. Only the second is an overload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ampshare.control._index import SiteIndex
+from ampshare.control._types import ChargerTrack, ControllerState, Event, EventKind, Severity
+from ampshare.core.allocation import Allocation, NodeHeadroom, NodeMeasurement
+
+__all__ = ["overload_events"]
+
+
+def _flowing_a(
+    node: NodeHeadroom,
+    measured: Mapping[str, NodeMeasurement],
+    index: SiteIndex,
+    tracks: Mapping[str, ChargerTrack],
+) -> tuple[float, float, float] | None:
+    """Per line, the current known to flow through the node: a fresh meter's reading; for a
+    node without one, its assumed other load plus what online chargers below report. None
+    when the meter is stale (its own alert says so)."""
+    m = measured.get(node.node_id)
+    if m is not None:
+        if m.stale or m.current_a is None or not m.includes_ev_load:
+            return None
+        return (m.current_a[0] or 0.0, m.current_a[1] or 0.0, m.current_a[2] or 0.0)
+    flow = list(node.other_load_a)
+    for cid, t in tracks.items():
+        if t.online and node.node_id in index.ancestors[cid]:
+            flow = [f + v for f, v in zip(flow, t.measured_line_a, strict=True)]
+    return (flow[0], flow[1], flow[2])
+
+
+def overload_events(
+    alloc: Allocation,
+    *,
+    state: ControllerState,
+    measured: tuple[NodeMeasurement, ...],
+    index: SiteIndex,
+    tracks: Mapping[str, ChargerTrack],
+    now_s: float,
+) -> tuple[list[Event], frozenset[str]]:
+    """An overload is current that flows above a limit, not the pessimism of counting an
+    offline charger both in the meter's total and at its worst case (that only lowers the
+    others): a node whose headroom is negative is overloaded when what is known to flow
+    through it is above its limit."""
+    by_node = {m.node_id: m for m in measured}
+    over = set()
+    for h in alloc.headroom:
+        if min(h.headroom_a) >= -1e-6:
+            continue
+        flow = _flowing_a(h, by_node, index, tracks)
+        if flow is not None and any(f > lim + 1e-6 for f, lim in zip(flow, h.limit_a, strict=True)):
+            over.add(h.node_id)
+    out = [
+        Event(
+            t_s=now_s,
+            kind=EventKind.OVERLOAD,
+            severity=Severity.ALERT,
+            subject=nid,
+            message="load above the limit even with every controllable car lowered "
+            "(building load or chargers that cannot be controlled)",
+        )
+        for nid in sorted(over - state.overloaded_nodes)
+    ]
+    return out, frozenset(over)

@@ -1,0 +1,342 @@
+"""Watching the inputs: stale meters, acknowledgements, offline and non-compliant chargers,
+unused current to reclaim. Each function returns updated tracks and appends its events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from ampshare.control._settings import ControlSettings
+from ampshare.control._types import (
+    ChargerTrack,
+    CommandAck,
+    Event,
+    EventKind,
+    MeterTrack,
+    Severity,
+)
+from ampshare.core.allocation import NodeMeasurement
+from ampshare.core.site import MeterSpec, Site
+from ampshare.core.snapshot import ChargerState, MeterReading
+
+__all__ = [
+    "apply_acks",
+    "apply_charger_state",
+    "apply_readings",
+    "expire_pending",
+    "measurements",
+    "meter_deadline_s",
+    "per_line_or_zero",
+    "update_meter_staleness",
+]
+
+
+def _max_line(values: tuple[float | None, float | None, float | None] | None) -> float | None:
+    if values is None:
+        return None
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def per_line_or_zero(
+    values: tuple[float | None, float | None, float | None] | None,
+) -> tuple[float, float, float]:
+    """Per-line values with unknown lines as 0 (for display and fixed-load shapes only)."""
+    if values is None:
+        return (0.0, 0.0, 0.0)
+    return (values[0] or 0.0, values[1] or 0.0, values[2] or 0.0)
+
+
+def _ev(
+    out: list[Event], t_s: float, *, kind: EventKind, sev: Severity, subj: str, msg: str
+) -> None:
+    out.append(Event(t_s=t_s, kind=kind, severity=sev, subject=subj, message=msg))
+
+
+# --- meters -------------------------------------------------------------------------------
+
+
+def apply_readings(meters: dict[str, MeterTrack], readings: Iterable[MeterReading]) -> None:
+    """Keep the newest reading per meter and the per-line maximum seen (the historical worst
+    case used once the meter goes stale)."""
+    for r in readings:
+        track = meters.get(r.meter_id)
+        if track is None:
+            continue  # a meter the site does not know: ignore rather than guess its node
+        if track.last is not None and r.t_s < track.last.t_s:
+            continue
+        hist = track.max_line_a
+        if r.current_a is not None:
+            hist = tuple(max(h, v or 0.0) for h, v in zip(hist, r.current_a, strict=True))  # type: ignore[assignment]
+        fresh_since = track.fresh_since_s
+        if track.stale and fresh_since is None:
+            fresh_since = r.t_s
+        meters[r.meter_id] = replace(track, last=r, max_line_a=hist, fresh_since_s=fresh_since)
+
+
+def _timeout_s(settings: ControlSettings, spec: MeterSpec) -> float:
+    return settings.meter_timeout_s if settings.meter_timeout_s is not None else spec.timeout_s
+
+
+def meter_deadline_s(settings: ControlSettings, spec: MeterSpec, track: MeterTrack) -> float:
+    """When the meter turns stale if no new reading arrives."""
+    if track.last is None:
+        return float("inf")
+    return track.last.t_s + _timeout_s(settings, spec)
+
+
+def update_meter_staleness(
+    site: Site,
+    settings: ControlSettings,
+    meters: dict[str, MeterTrack],
+    now_s: float,
+    events: list[Event],
+) -> None:
+    """Mark meters stale past their timeout, and trusted again only after ``meter_recover_s``
+    of fresh readings (a meter not trusted before is trusted from its first reading)."""
+    for spec in site.meters:
+        t = meters[spec.id]
+        timeout = _timeout_s(settings, spec)
+        if t.last is None or now_s - t.last.t_s > timeout:
+            if not t.stale and t.last is not None:
+                _ev(
+                    events,
+                    now_s,
+                    kind=EventKind.METER_STALE,
+                    sev=Severity.ALERT,
+                    subj=spec.id,
+                    msg=f"no reading for {now_s - t.last.t_s:.1f} s (timeout {timeout:g} s): "
+                    f"node {spec.node_id} counted at its worst case",
+                )
+            if not t.stale or t.fresh_since_s is not None:
+                meters[spec.id] = replace(t, stale=True, fresh_since_s=None)
+            continue
+        if not t.stale:
+            continue
+        since = t.fresh_since_s if t.fresh_since_s is not None else t.last.t_s
+        if not t.was_trusted or now_s - since >= settings.meter_recover_s - 1e-9:
+            meters[spec.id] = replace(t, stale=False, fresh_since_s=None, was_trusted=True)
+            if t.was_trusted:
+                _ev(
+                    events,
+                    now_s,
+                    kind=EventKind.METER_RECOVERED,
+                    sev=Severity.INFO,
+                    subj=spec.id,
+                    msg=f"fresh readings for {now_s - since:.1f} s: trusted again",
+                )
+
+
+def measurements(site: Site, meters: Mapping[str, MeterTrack]) -> tuple[NodeMeasurement, ...]:
+    """What the allocator sees of every metered node."""
+    out = []
+    for spec in site.meters:
+        t = meters[spec.id]
+        hist = t.max_line_a if any(v > 0 for v in t.max_line_a) else None
+        worst = spec.fallback_line_a if spec.fallback_line_a is not None else hist
+        last = t.last
+        out.append(
+            NodeMeasurement(
+                node_id=spec.node_id,
+                current_a=None if t.stale or last is None else last.current_a,
+                power_w=None if t.stale or last is None else last.power_w,
+                stale=t.stale or last is None,
+                worst_case_line_a=worst,
+                includes_ev_load=spec.includes_ev_load,
+            )
+        )
+    return tuple(out)
+
+
+# --- chargers -----------------------------------------------------------------------------
+
+
+def _held_until(t: ChargerTrack, a: CommandAck) -> float:
+    """The lease now known to be in force: the answered command's own lease when the ack
+    carries it; else, for an answer after the latest send, that send's lease (a charger link
+    answers its commands in order); else what was known before."""
+    if a.lease_until_s is not None:
+        lease = a.lease_until_s
+    elif t.sent_s is not None and a.t_s >= t.sent_s:
+        lease = t.lease_until_s
+    else:
+        lease = t.held_until_s
+    return max(t.held_until_s, lease)
+
+
+def apply_acks(
+    tracks: dict[str, ChargerTrack], acks: Iterable[CommandAck], events: list[Event]
+) -> None:
+    """Record acknowledgements of the limit currently commanded; a rejection keeps the
+    charger counted at the higher value and forgets the limit, so that it is sent again."""
+    for a in acks:
+        t = tracks.get(a.charger_id)
+        if t is None:
+            continue
+        if a.fallback:
+            tracks[a.charger_id] = replace(t, fallback_acked=a.accepted)
+            continue
+        if t.limit_a is None or abs(a.limit_a - t.limit_a) > 1e-6:
+            continue  # an answer to an older command: the newer one is still in flight
+        if a.accepted:
+            tracks[a.charger_id] = replace(t, acked_s=a.t_s, held_until_s=_held_until(t, a))
+        else:
+            _ev(
+                events,
+                a.t_s,
+                kind=EventKind.COMMAND_REJECTED,
+                sev=Severity.ALERT,
+                subj=a.charger_id,
+                msg=f"rejected limit {a.limit_a:g} A; still counted at {t.high_a:g} A",
+            )
+            tracks[a.charger_id] = replace(t, limit_a=None, acked_s=None)
+
+
+def _confirm(
+    t: ChargerTrack, s: ChargerState, measured: float | None, settings: ControlSettings
+) -> ChargerTrack:
+    """A decrease is confirmed early by a report after the acknowledgement showing the draw
+    at or under the new limit. A draw within ``confirm_tolerance_a`` above it still counts as
+    what it is: the car is counted at that draw (not at the new limit) until the EV reaction
+    time has passed, so a small decrease is never "confirmed" by the old draw; nor is any
+    decrease shortly after an increase, which the car may not have followed yet."""
+    if not t.pending or t.acked_s is None or s.t_s < t.acked_s or t.limit_a is None:
+        return t
+    if (
+        t.raised_s is not None
+        and s.t_s < t.raised_s + settings.ack_timeout_s + settings.ev_reaction_s
+    ):
+        # a car may still be about to follow an earlier increase: a low draw proves nothing
+        return t
+    if measured is not None and measured <= t.limit_a + settings.confirm_tolerance_a:
+        high = min(t.high_a, max(t.limit_a, measured))
+        return replace(t, high_a=high) if high != t.high_a else t
+    return t
+
+
+def _compliance(
+    t: ChargerTrack,
+    s: ChargerState,
+    measured: float,
+    settings: ControlSettings,
+    events: list[Event],
+) -> ChargerTrack:
+    allowed = t.high_a if t.limit_a is not None else float("inf")
+    over = measured > allowed + settings.noncompliance_tolerance_a
+    if over:
+        since = t.over_since_s if t.over_since_s is not None else s.t_s
+        t = replace(t, over_since_s=since, compliant_since_s=None)
+        if not t.noncompliant and s.t_s - since >= settings.noncompliance_s - 1e-9:
+            _ev(
+                events,
+                s.t_s,
+                kind=EventKind.NONCOMPLIANT,
+                sev=Severity.ALERT,
+                subj=t.charger_id,
+                msg=f"draws {measured:.1f} A over its limit {allowed:g} A for "
+                f"{s.t_s - since:.0f} s: counted at its draw, others lowered",
+            )
+            t = replace(t, noncompliant=True)
+        return t
+    t = replace(t, over_since_s=None) if t.over_since_s is not None else t
+    if t.noncompliant:
+        since = t.compliant_since_s if t.compliant_since_s is not None else s.t_s
+        t = replace(t, compliant_since_s=since)
+        if s.t_s - since >= settings.noncompliance_s - 1e-9:
+            _ev(
+                events,
+                s.t_s,
+                kind=EventKind.COMPLIANT_AGAIN,
+                sev=Severity.INFO,
+                subj=t.charger_id,
+                msg=f"back under its limit for {s.t_s - since:.0f} s",
+            )
+            t = replace(t, noncompliant=False, compliant_since_s=None)
+    return t
+
+
+def _reclaim(
+    t: ChargerTrack,
+    s: ChargerState,
+    measured: float,
+    *,
+    min_a: float,
+    settings: ControlSettings,
+    events: list[Event],
+) -> ChargerTrack:
+    """Cap a car that leaves current unused; lift the cap when it draws up to it."""
+    lim = t.limit_a
+    if t.cap_a is not None and measured >= t.cap_a - settings.reclaim_margin_a / 2:
+        return replace(t, cap_a=None, cap_set_s=None, under_since_s=None)
+    if lim is None or lim < min_a or t.pending or measured < 0.5:
+        return replace(t, under_since_s=None) if t.under_since_s is not None else t
+    if measured > lim - settings.reclaim_below_a:
+        return replace(t, under_since_s=None) if t.under_since_s is not None else t
+    since = t.under_since_s if t.under_since_s is not None else s.t_s
+    if t.cap_a is None and s.t_s - since >= settings.reclaim_after_s - 1e-9:
+        cap = max(min_a, measured + settings.reclaim_margin_a)
+        if cap < lim - 1e-9:
+            _ev(
+                events,
+                s.t_s,
+                kind=EventKind.RECLAIMED,
+                sev=Severity.INFO,
+                subj=t.charger_id,
+                msg=f"draws {measured:.1f} A of {lim:g} A for {s.t_s - since:.0f} s: capped at "
+                f"{cap:.1f} A, the rest goes to others",
+            )
+            return replace(t, cap_a=cap, cap_set_s=s.t_s, under_since_s=since)
+    return replace(t, under_since_s=since) if t.under_since_s != since else t
+
+
+def apply_charger_state(
+    t: ChargerTrack,
+    s: ChargerState,
+    min_a: float,
+    settings: ControlSettings,
+    events: list[Event],
+) -> ChargerTrack:
+    """Fold one charger report into its track."""
+    if t.report_s is not None and s.t_s < t.report_s:
+        return t
+    if s.online != t.online:
+        kind = EventKind.CHARGER_ONLINE if s.online else EventKind.CHARGER_OFFLINE
+        sev = Severity.INFO if s.online else Severity.ALERT
+        msg = (
+            "back online: limits re-asserted"
+            if s.online
+            else f"offline: counted at {max(t.high_a, t.measured_a, t.fallback_a):g} A until its "
+            "lease and fallback say otherwise"
+        )
+        _ev(events, s.t_s, kind=kind, sev=sev, subj=t.charger_id, msg=msg)
+        # back online: resend the fallback and the limit (the charger may have rebooted)
+        t = replace(
+            t,
+            online=s.online,
+            limit_a=None if s.online else t.limit_a,
+            fallback_sent=False if s.online else t.fallback_sent,
+            held_until_s=float("-inf") if s.online else t.held_until_s,
+        )
+    if not s.online:
+        return replace(t, report_s=s.t_s)
+    measured = _max_line(s.measured_current_a)
+    lines = s.measured_current_a
+    t = replace(
+        t,
+        report_s=s.t_s,
+        measured_a=measured if measured is not None else t.measured_a,
+        measured_line_a=per_line_or_zero(lines),
+    )
+    t = _confirm(t, s, measured, settings)
+    if measured is None:
+        return t
+    t = _compliance(t, s, measured, settings, events)
+    return _reclaim(t, s, measured, min_a=min_a, settings=settings, events=events)
+
+
+def expire_pending(t: ChargerTrack, now_s: float, settings: ControlSettings) -> ChargerTrack:
+    """A decrease acknowledged ``ev_reaction_s`` ago is obeyed by any conforming EV."""
+    if t.pending and t.acked_s is not None and now_s - t.acked_s >= settings.ev_reaction_s - 1e-9:
+        assert t.limit_a is not None
+        return replace(t, high_a=t.limit_a)
+    return t

@@ -1,0 +1,1 @@
+"""The pure core: site model, snapshots and allocation. No I/O, no asyncio, no clocks."""

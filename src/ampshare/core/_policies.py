@@ -1,0 +1,186 @@
+"""Policies as data: who keeps charging when not everyone fits (``keep_order``) and how the
+level ``t`` of the water-filling maps to each car's current (``profiles``).
+
+* ``equal``: ``x = clip(w t, min, max)`` — max-min fair, weighted by ``Session.weight``.
+* ``priority``: the same inside a tier; tiers are offset along ``t`` so a higher tier reaches
+  its maximum (or a binding limit) before the next tier rises above its minimum.
+* ``fcfs``: every car its own tier, in arrival order.
+* ``deadline``: stage 1 raises cars in EDF (or LLF) order up to the rate they need
+  (energy still needed ÷ (V · time to departure)); stage 2 shares what is left max-min fair.
+* ``planned``: stage 1 raises every car proportionally towards the planner's target; stage 2
+  as for ``deadline``.
+
+Pausing order (who keeps its minimum): ``equal`` and ``priority`` (within a tier) rotate —
+cars paused for at least ``rotation_interval_s`` come first, then cars that started less than
+an interval ago, then cars that have charged longer (longest last), then recently paused cars.
+``fcfs`` keeps the earliest arrivals, ``deadline`` the earliest deadline (least laxity),
+``planned`` the largest targets (then rotation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ampshare.core._sessions import SessionFacts
+from ampshare.core._waterfill import Profiles
+from ampshare.core.allocation import AllocationInput, PolicyName, RotationState
+from ampshare.core.snapshot import Session
+
+__all__ = ["Cars", "keep_order", "profiles", "rotation_key"]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cars:
+    """Per-charger facts the policies look at (n,): effective min/max current, W per A,
+    and the sessions (``facts.sessions[i]`` None when no car is plugged in)."""
+
+    lo: F64
+    hi: F64
+    volt: F64
+    facts: SessionFacts
+
+    @property
+    def sessions(self) -> tuple[Session | None, ...]:
+        return self.facts.sessions
+
+
+def rotation_key(inp: AllocationInput, cid: str, sess: Session) -> tuple[int, float]:
+    """Smaller keeps charging first (see the module docstring)."""
+    rot, now, interval = inp.rotation, inp.now_s, inp.policy.rotation_interval_s
+    return rotation_key_at(rot, now, interval, cid, sess.arrival_s)
+
+
+def rotation_key_at(
+    rot: RotationState, now: float, interval: float, cid: str, arrival_s: float
+) -> tuple[int, float]:
+    if cid in rot.charging_since_s and cid not in rot.paused_since_s:
+        since = rot.charging_since_s[cid]
+        return (1, -since) if now - since < interval else (2, -since)
+    paused = rot.paused_since_s.get(cid, arrival_s)
+    return (0, paused) if now - paused >= interval else (3, paused)
+
+
+def _deadline_key(inp: AllocationInput, cars: Cars, i: int, sess: Session) -> float:
+    if sess.departure_s is None:
+        return np.inf
+    if inp.policy.deadline_mode == "llf":
+        need = sess.energy_needed_wh or 0.0
+        full_w = max(cars.volt[i] * cars.hi[i], 1e-9)
+        return float(sess.departure_s - inp.now_s - 3600.0 * need / full_w)
+    return float(sess.departure_s)
+
+
+def _rotation_keys(inp: AllocationInput, ids: list[str], arrival: F64) -> tuple[F64, F64]:
+    """``rotation_key`` for many cars at once: (group, time) arrays."""
+    rot, now, interval = inp.rotation, inp.now_s, inp.policy.rotation_interval_s
+    if not rot.charging_since_s and not rot.paused_since_s:
+        group = np.where(now - arrival >= interval, 0.0, 3.0)
+        return group, arrival
+    keys = [
+        rotation_key_at(rot, now, interval, cid, a)
+        for cid, a in zip(ids, arrival.tolist(), strict=True)
+    ]
+    return (
+        np.array([k[0] for k in keys], dtype=np.float64),
+        np.array([k[1] for k in keys], dtype=np.float64),
+    )
+
+
+def keep_order(inp: AllocationInput, cars: Cars, ids: tuple[str, ...], cand: I64) -> I64:
+    """``cand`` sorted best-first: the first ones keep their minimum when not all fit.
+    Ties end in charger order (the site's order), so the result is deterministic."""
+    name = inp.policy.name
+    idx = cand.tolist()
+    arrival = cars.facts.arrival_s[cand]
+    group, since = _rotation_keys(inp, [ids[i] for i in idx], arrival)
+    if name is PolicyName.FCFS:
+        first, group, since = arrival, np.zeros(len(idx)), np.zeros(len(idx))
+    elif name is PolicyName.PRIORITY:
+        first = -cars.facts.priority[cand]
+    elif name in (PolicyName.DEADLINE, PolicyName.PLANNED):
+        # Candidates all have a session (``Grid.candidate``); the filter only narrows the type.
+        ss = [s for s in (cars.sessions[i] for i in idx) if s is not None]
+        if name is PolicyName.DEADLINE:
+            first = np.array([_deadline_key(inp, cars, i, s) for i, s in zip(idx, ss, strict=True)])
+        else:
+            targets = inp.policy.planned_targets_a
+            first = -np.array([targets.get(s.session_id, 0.0) for s in ss], dtype=np.float64)
+    else:
+        first = np.zeros(len(idx))
+    order = np.lexsort((cand, since, group, first))
+    return np.asarray(cand[order], dtype=np.int64)
+
+
+def _need_a(inp: AllocationInput, cars: Cars, i: int, sess: Session) -> float:
+    """Current needed to deliver the declared energy by the declared departure."""
+    need = sess.energy_needed_wh
+    if need is None or sess.departure_s is None:
+        return float(cars.lo[i])
+    hours = (sess.departure_s - inp.now_s) / 3600.0
+    if hours <= 0 or cars.volt[i] <= 0:
+        return float(cars.hi[i]) if need > 0 else float(cars.lo[i])
+    return float(need / (cars.volt[i] * hours))
+
+
+def _two_stage(lo: F64, hi: F64, target: F64, start1: F64, slope1: F64) -> Profiles:
+    tgt = np.clip(target, lo, hi)
+    stage2 = float(start1.max(initial=0.0) + (tgt - lo).max(initial=0.0) + 1.0)
+    return Profiles(
+        base=lo.copy(),
+        start=np.stack([start1, stage2 + tgt], axis=1),
+        slope=np.stack([slope1, np.ones_like(lo)], axis=1),
+        length=np.stack([tgt - lo, hi - tgt], axis=1),
+    )
+
+
+def profiles(inp: AllocationInput, cars: Cars, order: I64) -> Profiles:
+    """Each charger's current as a function of the shared level (only ``order`` matter)."""
+    n = len(cars.lo)
+    lo, hi = cars.lo, np.maximum(cars.hi, cars.lo)
+    name = inp.policy.name
+    w = np.ones(n)
+    offset = np.zeros(n)
+    span = float((hi / 1e-3).max(initial=1.0)) + 1.0
+    facts = cars.facts
+    if name in (PolicyName.EQUAL, PolicyName.PRIORITY):
+        w[order] = facts.weight[order]
+        span = float((hi / w).max(initial=1.0)) * 2.0 + 1.0
+    if name is PolicyName.PRIORITY:
+        # Rank 0 for the highest tier present among all plugged-in cars, 1 for the next, ...
+        tiers = np.unique(facts.priority[facts.has])[::-1]
+        rank = np.searchsorted(-tiers, -facts.priority[order])
+        offset[order] = rank * span
+    if name is PolicyName.FCFS:
+        by_arrival = order[np.argsort(facts.arrival_s[order], kind="stable")]
+        offset[by_arrival] = np.arange(len(by_arrival)) * (float(hi.max(initial=1.0)) + 1.0)
+    if name is PolicyName.DEADLINE:
+        target = np.array([_target(inp, cars, i, planned=False) for i in range(n)])
+        step = float((target - lo).max(initial=0.0)) + 1.0
+        start1 = np.zeros(n)
+        start1[order] = np.arange(len(order)) * step
+        return _two_stage(lo, hi, target, start1, np.ones(n))
+    if name is PolicyName.PLANNED:
+        target = np.array([_target(inp, cars, i, planned=True) for i in range(n)])
+        safe = np.maximum(np.clip(target, lo, hi), 1e-9)
+        return _two_stage(lo, hi, target, lo / safe, safe)
+    return Profiles(
+        base=lo.copy(),
+        start=(offset + lo / w)[:, None],
+        slope=w[:, None],
+        length=(hi - lo)[:, None],
+    )
+
+
+def _target(inp: AllocationInput, cars: Cars, i: int, *, planned: bool) -> float:
+    sess = cars.sessions[i]
+    if sess is None:
+        return float(cars.lo[i])
+    if planned:
+        return float(inp.policy.planned_targets_a.get(sess.session_id, cars.lo[i]))
+    return _need_a(inp, cars, i, sess)

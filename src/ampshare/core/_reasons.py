@@ -1,0 +1,285 @@
+"""Turn the numbers into the answer: every limit with the reason that bound it, every node's
+headroom, and the rotation memory for the next call."""
+
+from __future__ import annotations
+
+from itertools import compress
+
+import numpy as np
+import numpy.typing as npt
+
+from ampshare.core._compiled import (
+    COL_POWER,
+    COL_PRIMARY,
+    COL_SUM,
+    CompiledSite,
+    K,
+    site_pair_coefficients,
+)
+from ampshare.core._floor import Floor
+from ampshare.core._grid import MAX_KINDS, Grid
+from ampshare.core._headroom import Headroom
+from ampshare.core._waterfill import alone_slack, node_sums
+from ampshare.core.allocation import (
+    Allocation,
+    AllocationInput,
+    ChargerLimit,
+    NodeHeadroom,
+    Reason,
+    ReasonKind,
+    RotationState,
+)
+from ampshare.core.electrical import line_of
+
+__all__ = ["explain", "node_headroom", "row_reason"]
+
+F64 = npt.NDArray[np.float64]
+C128 = npt.NDArray[np.complex128]
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+
+
+def row_reason(cs: CompiledSite, hr: Headroom, j: int, k: int, detail: str = "") -> Reason:
+    """The reason naming row ``k`` of node ``j``."""
+    nid = cs.node_ids[j]
+    src = hr.cap_source[j][k]
+    if k < COL_PRIMARY:
+        if src:
+            return Reason(
+                kind=ReasonKind.EXTERNAL_CAP,
+                node_id=nid,
+                line=line_of(k),
+                detail=_join(src, detail),
+            )
+        return Reason(kind=ReasonKind.NODE_LINE, node_id=nid, line=line_of(k), detail=detail)
+    if k < COL_POWER:
+        return Reason(
+            kind=ReasonKind.TRANSFORMER_PRIMARY,
+            node_id=nid,
+            line=line_of(k - COL_PRIMARY),
+            detail=detail,
+        )
+    if k == COL_POWER:
+        if src:
+            return Reason(
+                kind=ReasonKind.EXTERNAL_CAP, node_id=nid, detail=_join(f"{src}, power", detail)
+            )
+        return Reason(kind=ReasonKind.NODE_POWER, node_id=nid, detail=detail)
+    assert k == COL_SUM
+    return Reason(kind=ReasonKind.NODE_LINE_SUM, node_id=nid, detail=detail)
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}; {b}" if a and b else a or b
+
+
+def node_headroom(cs: CompiledSite, hr: Headroom, v3: C128) -> tuple[NodeHeadroom, ...]:
+    """Per node; ``v3`` holds the EV line phasor sums (m, 3)."""
+    ev = np.abs(v3)
+    lim, other = hr.limit[:, :3], hr.other[:, :3]
+    left = lim - other - ev
+    rows = zip(
+        cs.node_ids,
+        *(a.tolist() for a in (lim, other, ev, left, hr.measured, hr.stale)),
+        strict=True,
+    )
+    return tuple(
+        NodeHeadroom(
+            node_id=nid,
+            limit_a=_t3(li),
+            other_load_a=_t3(ot),
+            ev_load_a=_t3(e),
+            headroom_a=_t3(lf),
+            measured=me,
+            stale=st,
+        )
+        for nid, li, ot, e, lf, me, st in rows
+    )
+
+
+def _t3(row: list[float]) -> tuple[float, float, float]:
+    return (row[0], row[1], row[2])
+
+
+def _phases(cs: CompiledSite, one: B) -> list[int]:
+    lines = np.where(one, cs.lines1, cs.lines3)
+    out: list[int] = np.where(cs.line_to_line | (lines < 3), 1, 3).tolist()
+    return out
+
+
+def explain(
+    *,
+    cs: CompiledSite,
+    inp: AllocationInput,
+    hr: Headroom,
+    grid: Grid,
+    floor: Floor,
+    pcoef: C128,
+    x: F64,
+    avail: F64,
+    cols: I64,
+) -> Allocation:
+    """``pcoef`` and ``avail`` carry only the columns ``cols``."""
+    charging = floor.running & (x > 0)
+    paused = grid.candidate & ~charging
+    keys = _keys(cs=cs, grid=grid, floor=floor, pcoef=pcoef, x=x, avail=avail, cols=cols)
+    reasons = _reasons(cs, hr, keys)
+    xs = x.tolist()
+    fixed = {fl.charger_id: fl for fl in inp.fixed_loads}
+    for i in np.flatnonzero(grid.fixed | grid.cap_paused).tolist():
+        cid = cs.charger_ids[i]
+        if cid in fixed:
+            reasons[i] = Reason(kind=ReasonKind.FIXED, detail=fixed[cid].reason)
+            xs[i] = max(fixed[cid].current_a)
+        elif grid.has_session[i]:
+            detail = f"cap {inp.caps_a[cid]:g} A is below the minimum {float(grid.lo[i]):g} A"
+            reasons[i] = Reason(kind=ReasonKind.CONTROLLER_CAP, detail=detail)
+    powers: list[float | None] = [None] * len(xs)
+    if cs.static.is_w.any():
+        volts = grid.volt_for(floor.one_phase).tolist()
+        for i in np.flatnonzero(cs.static.is_w).tolist():
+            powers[i] = round(xs[i] * volts[i], 3)
+    # The one per-charger loop left: building the answer's frozen values themselves.
+    limits = tuple(
+        ChargerLimit(charger_id=cid, limit_a=xv, phases=ph, reason=r, power_w=pw)
+        for cid, xv, ph, r, pw in zip(
+            cs.charger_ids, xs, _phases(cs, floor.one_phase), reasons, powers, strict=True
+        )
+    )
+    lines = site_pair_coefficients(cs, floor.one_phase, np.arange(3, dtype=np.int64))
+    v3 = node_sums(cs, lines, x)
+    return Allocation(
+        limits=limits,
+        headroom=node_headroom(cs, hr, v3),
+        rotation=_rotation(cs, inp, charging, paused),
+    )
+
+
+# Reason categories, in precedence order; FIXED and CAP carry per-charger text and are filled
+# in by ``explain`` itself.
+_NONE, _FIXED, _CAP, _NO_HEADROOM, _ROTATION, _MAX, _ROW, _SHARE = range(8)
+
+
+def _keys(
+    *,
+    cs: CompiledSite,
+    grid: Grid,
+    floor: Floor,
+    pcoef: C128,
+    x: F64,
+    avail: F64,
+    cols: I64,
+) -> I64:
+    """One integer per charger naming its reason: (category, node or kind, column, detail)
+    packed, so that equal reasons are found with one ``np.unique`` instead of a loop."""
+    v = node_sums(cs, pcoef, x)
+    charging = floor.running & (x > 0)
+    paused = grid.candidate & ~charging
+    at_max = charging & (x >= grid.hi_for(floor.one_phase) - 1e-6)
+    _, bnode, bcol = alone_slack(cs, pcoef, v, avail, (charging & ~at_max) | paused)
+    if paused.any():
+        v_forced = node_sums(cs, pcoef, np.where(floor.forced, grid.lo, 0.0))
+        alone, anode, acol = alone_slack(cs, pcoef, v_forced, avail, paused)
+    else:  # nobody paused: nothing to explain about a pause
+        alone, anode, acol = alone_slack(cs, pcoef, v, avail, paused)
+    bcol = np.where(bcol >= 0, cols[np.maximum(bcol, 0)], -1)
+    acol = np.where(acol >= 0, cols[np.maximum(acol, 0)], -1)
+    no_room = paused & (alone < grid.lo - 1e-9) & (anode >= 0)
+    conds = [
+        ~grid.has_session & ~grid.fixed,
+        grid.fixed,
+        grid.cap_paused,
+        no_room,
+        paused,
+        at_max,
+        bnode >= 0,
+    ]
+    cat = np.select(conds, [_NONE, _FIXED, _CAP, _NO_HEADROOM, _ROTATION, _MAX, _ROW], _SHARE)
+    node = np.select(
+        [cat == _NO_HEADROOM, cat == _MAX], [anode, grid.kind_for(floor.one_phase)], bnode
+    )
+    col = np.where(cat == _NO_HEADROOM, acol, bcol)
+    detail = np.where(floor.switched, 1, np.where(floor.forced, 2, 0))
+    detail = np.where(cat >= _MAX, detail, 0)
+    node = np.where((cat >= _NO_HEADROOM) & (cat != _SHARE), node, -1)
+    col = np.where((cat == _NO_HEADROOM) | (cat == _ROTATION) | (cat == _ROW), col, -1)
+    m = _base(cs)
+    return np.asarray(
+        (((cat * (m + 1) + node + 1) * (K + 1) + col + 1) * 3) + detail, dtype=np.int64
+    )
+
+
+def _base(cs: CompiledSite) -> int:
+    """Radix of the node field of a key: node ids + 1 (-1 is "none") and ``MAX_KINDS`` indices."""
+    return max(len(cs.node_ids), len(MAX_KINDS)) + 1
+
+
+def _reasons(cs: CompiledSite, hr: Headroom, keys: I64) -> list[Reason]:
+    """A reason per charger; chargers with equal keys share one (frozen) ``Reason``."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    m = _base(cs)
+    made: list[Reason] = []
+    for key in uniq.tolist():
+        rest, detail = divmod(key, 3)
+        rest, col = divmod(rest, K + 1)
+        cat, node = divmod(rest, m + 1)
+        made.append(_make(cs, hr, cat=cat, node=node - 1, col=col - 1, detail=_DETAILS[detail]))
+    # An object array hands every charger its shared reason without a Python loop.
+    table = np.empty(len(made), dtype=object)
+    table[:] = made
+    out: list[Reason] = table[inverse.ravel()].tolist()
+    return out
+
+
+_DETAILS = (
+    "",
+    "1 phase: 3 phases at the minimum did not fit",
+    "cannot be paused (zero_pauses is false): counted at least at its minimum",
+)
+
+
+def _make(cs: CompiledSite, hr: Headroom, *, cat: int, node: int, col: int, detail: str) -> Reason:
+    """Build the reason a key stands for (many chargers share one)."""
+    if cat == _NONE:
+        return Reason(kind=ReasonKind.NO_SESSION)
+    if cat in (_FIXED, _CAP):  # placeholder; ``explain`` writes the per-charger text
+        return Reason(kind=ReasonKind.FIXED if cat == _FIXED else ReasonKind.CONTROLLER_CAP)
+    if cat == _NO_HEADROOM:
+        return _paused(cs, hr, ReasonKind.PAUSED_NO_HEADROOM, node, col)
+    if cat == _ROTATION:
+        return _paused(cs, hr, ReasonKind.PAUSED_ROTATION, node, col)
+    if cat == _MAX:
+        return Reason(kind=MAX_KINDS[node], detail=detail)
+    if cat == _ROW:
+        return row_reason(cs, hr, node, col, detail)
+    return Reason(kind=ReasonKind.POLICY_SHARE, detail=detail)
+
+
+def _paused(cs: CompiledSite, hr: Headroom, kind: ReasonKind, j: int, k: int) -> Reason:
+    if j < 0:
+        return Reason(kind=kind)
+    base = row_reason(cs, hr, j, k)
+    return Reason(
+        kind=kind,
+        node_id=base.node_id,
+        line=base.line,
+        detail=f"{base.kind.value.replace('_', ' ')} full",
+    )
+
+
+def _rotation(cs: CompiledSite, inp: AllocationInput, charging: B, paused: B) -> RotationState:
+    """A car keeps its pause start while paused and its charging start while charging; the
+    clock of a newly paused car starts now (``RotationState``: when the allocator paused it)."""
+    prev, now = inp.rotation, inp.now_s
+    ids = cs.charger_ids
+    was_paused = prev.paused_since_s
+    was_charging = prev.charging_since_s
+    # Set operations on the key views instead of a lookup per charger (thousands per cycle).
+    pz = dict.fromkeys(compress(ids, paused.tolist()), now)
+    if was_paused:
+        pz.update((c, was_paused[c]) for c in pz.keys() & was_paused.keys())
+    ch = dict.fromkeys(compress(ids, charging.tolist()), now)
+    if was_charging:
+        keep = (ch.keys() & was_charging.keys()) - was_paused.keys()
+        ch.update((c, was_charging[c]) for c in keep)
+    return RotationState(paused_since_s=pz, charging_since_s=ch)

@@ -1,0 +1,349 @@
+"""Vectorised progressive filling over the compiled site (see ``_compiled``).
+
+Every controlled charger follows a *profile*: ``x_i(t) = base_i + sum_g clip(slope_g (t -
+start_g), 0, len_g)``, a nondecreasing piecewise-linear function of one shared level ``t``.
+Policies differ only in their profiles (equal: everyone ``max(min, w t)``; priority: tiers
+offset along ``t``; …). Between two profile breakpoints every column sum is linear in ``t``,
+``S(t) = V + sigma (t - t_e)``, so the first ``t`` at which ``|S(t)|`` reaches the column's
+limit is the root of a quadratic — exact for phasor sums, no bisection. All (node, column)
+rows are solved at once with numpy; the earliest crossings in disjoint subtrees are accepted
+together, the chargers loading them freeze, and the rest keep rising.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ampshare.core._compiled import COL_PRIMARY, CompiledSite, summing_matrix
+
+__all__ = ["Profiles", "alone_slack", "fill", "node_sums", "prefix_accept", "violations"]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+C128 = npt.NDArray[np.complex128]
+B = npt.NDArray[np.bool_]
+
+BIG_LIMIT = 1e12  # stands in for an infinite limit (keeps the quadratics finite)
+TOL_A = 1e-6  # feasibility tolerance in amperes (float noise only)
+EPS_COEF = 1e-12
+EPS_SLOPE = 1e-9  # below this a cumulative slope is float residue of cancelled events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profiles:
+    """Per charger (n,) ``base`` and per segment (n, G) ``start``, ``slope``, ``length``."""
+
+    base: F64
+    start: F64
+    slope: F64
+    length: F64
+
+    def at(self, t: float, idx: I64) -> F64:
+        """``x_i(t)`` for the chargers ``idx``."""
+        s, sl, ln = self.start[idx], self.slope[idx], self.length[idx]
+        rise = np.clip(sl * (t - s), 0.0, ln)
+        return np.asarray(self.base[idx] + rise.sum(axis=1), dtype=np.float64)
+
+    def at_levels(self, t: F64, idx: I64) -> F64:
+        """``x_i(t_i)`` for the chargers ``idx``, each at its own level ``t``."""
+        s, sl, ln = self.start[idx], self.slope[idx], self.length[idx]
+        rise = np.clip(sl * (t[:, None] - s), 0.0, ln)
+        return np.asarray(self.base[idx] + rise.sum(axis=1), dtype=np.float64)
+
+    def end(self) -> F64:
+        return np.asarray(self.base + self.length.sum(axis=1), dtype=np.float64)
+
+
+def node_sums(cs: CompiledSite, pcoef: C128, x: F64) -> C128:
+    """Column sums at every node for charger currents ``x`` (m, K)."""
+    mat = summing_matrix(cs, pcoef)
+    if mat is not None:
+        return np.asarray(mat @ x, dtype=np.complex128).reshape(len(cs.node_ids), pcoef.shape[1])
+    acc = _cum(pcoef * x[cs.pair_c][:, None])
+    return np.asarray(acc[cs.group_start[1:]] - acc[cs.group_start[:-1]], dtype=np.complex128)
+
+
+def _cum(vals: C128) -> C128:
+    """Running sums with a leading zero row: row ``r`` holds the sum of ``vals[:r]``."""
+    acc = np.zeros((vals.shape[0] + 1, vals.shape[1]), dtype=np.complex128)
+    np.cumsum(vals, axis=0, out=acc[1:])
+    return acc
+
+
+def violations(v: C128, limit: F64) -> B:
+    """Rows (m, K) over their limit."""
+    return np.asarray(np.abs(v) > limit + TOL_A, dtype=np.bool_)
+
+
+def _max_step(vv: C128, c: C128, lim: F64) -> F64:
+    """Largest d >= 0 with |vv + c d| <= lim, elementwise (inf where c is 0)."""
+    lim = np.where(np.isfinite(lim), lim, BIG_LIMIT)
+    cr, ci, vr, vi = c.real, c.imag, vv.real, vv.imag
+    a = cr * cr + ci * ci
+    b = vr * cr + vi * ci
+    cc = vr * vr + vi * vi - lim * lim
+    safe_a = np.where(a > EPS_COEF, a, 1.0)
+    disc = np.maximum(b * b - a * cc, 0.0)
+    root = (-b + np.sqrt(disc)) / safe_a
+    # Already over, or a negative limit (other load alone exceeds it: no current fits, however
+    # small |vv + c d| gets — the quadratic alone would read -L as +L).
+    root = np.where((cc > 0) | (lim < 0), 0.0, np.maximum(root, 0.0))
+    return np.asarray(np.where(a > EPS_COEF, root, np.inf), dtype=np.float64)
+
+
+def alone_slack(cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B) -> tuple[F64, I64, I64]:
+    """For chargers in ``idx``: how far each alone could rise with everything else fixed, and
+    the (node, column) that stops it (-1 where nothing does; on a tie the node nearest the
+    root, then the lowest column). Shapes (n,)."""
+    n = len(cs.charger_ids)
+    slack = np.full(n, np.inf)
+    node = np.full(n, -1, dtype=np.int64)
+    column = np.full(n, -1, dtype=np.int64)
+    sel = idx[cs.pair_c]
+    if n == 0 or not sel.any():
+        return slack, node, column
+    pn = cs.pair_n[sel]
+    steps = _max_step(v[pn], pcoef[sel], limit[pn])
+    col = np.argmin(steps, axis=1)
+    best = np.full(len(sel), np.inf)
+    best[sel] = steps[np.arange(len(pn)), col]
+    best_col = np.zeros(len(sel), dtype=np.int64)
+    best_col[sel] = col
+    byc = best[cs.by_charger]
+    slack = np.minimum.reduceat(byc, cs.charger_start[:-1])
+    owner = cs.pair_c[cs.by_charger]
+    hit = np.flatnonzero((byc == slack[owner]) & np.isfinite(byc))
+    who = owner[hit]
+    first = np.ones(len(hit), dtype=np.bool_)
+    first[1:] = who[1:] != who[:-1]
+    pair = cs.by_charger[hit[first]]
+    node[who[first]] = cs.pair_n[pair]
+    column[who[first]] = best_col[pair]
+    return np.asarray(slack, dtype=np.float64), node, column
+
+
+def prefix_accept(
+    cs: CompiledSite, pcoef: C128, v: C128, limit: F64, order: I64, *, delta: F64
+) -> B:
+    """Which chargers of ``order`` (best first) can add ``delta`` each, taken greedily in that
+    order per node: a charger is accepted when every prefix up to it fits at every node above
+    it. Exact for rows whose load only grows with each charger; rows where phasors can cancel
+    (transformer primaries) are re-checked by the caller."""
+    n = len(cs.charger_ids)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[order] = np.arange(len(order))
+    sel = pos[cs.pair_c] >= 0
+    pc, pn = cs.pair_c[sel], cs.pair_n[sel]
+    srt = np.lexsort((pos[pc], pn))
+    pc, pn = pc[srt], pn[srt]
+    inc = pcoef[sel][srt] * delta[pc][:, None]
+    acc = _cum(inc)
+    starts = np.searchsorted(pn, np.arange(len(cs.node_ids) + 1))
+    prefix = acc[1:] - acc[starts[pn]] + v[pn]
+    bad = (np.abs(prefix) > limit[pn] + TOL_A).any(axis=1)
+    cut = np.full(len(cs.node_ids), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(cut, pn[bad], pos[pc][bad])
+    blocked = np.zeros(n, dtype=np.int64)
+    np.add.at(blocked, pc, (pos[pc] >= cut[pn]).astype(np.int64))
+    out = np.zeros(n, dtype=np.bool_)
+    out[order] = blocked[order] == 0
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Breaks:
+    """Every (charger, ancestor) slope change, sorted by node and level: what the merged
+    segments are rebuilt from when chargers freeze."""
+
+    node: I64
+    t: F64
+    charger: I64
+    d: C128
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Events:
+    """Segments per node: one event per distinct (node, level), ``d`` the summed slope change
+    there, ``dt`` the length of the segment it opens."""
+
+    node: I64
+    t: F64
+    dt: F64
+    d: C128
+    start: I64
+
+
+def _events(cs: CompiledSite, pcoef: C128, active: B, prof: Profiles, nodes_on: B) -> _Breaks:
+    sel = active[cs.pair_c] & nodes_on[cs.pair_n]
+    pc, pn, pco = cs.pair_c[sel], cs.pair_n[sel], pcoef[sel]
+    nodes, times, chs, ds = [], [], [], []
+    for g in range(prof.start.shape[1]):
+        s, sl, ln = prof.start[pc, g], prof.slope[pc, g], prof.length[pc, g]
+        ok = (ln > 0) & (sl > 0)
+        end = s + np.where(ok, ln / np.where(ok, sl, 1.0), 0.0)
+        for tt, sign in ((s, 1.0), (end, -1.0)):
+            nodes.append(pn[ok])
+            times.append(tt[ok])
+            chs.append(pc[ok])
+            ds.append(sign * sl[ok][:, None] * pco[ok])
+    node = np.concatenate(nodes)
+    t = np.concatenate(times)
+    order = np.lexsort((t, node))
+    return _Breaks(
+        node=node[order],
+        t=t[order],
+        charger=np.concatenate(chs)[order],
+        d=np.concatenate(ds)[order],
+    )
+
+
+def _merged(m: int, br: _Breaks) -> _Events:
+    """Breakpoints at the same node and level add up into one segment boundary. Policies
+    whose cars share breakpoints (equal: everyone starts at min/w and stops at max/w) then
+    leave a handful of segments per node instead of one per car."""
+    node, t, d = br.node, br.t, br.d
+    if len(t):
+        new = np.ones(len(t), dtype=np.bool_)
+        new[1:] = (node[1:] != node[:-1]) | (t[1:] != t[:-1])
+        first = np.flatnonzero(new)
+        node, t, d = node[first], t[first], np.add.reduceat(d, first, axis=0)
+    start = np.searchsorted(node, np.arange(m + 1)).astype(np.int64)
+    dt = np.full(len(t), np.inf)
+    same = node[1:] == node[:-1]
+    dt[:-1] = np.where(same, t[1:] - t[:-1], np.inf)
+    return _Events(node=node, t=t, dt=dt, d=np.asarray(d, dtype=np.complex128), start=start)
+
+
+def _drop_frozen(br: _Breaks, frozen: B) -> _Breaks:
+    """Forget the breakpoints of frozen chargers: their slope changes are gone for good, so the
+    segments around them merge; every later round works on fewer events."""
+    keep = ~frozen[br.charger]
+    return _Breaks(node=br.node[keep], t=br.t[keep], charger=br.charger[keep], d=br.d[keep])
+
+
+def _crossings(ev: _Events, v0: C128, limit: F64) -> F64:
+    """Earliest level t at which each row (m, K) reaches its limit (inf: never)."""
+    m = len(ev.start) - 1
+    acc = _cum(ev.d)
+    first = ev.start[ev.node]
+    sigma = acc[1:] - acc[first]
+    inc = sigma * np.where(np.isfinite(ev.dt), ev.dt, 0.0)[:, None]
+    acc2 = _cum(inc)
+    value = v0[ev.node] + acc2[:-1] - acc2[first]
+    tau = _max_step(value, sigma, limit[ev.node])
+    moving = np.abs(sigma) > EPS_SLOPE
+    hit = moving & (tau <= ev.dt[:, None])
+    tc = np.where(hit, ev.t[:, None] + tau, np.inf)
+    out = np.full((m, v0.shape[1]), np.inf)
+    nonempty = np.flatnonzero(ev.start[1:] > ev.start[:-1])
+    if len(nonempty):
+        out[nonempty] = np.minimum.reduceat(tc, ev.start[nonempty], axis=0)
+    return out
+
+
+def _independent_rows(cs: CompiledSite, tc: F64) -> list[tuple[int, int, float]]:
+    """The earliest crossings that cannot influence each other (no shared chargers, and no
+    earlier crossing above them that might bind first)."""
+    rows = np.argwhere(np.isfinite(tc))
+    if len(rows) == 0:
+        return []
+    times = tc[rows[:, 0], rows[:, 1]]
+    picked: list[tuple[int, int, float]] = []
+    taken: set[int] = set()  # accepted or blocked nodes
+    above_taken: set[int] = set()  # ancestors of accepted nodes
+    for r in np.argsort(times, kind="stable"):
+        j, k = int(rows[r, 0]), int(rows[r, 1])
+        anc = cs.ancestors[j]
+        if j in above_taken or any(a in taken for a in anc):
+            taken.add(j)
+            continue
+        picked.append((j, k, float(times[r])))
+        taken.add(j)
+        above_taken.update(anc)
+    return picked
+
+
+def _rows_that_can_bind(cs: CompiledSite, pcoef: C128, lim: F64, x_end: F64, cols: I64) -> B:
+    """Nodes (m,) with a row that may reach its limit before every charger reaches its end.
+
+    Line, power and line-sum rows only grow as any charger rises (every contribution to a line
+    lies within 30 degrees of that line's voltage, so no two are more than 60 degrees apart), so
+    a row that fits with everyone at the end of their profile never binds and its breakpoints
+    need not be tracked. Transformer primary rows mix lines 120 degrees apart and can dip on the
+    way, so they are always tracked."""
+    over = np.abs(node_sums(cs, pcoef, x_end)) > lim - TOL_A
+    over[:, (cols >= COL_PRIMARY) & (cols < COL_PRIMARY + 3)] = True
+    return np.asarray(over.any(axis=1), dtype=np.bool_)
+
+
+def _freeze(
+    cs: CompiledSite,
+    pcoef: C128,
+    picked: list[tuple[int, int, float]],
+    prof: Profiles,
+    *,
+    x: F64,
+    frozen: B,
+    bind: tuple[I64, I64],
+) -> None:
+    """Freeze the chargers loading each picked row at their value at its crossing level (in
+    place). Picked rows share no chargers, so all are evaluated in one batch."""
+    m = len(cs.node_ids)
+    rows = np.array([(j, k) for j, k, _ in picked], dtype=np.int64).reshape(-1, 2)
+    levels = np.array([t for _, _, t in picked], dtype=np.float64)
+    which = np.full(m, -1, dtype=np.int64)
+    which[rows[:, 0]] = np.arange(len(picked))
+    pairs = np.flatnonzero(which[cs.pair_n] >= 0)
+    pick = which[cs.pair_n[pairs]]
+    pairs = pairs[np.abs(pcoef[pairs, rows[pick, 1]]) > EPS_COEF]
+    pick = which[cs.pair_n[pairs]]
+    ids = cs.pair_c[pairs]
+    live = ~frozen[ids]
+    ids, pick = ids[live], pick[live]
+    x[ids] = prof.at_levels(levels[pick], ids)
+    frozen[ids] = True
+    bind[0][ids], bind[1][ids] = rows[pick, 0], rows[pick, 1]
+
+
+def fill(
+    cs: CompiledSite,
+    pcoef: C128,
+    limit: F64,
+    x_fixed: F64,
+    active: B,
+    *,
+    prof: Profiles,
+    cols: I64,
+) -> tuple[F64, I64, I64]:
+    """Raise the ``active`` chargers along their profiles as far as every row allows.
+
+    ``x_fixed`` holds the currents of everything else; ``pcoef`` and ``limit`` carry the
+    columns ``cols`` of the full K. Returns the currents and, per charger,
+    the (node, column) row that froze it (-1: it reached the end of its profile).
+    """
+    n = len(cs.charger_ids)
+    lim = np.where(np.isfinite(limit), limit, BIG_LIMIT)
+    x = np.where(active, prof.base, x_fixed)
+    bind_node = np.full(n, -1, dtype=np.int64)
+    bind_col = np.full(n, -1, dtype=np.int64)
+    if not active.any():
+        return x, bind_node, bind_col
+    loud = _rows_that_can_bind(cs, pcoef, lim, np.where(active, prof.end(), x_fixed), cols)
+    br = _events(cs, pcoef, active, prof, loud)
+    m = len(cs.node_ids)
+    frozen = ~active
+    for _ in range(len(cs.node_ids) * pcoef.shape[1] + 1):
+        v0 = node_sums(cs, pcoef, x)
+        picked = _independent_rows(cs, _crossings(_merged(m, br), v0, lim))
+        if not picked:
+            break
+        _freeze(cs, pcoef, picked, prof, x=x, frozen=frozen, bind=(bind_node, bind_col))
+        # The frozen values are now constants in v0; the others still sit at their base in x
+        # and follow their unchanged profiles from t = 0 in the next round.
+        br = _drop_frozen(br, frozen)
+    rest = np.flatnonzero(~frozen)
+    x[rest] = prof.end()[rest]
+    return x, bind_node, bind_col

@@ -1,0 +1,183 @@
+"""``allocate``: the pure function that shares headroom among chargers.
+
+One call: compile the site (cached), work out every node's headroom (``_headroom``), decide
+who charges at all (the minimum-current floor, ``_floor``), raise the charging cars along
+their policy's profiles until a node, line, primary, power or line-sum limit or their own
+maximum stops them (``_waterfill.fill``), round down to what each charger accepts, hand the
+rounding remainders out again in policy order, and explain every limit.
+
+Decisions worth knowing (README "Allocation" has the user's view):
+
+* A charger without a session gets 0 A (``NO_SESSION``): no car, nothing to share.
+* A controller cap below the charger's minimum pauses the car (``CONTROLLER_CAP``): the car
+  cannot charge between 0 and its minimum, and the controller asked for less.
+* A vehicle maximum below the charger minimum does not pause: the car is offered the minimum
+  and simply draws less (counted at the minimum, the pessimistic side).
+* ``zero_pauses=False`` chargers cannot be paused: they are counted at their minimum even when
+  that does not fit, and the reason says so.
+* A three-phase charger whose car declares ``vehicle_phases == 1`` is counted on one phase; one
+  with ``can_switch_phases`` is switched to one phase when three phases at the minimum do not
+  fit but one phase does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import numpy.typing as npt
+
+from ampshare.core import _baselines, _floor, _reasons
+from ampshare.core._compiled import (
+    CompiledSite,
+    active_columns,
+    can_cancel,
+    compile_site,
+    site_pair_coefficients,
+)
+from ampshare.core._grid import Grid, make_grid
+from ampshare.core._headroom import headroom
+from ampshare.core._policies import Cars, keep_order, profiles
+from ampshare.core._sessions import session_facts
+from ampshare.core._waterfill import (
+    alone_slack,
+    fill,
+    node_sums,
+    prefix_accept,
+    violations,
+)
+from ampshare.core.allocation import (
+    Allocation,
+    AllocationInput,
+    PolicyName,
+)
+
+__all__ = ["allocate"]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+C128 = npt.NDArray[np.complex128]
+B = npt.NDArray[np.bool_]
+
+_TOPUP_ROUNDS = 64
+
+
+def allocate(inp: AllocationInput) -> Allocation:
+    """Decide every charger's limit for this instant (see ``ampshare.core.allocation``)."""
+    cs = compile_site(inp.site)
+    hr = headroom(cs, inp)
+    facts = session_facts(cs, inp.sessions)
+    if inp.policy.name in (PolicyName.STATIC, PolicyName.UNCONTROLLED):
+        return _baselines.baseline(cs, inp, hr, facts.sessions)
+    grid = make_grid(cs, inp, facts)
+    cars = Cars(lo=grid.lo, hi=grid.hi, volt=grid.volt, facts=facts)
+    cand = np.flatnonzero(grid.candidate)
+    order = keep_order(inp, cars, cs.charger_ids, cand)
+    cols = active_columns(hr.available)
+    avail = hr.available[:, cols]
+    floor = _floor.decide(cs, grid, avail, order, cols)
+    hi = grid.hi_for(floor.one_phase)
+    cars = Cars(lo=grid.lo, hi=hi, volt=grid.volt_for(floor.one_phase), facts=facts)
+    pcoef = site_pair_coefficients(cs, floor.one_phase, cols)
+    prof = profiles(inp, cars, order)
+    x, _, _ = fill(
+        cs, pcoef, avail, np.zeros(len(cs.charger_ids)), floor.running, prof=prof, cols=cols
+    )
+    grid = replace(grid, hi=grid.hi_for(floor.one_phase))
+    level = facts.weight if inp.policy.name is PolicyName.EQUAL else None
+    x = _round_and_top_up(
+        cs=cs,
+        grid=grid,
+        pcoef=pcoef,
+        avail=avail,
+        x=x,
+        floor=floor,
+        order=order,
+        level=level,
+        cols=cols,
+    )
+    return _reasons.explain(
+        avail=avail,
+        cols=cols,
+        cs=cs,
+        inp=inp,
+        hr=hr,
+        grid=grid,
+        floor=floor,
+        pcoef=pcoef,
+        x=x,
+    )
+
+
+def _round_and_top_up(
+    *,
+    cs: CompiledSite,
+    grid: Grid,
+    pcoef: C128,
+    avail: F64,
+    x: F64,
+    floor: _floor.Floor,
+    order: I64,
+    level: F64 | None,
+    cols: I64,
+) -> F64:
+    """Round down to each charger's grid, repair rows where phasors cancel (rounding one car
+    down can raise a transformer primary row), then give remaining slack out in policy order
+    in whole grid steps until no single car can take one more step."""
+    running = floor.running
+    x = np.where(running, grid.down(x, floor.one_phase), 0.0)
+    exact = not can_cancel(cols)  # rounding down and greedy prefixes cannot overshoot a row
+    if not exact:
+        x = _repair(cs=cs, grid=grid, pcoef=pcoef, avail=avail, x=x, floor=floor)
+    v = node_sums(cs, pcoef, x)
+    for rnd in range(_TOPUP_ROUNDS):
+        open_ = running & (x < grid.hi - 1e-9)
+        slack, _, _ = alone_slack(cs, pcoef, v, avail, open_)
+        reach = np.minimum(x + np.where(open_, slack, 0.0), grid.hi)
+        if level is not None and rnd < _TOPUP_ROUNDS // 2:
+            # equal: one step per car per round, so remainders spread instead of going to one
+            reach = np.minimum(reach, grid.next_up(x, floor.one_phase))
+        target = grid.down(reach, floor.one_phase)
+        delta = np.where(open_, target - x, 0.0)
+        want = delta > 1e-9
+        if not want.any():
+            break
+        cand = order[want[order]]
+        if level is not None:
+            # equal: remainders go to the cars that are lowest now (max-min fair to a step)
+            cand = cand[np.lexsort((np.arange(len(cand)), x[cand] / level[cand]))]
+        acc = prefix_accept(cs, pcoef, v, avail, cand, delta=delta)
+        trial = x + np.where(acc, delta, 0.0)
+        v_trial = node_sums(cs, pcoef, trial)
+        if not exact and (violations(v_trial, avail) & ~violations(v, avail)).any():
+            acc = np.zeros_like(acc)
+            acc[cand[0]] = True
+            trial = x + np.where(acc, delta, 0.0)
+            v_trial = node_sums(cs, pcoef, trial)
+        if not acc.any():
+            break
+        x, v = trial, v_trial
+    return x
+
+
+def _repair(
+    *, cs: CompiledSite, grid: Grid, pcoef: C128, avail: F64, x: F64, floor: _floor.Floor
+) -> F64:
+    """Step cars down on rows that rounding pushed over (only possible where phasors of
+    different cars partly cancel); rows already over before (forced minimums) are left."""
+    before = violations(node_sums(cs, pcoef, np.where(floor.forced, grid.lo, 0.0)), avail)
+    for _ in range(10 * len(cs.charger_ids) + 10):
+        v = node_sums(cs, pcoef, x)
+        over = violations(v, avail) & ~before
+        if not over.any():
+            return x
+        j, k = (int(a) for a in np.argwhere(over)[0])
+        lo, hi = cs.group_start[j], cs.group_start[j + 1]
+        ids = cs.pair_c[lo:hi]
+        push = (pcoef[lo:hi, k] * np.conj(v[j, k])).real * (x[ids] > 0) * ~floor.forced[ids]
+        if push.max(initial=0.0) <= 0:
+            before[j, k] = True
+            continue
+        i = int(ids[int(np.argmax(push))])
+        x[i] = grid.step_down(i, float(x[i]), bool(floor.one_phase[i]))
+    return x

@@ -1,0 +1,55 @@
+"""The planner: departure- and cost-aware schedules for the whole site (pure; numpy/scipy).
+
+``plan(PlanInput) -> Plan`` solves one linear program over a horizon of slots for every
+plugged-in session at once. Objectives, in this order (lexicographic weights): energy
+delivered by each declared departure (weighted by priority tier), a lower demand-charge peak,
+lower energy cost, more PV self-consumption. Constraints: per-slot node and line capacity minus
+the forecast building load — phasor magnitudes linearised with an inscribed polygon so that a
+feasible plan never exceeds a limit — charger and vehicle maxima, each session's request, an
+optional stationary battery, contracted capacity.
+
+``RecedingHorizonPlanner`` re-plans every few minutes and on arrivals and departures;
+``targets_at``/``policy_at`` turn a plan into the live allocator's ``planned`` policy (which
+stays within instantaneous headroom); a late or failed solve yields the ``deadline`` policy.
+``forecast_profile`` forecasts building load from history (same weekday and time, safety
+quantile).
+"""
+
+from ampshare.core.planner._mpc import (
+    RecedingHorizonPlanner,
+    SessionDefaults,
+    apply_defaults,
+    learn_defaults,
+)
+from ampshare.core.planner._plan import plan, policy_at, targets_at
+from ampshare.core.planner._polygon import cone_arc, facets
+from ampshare.core.planner._types import (
+    Battery,
+    Linearisation,
+    Plan,
+    PlanInput,
+    PlanStatus,
+    SessionPlan,
+    SiteForecast,
+)
+from ampshare.core.planner.forecast import forecast_profile
+
+__all__ = [
+    "Battery",
+    "Linearisation",
+    "Plan",
+    "PlanInput",
+    "PlanStatus",
+    "RecedingHorizonPlanner",
+    "SessionDefaults",
+    "SessionPlan",
+    "SiteForecast",
+    "apply_defaults",
+    "cone_arc",
+    "facets",
+    "forecast_profile",
+    "learn_defaults",
+    "plan",
+    "policy_at",
+    "targets_at",
+]

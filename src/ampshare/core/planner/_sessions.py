@@ -1,0 +1,162 @@
+"""Sessions as the LP sees them: electrical class, bounds, active slots and energy per ampere."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ampshare.core.electrical import charger_voltage_v, connection_phasors, primary_matrix
+from ampshare.core.planner._types import PlanInput
+from ampshare.core.site import Site
+from ampshare.core.snapshot import Session
+from ampshare.errors import InputError
+
+__all__ = ["LpSession", "lp_sessions"]
+
+FloatArray = npt.NDArray[np.float64]
+ComplexArray = npt.NDArray[np.complex128]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class LpSession:
+    """One session in the LP. ``slots`` are the slot indices it may charge in, ``kwh_per_a``
+    the energy one ampere delivers in each of them (shorter when it arrives or leaves
+    mid-slot), ``need_kwh`` what it still wants (inf: as much as possible)."""
+
+    session: Session
+    node_id: str
+    phasor: ComplexArray  # (3,) per-ampere contribution to the site lines
+    watts_per_a: float
+    max_a: float
+    departure_s: float
+    slots: npt.NDArray[np.int64]
+    kwh_per_a: FloatArray
+    need_kwh: float
+    weight: float
+    stay: FloatArray  # probability the car is still plugged in, per entry of ``slots``
+    floor_a: float = 0.0  # lower bound in slot 0 (the allocator's minimum), 0: none
+
+
+def _max_a(site: Site, s: Session, watts_per_a: float) -> float:
+    charger = site.charger(s.charger_id)
+    limit = charger.max_current_a
+    if s.vehicle_max_current_a is not None:
+        limit = min(limit, s.vehicle_max_current_a)
+    if charger.max_power_w is not None and watts_per_a > 0:
+        limit = min(limit, charger.max_power_w / watts_per_a)
+    return max(0.0, limit)
+
+
+def _slots(
+    inp: PlanInput, arrive_s: float, depart_s: float
+) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """Slot indices overlapping [arrive_s, depart_s) and the fraction of each covered."""
+    t0, dt = inp.start_s, inp.slot_s
+    k0 = max(0, math.floor((arrive_s - t0) / dt))
+    k1 = min(inp.n_slots, math.ceil((depart_s - t0) / dt))
+    ks = np.arange(k0, max(k0, k1), dtype=np.int64)
+    lo = np.maximum(t0 + ks * dt, arrive_s)
+    hi = np.minimum(t0 + (ks + 1) * dt, depart_s)
+    frac = np.clip((hi - lo) / dt, 0.0, 1.0)
+    keep = frac > 1e-9
+    return ks[keep], frac[keep]
+
+
+MIN_STAY = 0.02  # a kWh is never worth less than this share: energy stays the first goal
+
+
+def _stay(
+    inp: PlanInput, arrival_s: float, declared_s: float, slots: npt.NDArray[np.int64]
+) -> FloatArray:
+    """P(still plugged in at each slot's middle | plugged in at the start), from the empirical
+    distribution of true/declared stay ratios; ones without samples."""
+    if not inp.dwell_ratio_samples or not len(slots):
+        return np.ones(len(slots))
+    ratios = np.sort(np.asarray(inp.dwell_ratio_samples, dtype=np.float64))
+    stay_s = max(declared_s - arrival_s, 60.0)
+    mid = inp.start_s + (slots + 0.5) * inp.slot_s
+    x = (mid - arrival_s) / stay_s
+    x_now = max(inp.start_s - arrival_s, 0.0) / stay_s
+    surv = 1.0 - np.searchsorted(ratios, x, side="right") / len(ratios)
+    surv_now = 1.0 - np.searchsorted(ratios, x_now, side="right") / len(ratios)
+    if surv_now <= 0:
+        return np.full(len(slots), MIN_STAY)  # stayed longer than anyone before: no guidance
+    return np.clip(surv / surv_now, MIN_STAY, 1.0)
+
+
+def _one(inp: PlanInput, s: Session) -> LpSession:
+    try:
+        charger = inp.site.charger(s.charger_id)
+    except KeyError:
+        raise InputError(f"session {s.session_id!r}: unknown charger {s.charger_id!r}") from None
+    phases = s.vehicle_phases if s.vehicle_phases == 1 else None
+    wpa = charger_voltage_v(inp.site, charger, phases)
+    declared = s.departure_s if s.departure_s is not None else s.arrival_s + inp.default_dwell_s
+    # A car still plugged in after its declared departure keeps charging: plan at least one
+    # slot for it; the next re-plan extends it again.
+    depart = max(declared, inp.start_s + inp.slot_s)
+    slots, frac = _slots(inp, max(s.arrival_s, inp.start_s), depart)
+    need = s.energy_needed_wh
+    stay = _stay(inp, s.arrival_s, declared, slots)
+    return LpSession(
+        session=s,
+        node_id=charger.node_id,
+        phasor=connection_phasors(inp.site, charger, phases),
+        watts_per_a=wpa,
+        max_a=_max_a(inp.site, s, wpa),
+        departure_s=declared,
+        slots=slots,
+        kwh_per_a=wpa * frac * inp.slot_s / 3.6e6,
+        need_kwh=math.inf if need is None else need / 1000.0,
+        weight=(inp.priority_factor**s.priority) * max(s.weight, 1e-6),
+        stay=stay,
+    )
+
+
+def lp_sessions(inp: PlanInput) -> list[LpSession]:
+    """Every session of ``inp`` prepared for the LP (in input order)."""
+    out = [_one(inp, s) for s in inp.sessions]
+    return _with_floors(inp, out) if inp.floor_first_slot else out
+
+
+def _with_floors(inp: PlanInput, sessions: list[LpSession]) -> list[LpSession]:
+    """Give every car that still wants energy its minimum current in slot 0, as the live
+    allocator will, so that the plan's first slot shares only what is left above the minima.
+    Only when every minimum fits (exact phasors, with the polygon's margin); otherwise the
+    allocator rotates paused cars and the plan stays free."""
+    floors: dict[int, float] = {}
+    for i, s in enumerate(sessions):
+        if not len(s.slots) or s.slots[0] != 0:
+            continue
+        full_kwh = s.watts_per_a * inp.slot_s / 3.6e6
+        lo = min(inp.site.charger(s.session.charger_id).min_current_a, s.max_a)
+        if abs(s.kwh_per_a[0] - full_kwh) < 1e-12 and s.need_kwh >= lo * full_kwh and lo > 0:
+            floors[i] = lo
+    if not floors or not _fits(inp, sessions, floors):
+        return sessions
+    return [dataclasses.replace(s, floor_a=floors.get(i, 0.0)) for i, s in enumerate(sessions)]
+
+
+def _fits(inp: PlanInput, sessions: list[LpSession], floors: dict[int, float]) -> bool:
+    site = inp.site
+    scale = math.cos(math.radians(inp.max_facet_deg) / 2) - 1e-6
+    z = {n.id: np.zeros(3, dtype=np.complex128) for n in site.nodes}
+    for i, lo in floors.items():
+        for nid in site.ancestors(sessions[i].node_id):
+            z[nid] += sessions[i].phasor * lo
+    for node in site.nodes:
+        build = inp.forecast.building_line_a.get(node.id)
+        b0 = np.zeros(3) if build is None else np.asarray(build, dtype=np.float64)[0]
+        room = (np.asarray(node.line_limit_a) - node.margin_a - b0) * scale
+        if np.any(np.abs(z[node.id]) > room):
+            return False
+        if node.primary is not None:
+            pm = primary_matrix(node.primary)
+            proom = (node.primary.line_limit_a - node.margin_a - np.abs(pm) @ b0) * scale
+            if np.any(np.abs(pm @ z[node.id]) > proom):
+                return False
+    return True

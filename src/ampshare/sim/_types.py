@@ -1,0 +1,75 @@
+"""Values at the replay's boundary: EV options, the planner hook, and what a replay produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ampshare.core.site import Site
+from ampshare.core.snapshot import Session
+from ampshare.sim._compiled import CompiledSite
+from ampshare.sim.data import SessionRecord
+
+__all__ = ["EvOptions", "PlanProvider", "Replay"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class PlanProvider(Protocol):
+    """The hook for the planner: per-session target currents for the ``planned`` policy.
+
+    Called every ``replan_s`` and whenever a car arrives or leaves; the targets go into
+    ``Policy.planned_targets_a`` until the next call. ``sessions`` carry only what the
+    controller may know (declared departure and energy, energy delivered so far).
+    """
+
+    def __call__(
+        self, now_s: float, site: Site, sessions: tuple[Session, ...]
+    ) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvOptions:
+    """How simulated cars behave. ``max_current_a`` None: the charger's maximum; ``phases``
+    None: all phases of the charger (1 on single-phase and line-to-line chargers).
+    ``capacity_wh``: usable battery; a car arrives so that its demand ends at
+    ``target_soc`` (taper applies in the last part), or with a bigger battery if it wants more.
+    ``basic`` is the ideal battery (no taper)."""
+
+    max_current_a: float | None = None
+    phases: int | None = None
+    capacity_wh: float = 60_000.0
+    target_soc: float = 0.9
+    reaction_s: float = 5.0
+    basic: bool = False
+
+
+@dataclass(slots=True)
+class Replay:
+    """What a replay produced, for metrics, trace and report.
+
+    Segment arrays: ``seg_t_s`` start, ``seg_dt_s`` length, ``seg_rows_a`` line current of
+    every limited row (see ``CompiledSite.labels``), ``seg_site_kw`` root power (building + EV
+    − PV), ``seg_building_kw`` building − PV at the root, ``seg_ev_a`` (optional) per-charger
+    current per phase. Per session: ``delivered_wh``, ``charger_of`` (-1: no free charger).
+    """
+
+    compiled: CompiledSite
+    records: tuple[SessionRecord, ...]
+    seg_t_s: FloatArray
+    seg_dt_s: FloatArray
+    seg_rows_a: FloatArray
+    seg_site_kw: FloatArray
+    seg_building_kw: FloatArray
+    seg_building_a: FloatArray
+    seg_ev_a: FloatArray | None
+    seg_single: npt.NDArray[np.bool_] | None
+    delivered_wh: FloatArray
+    charger_of: npt.NDArray[np.int64]
+    start_stop_events: int
+    steps: int
+    decisions: int
+    wall_s: float

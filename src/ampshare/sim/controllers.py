@@ -1,0 +1,186 @@
+"""What decides the pilots in a replay: the live controller, or a bare allocator (baselines).
+
+``ControlLoopController`` runs ``ampshare.control.step`` — the very decision step of the live
+service, with its sequencing, hysteresis, leases and fallbacks. ``AllocatorController`` calls
+an allocate-like function directly every step, as a simple home controller would; the sim
+baselines (``greedy-clamp``, ``all-stop``) run that way. Both see the same simulated meters
+and chargers, and neither ever sees a session's true departure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ampshare.control import (
+    CommandAck,
+    ControlInputs,
+    ControllerState,
+    ControlSettings,
+    InstallFallback,
+    SetLimit,
+)
+from ampshare.control import initial_state as control_initial_state
+from ampshare.control import step as control_step
+from ampshare.core.allocation import (
+    Allocation,
+    AllocationInput,
+    NodeMeasurement,
+    Policy,
+    RotationState,
+)
+from ampshare.core.site import Site
+from ampshare.core.snapshot import ChargerState, MeterReading, Session
+
+__all__ = ["AllocatorController", "ControlLoopController", "Controller", "Decision", "Pilot"]
+
+Allocator = Callable[[AllocationInput], Allocation]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pilot:
+    """A limit as a charger holds it: ``limit_a`` per phase until ``lease_until_s``."""
+
+    limit_a: float
+    phases: int
+    lease_until_s: float = math.inf
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """New pilots (only chargers whose limit changed need appear), new fallbacks, and when the
+    controller wants to run again before the next grid step (None: not needed)."""
+
+    pilots: Mapping[str, Pilot]
+    fallbacks_a: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    wakeup_s: float | None = None
+
+
+class Controller(Protocol):
+    """One decision at ``now_s`` from what the simulated devices report."""
+
+    def decide(
+        self,
+        now_s: float,
+        policy: Policy,
+        sessions: tuple[Session, ...],
+        states: tuple[ChargerState, ...],
+        readings: tuple[MeterReading, ...],
+    ) -> Decision: ...
+
+
+def measurements(site: Site, readings: tuple[MeterReading, ...]) -> tuple[NodeMeasurement, ...]:
+    """Fresh meter readings as the allocator's node measurements."""
+    specs = {m.id: m for m in site.meters}
+    out = []
+    for r in readings:
+        spec = specs.get(r.meter_id)
+        if spec is not None:
+            out.append(
+                NodeMeasurement(
+                    node_id=spec.node_id,
+                    current_a=r.current_a,
+                    power_w=r.power_w,
+                    includes_ev_load=spec.includes_ev_load,
+                )
+            )
+    return tuple(out)
+
+
+class AllocatorController:
+    """Calls ``allocator`` every step and sends every limit at once (no sequencing)."""
+
+    def __init__(self, site: Site, allocator: Allocator) -> None:
+        self._site = site
+        self._allocate = allocator
+        self._rotation = RotationState()
+
+    def decide(
+        self,
+        now_s: float,
+        policy: Policy,
+        sessions: tuple[Session, ...],
+        states: tuple[ChargerState, ...],
+        readings: tuple[MeterReading, ...],
+    ) -> Decision:
+        inp = AllocationInput(
+            site=self._site,
+            now_s=now_s,
+            sessions=sessions,
+            charger_states=states,
+            measurements=measurements(self._site, readings),
+            policy=policy,
+            rotation=self._rotation,
+        )
+        alloc = self._allocate(inp)
+        self._rotation = alloc.rotation
+        return Decision(
+            pilots={
+                lim.charger_id: Pilot(limit_a=lim.limit_a, phases=lim.phases)
+                for lim in alloc.limits
+            }
+        )
+
+
+class ControlLoopController:
+    """The live decision step (``ampshare.control.step``) driven on virtual time.
+
+    The simulated chargers accept every command at once, so each command is acknowledged in
+    the next call; ``wakeup_s`` asks for a second decision once the EV reaction time has passed,
+    which is when the controller may send the increases it held back.
+    """
+
+    def __init__(self, site: Site, settings: ControlSettings) -> None:
+        self._site = site
+        self._settings = settings
+        self._state: ControllerState = control_initial_state(site, settings)
+        self._acks: tuple[CommandAck, ...] = ()
+        self._sent: dict[str, float] = {}
+
+    def decide(
+        self,
+        now_s: float,
+        policy: Policy,
+        sessions: tuple[Session, ...],
+        states: tuple[ChargerState, ...],
+        readings: tuple[MeterReading, ...],
+    ) -> Decision:
+        inputs = ControlInputs(
+            readings=readings, charger_states=states, sessions=sessions, acks=self._acks
+        )
+        res = control_step(self._site, self._settings, policy, self._state, inputs, now_s)
+        self._state = res.state
+        pilots: dict[str, Pilot] = {}
+        fallbacks: dict[str, float] = {}
+        acks: list[CommandAck] = []
+        for cmd in res.commands:
+            if isinstance(cmd, SetLimit):
+                pilots[cmd.charger_id] = Pilot(
+                    limit_a=cmd.limit_a, phases=cmd.phases, lease_until_s=cmd.lease_until_s
+                )
+                acks.append(CommandAck(charger_id=cmd.charger_id, t_s=now_s, limit_a=cmd.limit_a))
+            elif isinstance(cmd, InstallFallback):
+                fallbacks[cmd.charger_id] = cmd.limit_a
+                acks.append(
+                    CommandAck(
+                        charger_id=cmd.charger_id, t_s=now_s, limit_a=cmd.limit_a, fallback=True
+                    )
+                )
+        self._acks = tuple(acks)
+        # Live, the controller runs every second; on the replay's coarser grid it only needs
+        # to run again when a decrease it sent is due to be obeyed (then the increases it held
+        # back may go out), so that is the wake-up the simulator honours.
+        due = [
+            t.acked_s + self._settings.ev_reaction_s
+            for t in res.state.tracks.values()
+            if t.pending and t.acked_s is not None
+        ]
+        changed = [c for c, p in pilots.items() if self._sent.get(c) != p.limit_a]
+        self._sent.update({c: p.limit_a for c, p in pilots.items()})
+        if changed and not due:
+            due = [now_s + self._settings.ev_reaction_s]
+        wake = max(min(due), now_s) + 1.0 if due else None
+        return Decision(pilots=pilots, fallbacks_a=fallbacks, wakeup_s=wake)

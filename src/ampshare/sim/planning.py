@@ -1,0 +1,268 @@
+"""The planner as the simulator's plan provider (``ampshare.sim.engine.PlanProvider``).
+
+``PlannerProvider`` wraps ``core.planner.RecedingHorizonPlanner`` for a replay: it sees only
+what a live controller would (declared departures and energies, energy delivered so far),
+forecasts the building load from the replay's *past* (same weekday and time, safety
+quantile), learns default stays and energies from the sessions it has seen leave (and how their true
+stay compared with the declared one, which makes the plan front-load energy), tracks the
+demand peak already set in the billing period, and keeps each session's latest expected energy
+and "will not be ready" warning. A late or failed solve yields deadline-style targets (energy
+still needed over time left), the same fallback the live controller takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ampshare.core.electrical import charger_voltage_v
+from ampshare.core.planner import (
+    Linearisation,
+    Plan,
+    RecedingHorizonPlanner,
+    SessionPlan,
+    SiteForecast,
+    forecast_profile,
+    learn_defaults,
+    targets_at,
+)
+from ampshare.core.site import Site
+from ampshare.core.snapshot import Session
+from ampshare.core.tariff import Tariff
+from ampshare.sim.data import SessionRecord
+from ampshare.sim.series import TimeSeries
+
+__all__ = ["PlannerProvider", "deadline_targets"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def deadline_targets(
+    site: Site, sessions: Sequence[Session], now_s: float, default_dwell_s: float = 8 * 3600.0
+) -> dict[str, float]:
+    """Energy still needed / (volts x time left), capped at the charger; full speed when
+    nothing was declared. The fallback when no usable plan exists."""
+    out: dict[str, float] = {}
+    for s in sessions:
+        charger = site.charger(s.charger_id)
+        need = s.energy_needed_wh
+        dep = s.departure_s if s.departure_s is not None else s.arrival_s + default_dwell_s
+        left_h = max(dep - now_s, 60.0) / 3600.0
+        volts = charger_voltage_v(site, charger, s.vehicle_phases)
+        rate = charger.max_current_a if need is None else need / (volts * left_h)
+        out[s.session_id] = min(charger.max_current_a, rate)
+    return out
+
+
+@dataclass(slots=True, kw_only=True)
+class _Seen:
+    session: Session
+    last_s: float
+
+
+@dataclass(slots=True, kw_only=True)
+class PlannerProvider:
+    """Callable ``(now_s, site, sessions) -> targets``; build once per replay.
+
+    ``building``/``pv`` are the replay's series (kW, or A per line for ``building``); only
+    their values before ``now_s`` are used, for the forecast.
+    """
+
+    site: Site
+    tariff: Tariff | None = None
+    building: TimeSeries | None = None
+    pv: TimeSeries | None = None
+    horizon_s: float = 24 * 3600.0
+    slot_s: float = 900.0
+    time_limit_s: float | None = 5.0
+    safety_quantile: float = 0.9
+    forecast_weeks: int = 4
+    learn: bool = True
+    linearisation: Linearisation = Linearisation.INSCRIBED
+    mpc: RecedingHorizonPlanner = field(init=False)
+    plans: int = 0
+    fallbacks: int = 0
+    expected: dict[str, SessionPlan] = field(default_factory=dict)
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+    _finished: list[Session] = field(default_factory=list)
+    _ratios: list[float] = field(default_factory=list)
+    _full: set[str] = field(default_factory=set)
+    _targets: dict[str, float] = field(default_factory=dict)
+    _last_s: float | None = None
+    _peak_kw: float = 0.0
+    _period: int | None = None
+
+    def seed(self, history: Sequence[SessionRecord]) -> None:
+        """Learn defaults and stay ratios from sessions that ended before the replay (what a
+        live site has in its store)."""
+        for r in history:
+            declared = r.declared_departure_s
+            self._finished.append(
+                Session(
+                    session_id=r.session_id,
+                    charger_id=r.station_id,
+                    arrival_s=r.arrival_s,
+                    departure_s=r.departure_s,
+                    energy_delivered_wh=r.energy_wh,
+                    user_id=r.user_id,
+                )
+            )
+            if declared is not None and declared > r.arrival_s:
+                self._ratios.append((r.departure_s - r.arrival_s) / (declared - r.arrival_s))
+        if self._finished:
+            self.mpc.defaults = learn_defaults(self._finished[-500:])
+        self.mpc.dwell_ratio_samples = tuple(self._ratios[-500:])
+
+    def __post_init__(self) -> None:
+        self.mpc = RecedingHorizonPlanner(
+            site=self.site,
+            horizon_s=self.horizon_s,
+            slot_s=self.slot_s,
+            replan_interval_s=0.0,
+            time_limit_s=self.time_limit_s,
+            tariff=self.tariff,
+            forecast=self._forecast,
+            linearisation=self.linearisation,
+        )
+
+    def __call__(self, now_s: float, site: Site, sessions: tuple[Session, ...]) -> dict[str, float]:
+        self._mark_full(now_s, sessions)
+        self._track(now_s, sessions)
+        known = tuple(
+            dataclasses.replace(s, energy_wanted_wh=s.energy_delivered_wh)
+            if s.session_id in self._full
+            else s
+            for s in sessions
+        )
+        plan: Plan = self.mpc.step(now_s, known, peak_so_far_kw=self._peak_kw)
+        self.plans += 1
+        for sp in plan.sessions:
+            self.expected[sp.session_id] = sp
+        targets = targets_at(plan, now_s)
+        if not targets:
+            self.fallbacks += 1
+            targets = deadline_targets(site, known, now_s, self.mpc.defaults.dwell_s)
+        self._targets = targets
+        return targets
+
+    def _mark_full(self, now_s: float, sessions: Sequence[Session]) -> None:
+        """A car that took (almost) nothing while offered a real target is full — what a live
+        controller sees as an EV drawing less than offered. Its need drops to zero so that
+        the plan stops reserving capacity for it; it comes back if it draws again."""
+        if self._last_s is None or now_s - self._last_s < 60.0:
+            return
+        hours = (now_s - self._last_s) / 3600.0
+        for s in sessions:
+            seen = self._seen.get(s.session_id)
+            target = self._targets.get(s.session_id, 0.0)
+            if seen is None or target < 1.0:
+                continue
+            volts = charger_voltage_v(self.site, self.site.charger(s.charger_id))
+            got = s.energy_delivered_wh - seen.session.energy_delivered_wh
+            if got < 0.05 * target * volts * hours:
+                self._full.add(s.session_id)
+            else:
+                self._full.discard(s.session_id)
+
+    @property
+    def warnings(self) -> list[SessionPlan]:
+        """Latest verdict of every session that the plan said would not be ready."""
+        return [s for s in self.expected.values() if s.will_not_be_ready]
+
+    # --- what a live controller learns as it goes ------------------------------------------
+    def _track(self, now_s: float, sessions: Sequence[Session]) -> None:
+        ids = {s.session_id for s in sessions}
+        for sid in [k for k in self._seen if k not in ids]:
+            seen = self._seen.pop(sid).session  # the replay asks at once when a car leaves
+            self._finished.append(dataclasses.replace(seen, departure_s=now_s))
+            declared = (
+                seen.departure_s
+                if seen.departure_s is not None
+                else seen.arrival_s + self.mpc.defaults.dwell_s
+            )
+            if declared > seen.arrival_s:
+                self._ratios.append((now_s - seen.arrival_s) / (declared - seen.arrival_s))
+            if self.learn and len(self._finished) % 10 == 0:
+                self.mpc.defaults = learn_defaults(self._finished[-500:])
+                self.mpc.dwell_ratio_samples = tuple(self._ratios[-500:])
+        self._peak(now_s, sessions)
+        for s in sessions:
+            self._seen[s.session_id] = _Seen(session=s, last_s=now_s)
+
+    def _peak(self, now_s: float, sessions: Sequence[Session]) -> None:
+        """Mean EV + building power since the last call: a lower bound of the demand peak
+        already set this billing period (a new peak below it costs nothing more)."""
+        before = {k: v.session.energy_delivered_wh for k, v in self._seen.items()}
+        delivered = sum(s.energy_delivered_wh - before.get(s.session_id, 0.0) for s in sessions)
+        if self._last_s is not None and now_s > self._last_s:
+            kw = max(delivered, 0.0) / (now_s - self._last_s) * 3.6
+            if self.building is not None:
+                kw += float(np.mean(self._building_kw(np.array([self._last_s, now_s]))))
+            period = int(self.tariff.billing_periods([now_s])[0]) if self.tariff else 0
+            if period != self._period:
+                self._period, self._peak_kw = period, 0.0
+            self._peak_kw = max(self._peak_kw, kw)
+        self._last_s = now_s
+
+    def _building_kw(self, t: FloatArray) -> FloatArray:
+        assert self.building is not None
+        v = self.building.at(t)
+        if self.building.per_line:
+            return np.asarray(v.sum(axis=1) * self.site.voltage.line_to_neutral_v / 1000)
+        return np.asarray(v, dtype=np.float64)
+
+    # --- forecast from the past only -------------------------------------------------------
+    def _forecast(self, start_s: float, slot_s: float, n_slots: int) -> SiteForecast:
+        if self.building is None and self.pv is None:
+            return SiteForecast()
+        out: dict[str, object] = {}
+        if self.building is not None:
+            out.update(self._building_forecast(start_s, slot_s, n_slots))
+        if self.pv is not None:
+            # PV is forecast low (1 - quantile): counting on sun that does not come is the
+            # costly mistake.
+            out["pv_power_w"] = 1000 * self._past(
+                self.pv, start_s, slot_s, n_slots, 1.0 - self.safety_quantile
+            )
+        return SiteForecast(**out)  # type: ignore[arg-type]
+
+    def _building_forecast(self, start_s: float, slot_s: float, n_slots: int) -> dict[str, object]:
+        assert self.building is not None
+        v = self._past(self.building, start_s, slot_s, n_slots, self.safety_quantile)
+        n_lines = len(self.site.voltage.lines)
+        v_ln = self.site.voltage.line_to_neutral_v
+        mask = np.array([1.0 if k < n_lines else 0.0 for k in range(3)])
+        if self.building.per_line:
+            line_a = np.maximum(v, 0.0) * mask
+            power_w = line_a.sum(axis=1) * v_ln
+        else:
+            power_w = np.maximum(v, 0.0) * 1000
+            line_a = np.outer(power_w / (n_lines * v_ln), mask)
+        node = next((m.node_id for m in self.site.meters), self.site.root.id)
+        return {"building_line_a": {node: line_a}, "building_power_w": power_w}
+
+    def _past(
+        self, series: TimeSeries, start_s: float, slot_s: float, n_slots: int, quantile: float
+    ) -> FloatArray:
+        past = series.t_s < start_s
+        if not past.any():
+            # Nothing known yet: unknown means pessimistic for load, nothing for PV.
+            fill = np.max(series.values, axis=0) if quantile > 0.5 else 0.0 * series.values[0]
+            return np.broadcast_to(fill, (n_slots, *series.values.shape[1:])).astype(float)
+        weeks = max(
+            1, min(self.forecast_weeks, math.ceil((start_s - series.t_s[0]) / (7 * 86400.0)))
+        )
+        return forecast_profile(
+            series.t_s[past],
+            series.values[past],
+            start_s=start_s,
+            slot_s=slot_s,
+            n_slots=n_slots,
+            lookbacks=weeks,
+            quantile=quantile,
+        )

@@ -1,0 +1,317 @@
+"""API shapes (pydantic, ``extra="forbid"`` on input) and their construction from the runtime.
+
+Times are seconds since the epoch (``*_s``), currents amperes per line in (L1, L2, L3) order,
+``None`` where a value is unknown (never 0 in its place).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ampshare.core.allocation import NodeHeadroom, PolicyName
+from ampshare.core.site import Charger
+from ampshare.core.snapshot import Session
+from ampshare.store import EventRecord, SeriesPoint, SessionRecord
+from ampshare.web.runtime import RuntimeView
+
+__all__ = [
+    "CapIn",
+    "ChargerOut",
+    "EventOut",
+    "HistoryOut",
+    "LiveFrame",
+    "MeterOut",
+    "NodeOut",
+    "PolicyIn",
+    "SessionEdit",
+    "SessionOut",
+    "SiteOut",
+    "charger_out",
+    "live_frame",
+    "meter_out",
+    "session_out",
+    "site_out",
+]
+
+# Limits and headroom use None for "no limit on this line" (JSON has no infinity).
+Lines = tuple[float | None, float | None, float | None]
+OptLines = tuple[float | None, float | None, float | None]
+Amps = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)]
+
+
+def _fin(t: tuple[float, float, float]) -> Lines:
+    return (_f(t[0]), _f(t[1]), _f(t[2]))
+
+
+def _f(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionEdit(_In):
+    """A driver's or manager's declared inputs; omitted fields stay, ``null`` clears one."""
+
+    departure_s: float | None = Field(
+        default=None, ge=0, le=1e10, allow_inf_nan=False, description="planned departure [s]"
+    )
+    energy_wanted_wh: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
+    priority: int | None = Field(default=None, ge=0, le=10, description="tier, higher first")
+
+
+class PolicyIn(_In):
+    name: PolicyName
+    rotation_interval_s: float = Field(default=900.0, gt=0, le=86400, allow_inf_nan=False)
+    deadline_mode: str = Field(default="edf", pattern="^(edf|llf)$")
+
+
+class CapIn(_In):
+    """An admin limit on a node, per line and/or in total power, until ``until_s``."""
+
+    node_id: str = Field(min_length=1, max_length=200)
+    source: str = Field(default="admin", min_length=1, max_length=100)
+    line_limit_a: tuple[Amps, Amps, Amps] | None = None
+    max_power_w: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
+    until_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class HeadroomOut(BaseModel):
+    limit_a: Lines
+    other_load_a: Lines
+    ev_load_a: Lines
+    headroom_a: Lines
+    measured: bool
+    stale: bool
+
+
+class NodeOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    parent_id: str | None
+    line_limit_a: Lines
+    margin_a: float
+    headroom: HeadroomOut | None
+
+
+class SiteOut(BaseModel):
+    name: str
+    voltage: str
+    now_s: float
+    policy: str
+    allocated_s: float | None
+    allocator_error: str | None
+    nodes: list[NodeOut]
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    charger_id: str
+    arrival_s: float
+    departure_s: float | None
+    energy_wanted_wh: float | None
+    energy_delivered_wh: float
+    priority: int
+    active: bool
+    ended_s: float | None = None
+    edited_by: str | None = None
+
+
+class ChargerOut(BaseModel):
+    id: str
+    name: str
+    node_id: str
+    protocol: str
+    connection: str
+    min_current_a: float
+    max_current_a: float
+    status: str
+    online: bool
+    limit_a: float | None
+    phases: int | None
+    reason: str | None
+    reason_kind: str | None
+    measured_current_a: OptLines | None
+    offered_current_a: float | None
+    lease_until_s: float | None
+    last_seen_s: float | None
+    session: SessionOut | None
+
+
+class MeterOut(BaseModel):
+    id: str
+    node_id: str
+    t_s: float | None
+    age_s: float | None
+    stale: bool
+    timeout_s: float
+    current_a: OptLines | None
+    power_w: float | None
+    voltage_v: OptLines | None
+    energy_wh: float | None
+
+
+class EventOut(BaseModel):
+    event_id: int
+    t_s: float
+    kind: str
+    severity: str
+    subject: str | None
+    message: str
+    reason: str
+    data: dict[str, object]
+    resolved_s: float | None
+
+
+class PointOut(BaseModel):
+    t_s: float
+    value: float
+    min_value: float | None
+    max_value: float | None
+    n: int
+
+
+class HistoryOut(BaseModel):
+    series: str
+    start_s: float
+    end_s: float
+    resolution_s: float
+    points: list[PointOut]
+
+
+class LiveFrame(BaseModel):
+    seq: int
+    site: SiteOut
+    chargers: list[ChargerOut]
+    meters: list[MeterOut]
+
+
+def _headroom(h: NodeHeadroom | None) -> HeadroomOut | None:
+    if h is None:
+        return None
+    return HeadroomOut(
+        limit_a=_fin(h.limit_a),
+        other_load_a=_fin(h.other_load_a),
+        ev_load_a=_fin(h.ev_load_a),
+        headroom_a=_fin(h.headroom_a),
+        measured=h.measured,
+        stale=h.stale,
+    )
+
+
+def site_out(v: RuntimeView) -> SiteOut:
+    rooms = {h.node_id: h for h in v.headroom}
+    nodes = [
+        NodeOut(
+            id=n.id,
+            name=n.name or n.id,
+            kind=n.kind.value,
+            parent_id=n.parent_id,
+            line_limit_a=_fin(n.line_limit_a),
+            margin_a=n.margin_a,
+            headroom=_headroom(rooms.get(n.id)),
+        )
+        for n in v.site.nodes
+    ]
+    return SiteOut(
+        name=v.site.name,
+        voltage=v.site.voltage.value,
+        now_s=v.now_s,
+        policy=v.policy.name.value,
+        allocated_s=v.allocated_s,
+        allocator_error=v.allocator_error,
+        nodes=nodes,
+    )
+
+
+def session_out(s: Session, rec: SessionRecord | None = None, *, active: bool = True) -> SessionOut:
+    return SessionOut(
+        session_id=s.session_id,
+        charger_id=s.charger_id,
+        arrival_s=s.arrival_s,
+        departure_s=s.departure_s,
+        energy_wanted_wh=s.energy_wanted_wh,
+        energy_delivered_wh=s.energy_delivered_wh,
+        priority=s.priority,
+        active=active,
+        ended_s=rec.ended_s if rec else None,
+        edited_by=rec.edited_by if rec else None,
+    )
+
+
+def charger_out(v: RuntimeView, charger_id: str, c: Charger | None = None) -> ChargerOut:
+    c = c or v.site.charger(charger_id)
+    st = v.charger_states.get(charger_id)
+    lim = v.limit(charger_id)
+    sess = v.session_at(charger_id)
+    status = "Unknown" if st is None else ("Offline" if not st.online else st.status.value)
+    return ChargerOut(
+        id=c.id,
+        name=c.name or c.id,
+        node_id=c.node_id,
+        protocol=c.protocol,
+        connection=c.connection.value,
+        min_current_a=c.min_current_a,
+        max_current_a=c.max_current_a,
+        status=status,
+        online=bool(st and st.online),
+        limit_a=lim.limit_a if lim else None,
+        phases=lim.phases if lim else None,
+        reason=lim.reason.text if lim else None,
+        reason_kind=lim.reason.kind.value if lim else None,
+        measured_current_a=st.measured_current_a if st else None,
+        offered_current_a=st.offered_current_a if st else None,
+        lease_until_s=v.leases_until_s.get(charger_id),
+        last_seen_s=st.t_s if st else None,
+        session=session_out(sess) if sess else None,
+    )
+
+
+def meter_out(v: RuntimeView, meter_id: str) -> MeterOut:
+    m = next(m for m in v.site.meters if m.id == meter_id)
+    r = v.meter_readings.get(meter_id)
+    age = None if r is None else max(0.0, v.now_s - r.t_s)
+    return MeterOut(
+        id=m.id,
+        node_id=m.node_id,
+        t_s=r.t_s if r else None,
+        age_s=age,
+        stale=age is None or age > m.timeout_s,
+        timeout_s=m.timeout_s,
+        current_a=r.current_a if r else None,
+        power_w=r.power_w if r else None,
+        voltage_v=r.voltage_v if r else None,
+        energy_wh=r.energy_wh if r else None,
+    )
+
+
+def event_out(e: EventRecord) -> EventOut:
+    return EventOut(
+        event_id=e.event_id,
+        t_s=e.t_s,
+        kind=e.kind,
+        severity=e.severity.value,
+        subject=e.subject,
+        message=e.message,
+        reason=e.reason,
+        data=dict(e.data),
+        resolved_s=e.resolved_s,
+    )
+
+
+def point_out(p: SeriesPoint) -> PointOut:
+    return PointOut(t_s=p.t_s, value=p.value, min_value=p.min_value, max_value=p.max_value, n=p.n)
+
+
+def live_frame(v: RuntimeView) -> LiveFrame:
+    return LiveFrame(
+        seq=v.seq,
+        site=site_out(v),
+        chargers=[charger_out(v, c.id, c) for c in v.site.chargers],
+        meters=[meter_out(v, m.id) for m in v.site.meters],
+    )

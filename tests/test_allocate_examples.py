@@ -1,0 +1,413 @@
+"""Worked examples from installers' guides, and one table row per behaviour of the allocator."""
+
+from __future__ import annotations
+
+import pytest
+
+from ampshare.core.allocate import allocate
+from ampshare.core.allocation import (
+    AllocationInput,
+    ExternalCap,
+    FixedLoad,
+    NodeMeasurement,
+    Policy,
+    PolicyName,
+    ReasonKind,
+)
+from ampshare.core.electrical import node_line_currents_a, primary_line_currents_a
+from ampshare.core.site import (
+    Charger,
+    CircuitNode,
+    Connection,
+    LimitUnit,
+    Line,
+    NodeKind,
+    PrimaryWinding,
+    Site,
+    TransformerPrimary,
+    VoltageSystem,
+)
+from ampshare.core.snapshot import ChargerState, Session
+
+
+def _site(
+    limit_a: float,
+    n: int,
+    *,
+    conn: Connection = Connection.THREE_PHASE,
+    volt: VoltageSystem = VoltageSystem.EU_230_400,
+    **ch: object,
+) -> Site:
+    node = CircuitNode(
+        id="main", kind=NodeKind.SERVICE, parent_id=None, line_limit_a=(limit_a,) * 3
+    )
+    chargers = tuple(
+        Charger(id=f"c{i}", node_id="main", connection=conn, **ch)  # type: ignore[arg-type]
+        for i in range(n)
+    )
+    return Site(name="t", voltage=volt, nodes=(node,), chargers=chargers)
+
+
+def _sessions(n: int, **kw: object) -> tuple[Session, ...]:
+    return tuple(
+        Session(session_id=f"s{i}", charger_id=f"c{i}", arrival_s=float(i), **kw)  # type: ignore[arg-type]
+        for i in range(n)
+    )
+
+
+def _limits(inp: AllocationInput) -> dict[str, float]:
+    return {lim.charger_id: lim.limit_a for lim in allocate(inp).limits}
+
+
+def test_static_40a_shared_by_four_chargers_gives_10a_each() -> None:
+    site = _site(40.0, 4, max_current_a=32.0)
+    inp = AllocationInput(
+        site=site, now_s=0.0, sessions=_sessions(4), policy=Policy(name=PolicyName.STATIC)
+    )
+    alloc = allocate(inp)
+    assert [lim.limit_a for lim in alloc.limits] == [10.0] * 4
+    assert {lim.reason.kind for lim in alloc.limits} == {ReasonKind.STATIC_SHARE}
+
+
+@pytest.mark.parametrize(("building_a", "left_a"), [(40.0, 160.0), (120.0, 80.0)])
+def test_200a_building_leaves_the_rest_for_evs(building_a: float, left_a: float) -> None:
+    # Ten cars of up to 32 A; the meter sees building plus the cars' own 10 A each.
+    site = _site(200.0, 10, max_current_a=32.0)
+    states = tuple(
+        ChargerState(charger_id=f"c{i}", t_s=0.0, measured_current_a=(10.0,) * 3) for i in range(10)
+    )
+    meas = (NodeMeasurement(node_id="main", current_a=(building_a + 100.0,) * 3),)
+    inp = AllocationInput(
+        site=site, now_s=0.0, sessions=_sessions(10), charger_states=states, measurements=meas
+    )
+    alloc = allocate(inp)
+    assert alloc.headroom[0].other_load_a == pytest.approx((building_a,) * 3)
+    assert sum(lim.limit_a for lim in alloc.limits) == pytest.approx(left_a)
+    assert alloc.headroom[0].headroom_a == pytest.approx((0.0,) * 3)
+
+
+def test_100a_site_with_70a_building_load_leaves_30a() -> None:
+    site = _site(100.0, 2, conn=Connection.L1, volt=VoltageSystem.EU_230, max_current_a=32.0)
+    meas = (NodeMeasurement(node_id="main", current_a=(70.0, None, None)),)
+    inp = AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), measurements=meas)
+    assert _limits(inp) == {"c0": 15.0, "c1": 15.0}
+
+
+def test_floor_pauses_rather_than_going_below_minimum_and_rotates() -> None:
+    site = _site(20.0, 4, max_current_a=16.0)
+    inp = AllocationInput(
+        site=site, now_s=10_000.0, sessions=_sessions(4), policy=Policy(rotation_interval_s=900.0)
+    )
+    first = allocate(inp)
+    got = sorted(lim.limit_a for lim in first.limits)
+    assert got[0] == 0.0
+    assert all(v >= 6.0 for v in got[1:])
+    assert sum(got) == pytest.approx(20.0)
+    paused = [lim.charger_id for lim in first.limits if lim.limit_a == 0]
+    assert [lim.reason.kind for lim in first.limits if lim.limit_a == 0] == [
+        ReasonKind.PAUSED_ROTATION
+    ]
+    # Shortly after nothing changes; after the rotation interval the paused car starts and the
+    # car that has charged longest yields.
+    soon = allocate(
+        AllocationInput(site=site, now_s=10_100.0, sessions=_sessions(4), rotation=first.rotation)
+    )
+    assert [lim.charger_id for lim in soon.limits if lim.limit_a == 0] == paused
+    later = allocate(
+        AllocationInput(site=site, now_s=11_000.0, sessions=_sessions(4), rotation=soon.rotation)
+    )
+    now_paused = [lim.charger_id for lim in later.limits if lim.limit_a == 0]
+    assert now_paused != paused
+    assert len(now_paused) == 1
+
+
+def test_not_even_one_car_fits() -> None:
+    site = _site(5.0, 2)
+    alloc = allocate(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2)))
+    assert {lim.limit_a for lim in alloc.limits} == {0.0}
+    assert alloc.limits[0].reason.kind is ReasonKind.PAUSED_NO_HEADROOM
+    assert alloc.limits[0].reason.node_id == "main"
+
+
+def test_stale_meter_without_worst_case_pauses_everything_and_with_one_uses_it() -> None:
+    site = _site(63.0, 2)
+    stale = NodeMeasurement(node_id="main", current_a=(1.0, 1.0, 1.0), stale=True)
+    assert set(
+        _limits(
+            AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), measurements=(stale,))
+        ).values()
+    ) == {0.0}
+    worst = NodeMeasurement(node_id="main", current_a=None, worst_case_line_a=(43.0,) * 3)
+    assert _limits(
+        AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), measurements=(worst,))
+    ) == {"c0": 10.0, "c1": 10.0}
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (PolicyName.EQUAL, {"c0": 10.0, "c1": 10.0, "c2": 10.0}),
+        (PolicyName.FCFS, {"c0": 16.0, "c1": 8.0, "c2": 6.0}),
+        (PolicyName.PRIORITY, {"c0": 6.0, "c1": 8.0, "c2": 16.0}),  # c2 is fleet
+        (PolicyName.UNCONTROLLED, {"c0": 16.0, "c1": 16.0, "c2": 16.0}),
+    ],
+)
+def test_policies_on_one_30a_circuit(policy: PolicyName, expected: dict[str, float]) -> None:
+    site = _site(30.0, 3, resolution_a=1.0)
+    sessions = tuple(
+        Session(session_id=f"s{i}", charger_id=f"c{i}", arrival_s=float(i), priority=(0, 1, 2)[i])
+        for i in range(3)
+    )
+    assert (
+        _limits(
+            AllocationInput(site=site, now_s=100.0, sessions=sessions, policy=Policy(name=policy))
+        )
+        == expected
+    )
+
+
+def test_deadline_gives_the_urgent_car_what_it_needs_first() -> None:
+    site = _site(24.0, 2, conn=Connection.L1, volt=VoltageSystem.EU_230, resolution_a=1.0)
+    now = 0.0
+    urgent = Session(
+        session_id="u",
+        charger_id="c0",
+        arrival_s=0.0,
+        departure_s=3600.0,
+        energy_wanted_wh=230.0 * 16,
+    )  # needs 16 A for the hour
+    relaxed = Session(
+        session_id="r",
+        charger_id="c1",
+        arrival_s=0.0,
+        departure_s=36000.0,
+        energy_wanted_wh=230.0 * 10,
+    )  # 1 A on average
+    got = _limits(
+        AllocationInput(
+            site=site,
+            now_s=now,
+            sessions=(urgent, relaxed),
+            policy=Policy(name=PolicyName.DEADLINE),
+        )
+    )
+    assert got == {"c0": 16.0, "c1": 8.0}
+
+
+def test_planned_follows_targets_then_shares_the_rest() -> None:
+    pol = Policy(name=PolicyName.PLANNED, planned_targets_a={"s0": 14.0, "s1": 6.0})
+    # 22 A: the targets (20 A) first, the 2 A left go to the car furthest below the level.
+    site = _site(22.0, 2, resolution_a=1.0)
+    assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=pol)) == {
+        "c0": 14.0,
+        "c1": 8.0,
+    }
+    # 30 A: beyond the targets the rest is shared max-min fair.
+    site = _site(30.0, 2, resolution_a=1.0)
+    assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=pol)) == {
+        "c0": 15.0,
+        "c1": 15.0,
+    }
+
+
+def test_one_phase_switch_when_three_phases_at_minimum_do_not_fit() -> None:
+    site = _site(40.0, 1, can_switch_phases=True)
+    meas = (NodeMeasurement(node_id="main", current_a=(10.0, 36.0, 36.0), includes_ev_load=False),)
+    alloc = allocate(
+        AllocationInput(site=site, now_s=0.0, sessions=_sessions(1), measurements=meas)
+    )
+    lim = alloc.limits[0]
+    assert lim.phases == 1
+    assert lim.limit_a == 16.0
+    assert "1 phase" in lim.reason.text
+
+
+def test_vehicle_max_controller_cap_and_reasons() -> None:
+    site = _site(100.0, 3, max_current_a=32.0)
+    sessions = _sessions(3)
+    sessions = (
+        sessions[0].__class__(
+            session_id="s0", charger_id="c0", arrival_s=0.0, vehicle_max_current_a=13.0
+        ),
+        *sessions[1:],
+    )
+    alloc = allocate(
+        AllocationInput(site=site, now_s=0.0, sessions=sessions, caps_a={"c1": 10.0, "c2": 4.0})
+    )
+    by = {lim.charger_id: lim for lim in alloc.limits}
+    assert (by["c0"].limit_a, by["c0"].reason.kind) == (13.0, ReasonKind.VEHICLE_MAX)
+    assert (by["c1"].limit_a, by["c1"].reason.kind) == (10.0, ReasonKind.CONTROLLER_CAP)
+    assert (by["c2"].limit_a, by["c2"].reason.kind) == (0.0, ReasonKind.CONTROLLER_CAP)
+
+
+def test_no_session_gets_zero_and_fixed_load_is_counted() -> None:
+    site = _site(40.0, 3, max_current_a=32.0)
+    fixed = FixedLoad(charger_id="c2", current_a=(16.0, 16.0, 16.0), reason="offline")
+    alloc = allocate(
+        AllocationInput(site=site, now_s=0.0, sessions=_sessions(1), fixed_loads=(fixed,))
+    )
+    by = {lim.charger_id: lim for lim in alloc.limits}
+    assert by["c0"].limit_a == 24.0
+    assert by["c1"].reason.kind is ReasonKind.NO_SESSION
+    assert by["c1"].limit_a == 0
+    assert by["c2"].reason.kind is ReasonKind.FIXED
+
+
+def test_external_cap_binds_with_its_source() -> None:
+    site = _site(100.0, 1, max_current_a=32.0)
+    cap = ExternalCap(source="dso", node_id="main", line_limit_a=(20.0, 20.0, 20.0))
+    lim = allocate(
+        AllocationInput(site=site, now_s=0.0, sessions=_sessions(1), external_caps=(cap,))
+    ).limits[0]
+    assert lim.limit_a == 20.0
+    assert lim.reason.kind is ReasonKind.EXTERNAL_CAP
+    assert "dso" in lim.reason.text
+
+
+def test_pilot_set_and_watt_chargers_land_on_their_grid() -> None:
+    site = _site(21.0, 1, max_current_a=32.0, allowed_currents_a=(8.0, 16.0, 24.0, 32.0))
+    assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(1))) == {"c0": 16.0}
+    wsite = _site(10.0, 1, limit_unit=LimitUnit.WATT)
+    lim = allocate(AllocationInput(site=wsite, now_s=0.0, sessions=_sessions(1))).limits[0]
+    assert lim.power_w is not None
+    assert lim.power_w == int(lim.power_w) <= 3 * 230 * 10
+    assert lim.power_w >= 3 * 230 * 10 - 1
+
+
+def _acn_like() -> Site:
+    prim = TransformerPrimary(winding=PrimaryWinding.DELTA, winding_ratio=4.0, line_limit_a=15.0)
+    nodes = (
+        CircuitNode(
+            id="xfmr",
+            kind=NodeKind.TRANSFORMER,
+            parent_id=None,
+            line_limit_a=(416.7,) * 3,
+            primary=prim,
+        ),
+        CircuitNode(id="pod", kind=NodeKind.GROUP, parent_id="xfmr", line_limit_a=(80.0,) * 3),
+    )
+    conns = [Connection.L1_L2, Connection.L2_L3, Connection.L3_L1] * 3
+    chargers = tuple(
+        Charger(id=f"c{i}", node_id="pod", connection=c, max_current_a=32.0, resolution_a=1.0)
+        for i, c in enumerate(conns)
+    )
+    return Site(name="acn", voltage=VoltageSystem.US_120_208, nodes=nodes, chargers=chargers)
+
+
+def test_line_to_line_chargers_under_a_delta_primary_stay_within_exact_phasor_limits() -> None:
+    site = _acn_like()
+    alloc = allocate(AllocationInput(site=site, now_s=0.0, sessions=_sessions(9)))
+    cur = {lim.charger_id: lim.limit_a for lim in alloc.limits}
+    lines = node_line_currents_a(site, cur)
+    prim = primary_line_currents_a(site, cur)
+    assert max(lines["pod"]) <= 80.0 + 1e-9
+    assert max(prim["xfmr"]) <= 15.0 + 1e-9
+    assert max(prim["xfmr"]) > 14.0  # and it is used
+    kinds = {lim.reason.kind for lim in alloc.limits}
+    assert ReasonKind.TRANSFORMER_PRIMARY in kinds
+    bound = next(lim for lim in alloc.limits if lim.reason.kind is ReasonKind.TRANSFORMER_PRIMARY)
+    assert bound.reason.node_id == "xfmr"
+    assert bound.reason.line in set(Line)
+
+
+def test_chargers_that_cannot_pause_are_counted_at_their_minimum() -> None:
+    site = _site(10.0, 2, zero_pauses=False)
+    alloc = allocate(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2)))
+    assert [lim.limit_a for lim in alloc.limits] == [6.0, 6.0]
+    assert all("cannot be paused" in lim.reason.detail for lim in alloc.limits)
+    assert alloc.headroom[0].headroom_a[0] == pytest.approx(-2.0)  # the overload is visible
+
+
+def test_power_and_line_sum_limits_bind_with_their_reason() -> None:
+    node = CircuitNode(
+        id="main",
+        kind=NodeKind.SERVICE,
+        parent_id=None,
+        line_limit_a=(63.0,) * 3,
+        max_power_w=11_040.0,
+    )
+    site = Site(
+        name="p",
+        voltage=VoltageSystem.EU_230_400,
+        nodes=(node,),
+        chargers=(
+            Charger(id="c0", node_id="main", connection=Connection.THREE_PHASE, max_current_a=32.0),
+        ),
+    )
+    lim = allocate(AllocationInput(site=site, now_s=0.0, sessions=_sessions(1))).limits[0]
+    assert lim.limit_a == pytest.approx(16.0)
+    assert lim.reason.kind is ReasonKind.NODE_POWER
+    node = CircuitNode(
+        id="main",
+        kind=NodeKind.SERVICE,
+        parent_id=None,
+        line_limit_a=(63.0,) * 3,
+        max_line_sum_a=30.0,
+    )
+    lim = allocate(
+        AllocationInput(
+            site=Site(name="s", voltage=site.voltage, nodes=(node,), chargers=site.chargers),
+            now_s=0.0,
+            sessions=_sessions(1),
+        )
+    ).limits[0]
+    assert lim.limit_a == pytest.approx(10.0)
+    assert lim.reason.kind is ReasonKind.NODE_LINE_SUM
+
+
+@pytest.mark.parametrize("policy", list(PolicyName))
+def test_no_cars_no_current_under_every_policy(policy: PolicyName) -> None:
+    site = _site(40.0, 2)
+    alloc = allocate(AllocationInput(site=site, now_s=0.0, sessions=(), policy=Policy(name=policy)))
+    assert [(lim.limit_a, lim.reason.kind) for lim in alloc.limits] == [
+        (0.0, ReasonKind.NO_SESSION)
+    ] * 2
+    empty = Site(name="e", voltage=site.voltage, nodes=site.nodes, chargers=())
+    assert (
+        allocate(
+            AllocationInput(site=empty, now_s=0.0, sessions=(), policy=Policy(name=policy))
+        ).limits
+        == ()
+    )
+
+
+def test_building_load_over_the_limit_leaves_nothing_not_its_mirror_image() -> None:
+    # 47 A of building load on a 40 A line: the headroom is -7 A, and no car on that line may
+    # charge (a quadratic |I| <= L read with L = -7 would wrongly allow 7 A).
+    site = _site(40.0, 1, conn=Connection.L2)
+    meas = (NodeMeasurement(node_id="main", current_a=(0.0, 47.0, 0.0), includes_ev_load=False),)
+    alloc = allocate(
+        AllocationInput(site=site, now_s=0.0, sessions=_sessions(1), measurements=meas)
+    )
+    assert alloc.limits[0].limit_a == 0.0
+    assert alloc.limits[0].reason.kind is ReasonKind.PAUSED_NO_HEADROOM
+    assert alloc.headroom[0].headroom_a[1] == pytest.approx(-7.0)
+
+
+def test_measured_ev_current_is_subtracted_as_a_phasor_sum_and_missing_lines_count_as_zero() -> (
+    None
+):
+    # Two 208 V chargers, A-B and C-A, each measured at 10 A: on line A their currents are 60
+    # degrees apart, so the EVs carry 10·√3 = 17.3 A there, not 20 A. A meter reading of
+    # 37.32 A on A therefore leaves 20 A of building load (subtracting 20 would claim 17.3).
+    site = _site(100.0, 2, conn=Connection.L1_L2, volt=VoltageSystem.US_120_208)
+    site = Site(
+        name="s",
+        voltage=site.voltage,
+        nodes=site.nodes,
+        chargers=(
+            site.chargers[0],
+            Charger(id="c1", node_id="main", connection=Connection.L3_L1),
+        ),
+    )
+    states = (
+        ChargerState(charger_id="c0", t_s=0.0, measured_current_a=(10.0, 10.0, None)),
+        ChargerState(charger_id="c1", t_s=0.0, measured_current_a=(10.0, None, 10.0)),
+    )
+    meas = (NodeMeasurement(node_id="main", current_a=(20.0 + 10.0 * 3**0.5, 30.0, 30.0)),)
+    alloc = allocate(
+        AllocationInput(
+            site=site, now_s=0.0, sessions=_sessions(2), charger_states=states, measurements=meas
+        )
+    )
+    assert alloc.headroom[0].other_load_a == pytest.approx((20.0, 20.0, 20.0))

@@ -1,0 +1,131 @@
+"""The allocator's fast paths agree with the plain ones they replace.
+
+``allocate`` reads sessions and charger states in bulk (``_sessions``, ``_headroom``), sums
+node columns with a sparse product memoised per site (``_compiled.summing_matrix``) and skips
+the repair pass where no row can cancel. These tests pin the input semantics the bulk readers
+must keep (the later of two sessions counts, unknown chargers are ignored, a line reported as
+None counts as 0 A of EV current) and compare the sparse sums with the running-sum path.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from ampshare.core._compiled import compile_site, site_pair_coefficients
+from ampshare.core._waterfill import node_sums
+from ampshare.core.allocate import allocate
+from ampshare.core.allocation import AllocationInput, NodeMeasurement, Policy, PolicyName
+from ampshare.core.site import (
+    Charger,
+    CircuitNode,
+    Connection,
+    NodeKind,
+    PrimaryWinding,
+    Site,
+    TransformerPrimary,
+    VoltageSystem,
+)
+from ampshare.core.snapshot import ChargerState, Session
+
+
+def _site(n: int, limit_a: float = 1000.0) -> Site:
+    main = CircuitNode(
+        id="main",
+        kind=NodeKind.TRANSFORMER,
+        parent_id=None,
+        line_limit_a=(limit_a,) * 3,
+        primary=TransformerPrimary(
+            winding=PrimaryWinding.DELTA, winding_ratio=4.0, line_limit_a=limit_a / 3
+        ),
+    )
+    group = CircuitNode(id="g", kind=NodeKind.GROUP, parent_id="main", line_limit_a=(60.0,) * 3)
+    conns = list(Connection)
+    chargers = tuple(
+        Charger(
+            id=f"c{i}",
+            node_id="g" if i % 2 else "main",
+            connection=conns[i % len(conns)],
+            max_current_a=32.0,
+        )
+        for i in range(n)
+    )
+    return Site(
+        name="fast", voltage=VoltageSystem.US_120_208, nodes=(main, group), chargers=chargers
+    )
+
+
+def _session(cid: str, **kw: object) -> Session:
+    return Session(session_id=f"s-{cid}", charger_id=cid, arrival_s=0.0, **kw)  # type: ignore[arg-type]
+
+
+def test_the_later_of_two_sessions_for_one_charger_counts_and_unknown_chargers_are_ignored() -> (
+    None
+):
+    site = _site(4)
+    sessions = (
+        _session("c1", vehicle_max_current_a=10.0),
+        _session("ghost"),
+        _session("c1", vehicle_max_current_a=20.0),
+        _session("c2"),
+    )
+    out = {
+        lim.charger_id: lim
+        for lim in allocate(AllocationInput(site=site, now_s=0.0, sessions=sessions)).limits
+    }
+    assert out["c1"].limit_a == 20.0  # the later session's vehicle maximum, not the first one's
+    assert out["c2"].limit_a > 0.0
+    assert out["c0"].limit_a == 0.0
+    assert "ghost" not in out
+
+
+def test_a_line_reported_as_none_counts_as_no_ev_current() -> None:
+    # The meter sees 50 A on L1 in all; the car reports 20 A on L1 and nothing on L2/L3. With
+    # None read as 0 the building is 30 A; were None read as anything else it would shrink.
+    site = Site(
+        name="one",
+        voltage=VoltageSystem.EU_230_400,
+        nodes=(
+            CircuitNode(id="main", kind=NodeKind.SERVICE, parent_id=None, line_limit_a=(63.0,) * 3),
+        ),
+        chargers=(Charger(id="c0", node_id="main", connection=Connection.L1, max_current_a=32.0),),
+    )
+    state = ChargerState(charger_id="c0", t_s=0.0, measured_current_a=(20.0, None, None))
+    inp = AllocationInput(
+        site=site,
+        now_s=0.0,
+        sessions=(_session("c0"),),
+        charger_states=(
+            state,
+            ChargerState(charger_id="ghost", t_s=0.0, measured_current_a=(9.0, 9.0, 9.0)),
+        ),
+        measurements=(NodeMeasurement(node_id="main", current_a=(50.0, 0.0, 0.0)),),
+    )
+    alloc = allocate(inp)
+    assert alloc.headroom[0].other_load_a == (30.0, 0.0, 0.0)
+    assert alloc.limits[0].limit_a == 32.0  # 63 - 30 = 33 A left, the charger stops at 32
+
+
+def test_sparse_node_sums_equal_running_sums() -> None:
+    rnd = random.Random(7)
+    site = _site(60)
+    cs = compile_site(site)
+    one = np.array([rnd.random() < 0.3 for _ in range(60)], dtype=np.bool_)
+    memo = site_pair_coefficients(cs, one)
+    plain = memo.copy()  # writeable: takes the running-sum path
+    assert plain.flags.writeable
+    assert not memo.flags.writeable
+    x = np.array([rnd.uniform(0.0, 32.0) for _ in range(60)])
+    np.testing.assert_allclose(node_sums(cs, memo, x), node_sums(cs, plain, x), atol=1e-9)
+    assert np.abs(node_sums(cs, memo, x)).max() > 1.0  # the sums are not trivially zero
+
+
+def test_every_policy_repeated_calls_give_the_same_answer_with_the_memo_warm() -> None:
+    site = _site(30, limit_a=150.0)
+    sessions = tuple(_session(c.id, priority=i % 3) for i, c in enumerate(site.chargers))
+    for name in (PolicyName.EQUAL, PolicyName.PRIORITY, PolicyName.FCFS, PolicyName.DEADLINE):
+        inp = AllocationInput(site=site, now_s=0.0, sessions=sessions, policy=Policy(name=name))
+        first = allocate(inp)
+        assert allocate(inp) == first
+        assert sum(lim.limit_a for lim in first.limits) > 0.0

@@ -1,0 +1,185 @@
+"""The dashboard in headless Chromium against a real app on loopback.
+
+Needs Debian's ``chromium`` and the ``playwright`` Python package (never ``playwright
+install``). When either is missing these tests FAIL with the command to run, so a machine
+without a browser cannot pass them by accident. Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ampshare.cli.demo import demo_site
+from ampshare.clock import VirtualClock
+from ampshare.core.allocate import allocate
+from ampshare.core.allocation import Policy, PolicyName
+from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading, Session
+from ampshare.store import SqlStore, open_store
+from ampshare.web import InMemoryRuntime, Role, TokenAuth, create_app
+from ampshare.web.testing import serve
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+T0 = 1_750_000_020.0
+ADMIN = "admin-token-for-browser"
+
+
+def _browser_or_fail() -> Any:
+    missing = []
+    if shutil.which("chromium") is None and not Path(CHROMIUM).exists():
+        missing.append("Debian's chromium: apt-get update && apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing.append("playwright: python3 -m pip install -e '.[test]'")
+    if missing:
+        pytest.fail("browser tests need " + "; ".join(missing), pytrace=False)
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_playwright = _browser_or_fail()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def site_app(tmp_path: Path) -> Iterator[tuple[str, InMemoryRuntime, SqlStore]]:
+    clock = VirtualClock(T0)
+    store = open_store(str(tmp_path / "dash.db"))
+    rt = InMemoryRuntime(demo_site(3), clock, store, allocator=allocate)
+    rt.set_policy(Policy(name=PolicyName.DEADLINE), by="test")
+    for sid, cid in (("s1", "cp01"), ("s2", "cp02")):
+        rt.start_session(
+            Session(
+                session_id=sid,
+                charger_id=cid,
+                arrival_s=T0 - 600,
+                departure_s=T0 + 8 * 3600,
+                energy_wanted_wh=20_000.0,
+            )
+        )
+    _feed(rt, building_a=40.0)
+    app = create_app(
+        rt, store, TokenAuth.from_tokens({ADMIN: Role.ADMIN}), clock=clock, live_poll_s=0.1
+    )
+    with serve(app) as url:
+        yield url, rt, store
+    store.close()
+
+
+def _feed(rt: InMemoryRuntime, building_a: float) -> None:
+    """Meter sees the building only: the cars have not started drawing yet."""
+    now = T0
+    rt.update(
+        charger_states=[
+            ChargerState(
+                charger_id=c,
+                t_s=now,
+                status=ChargerStatus.SUSPENDED_EVSE,
+                measured_current_a=(0.0, 0.0, 0.0),
+            )
+            for c in ("cp01", "cp02", "cp03")
+        ],
+        meter_readings=[MeterReading(meter_id="m-main", t_s=now, current_a=(building_a,) * 3)],
+    )
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def _limit(page: Any, cid: str) -> float:
+    return float(page.get_by_test_id(f"limit-{cid}").inner_text())
+
+
+def test_dashboard_loads_updates_live_and_edits_move_limits(
+    browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
+) -> None:
+    url, rt, _ = site_app
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/#token={ADMIN}")
+    page.get_by_test_id("charger-cp01").wait_for()
+    # What the browser shows is what the allocator decided.
+    assert _limit(page, "cp01") == rt.view().limit("cp01").limit_a == 10.5  # type: ignore[union-attr]
+    assert "circuit main, line L1" in page.get_by_test_id("reason-cp01").inner_text()
+    assert page.get_by_test_id("live-status").inner_text().strip() == "live"
+    page.screenshot(path=str(ARTIFACTS / "dashboard-desktop.png"), full_page=True)
+
+    # Live: the building load rises, headroom shrinks, the page follows without a reload.
+    seq = int(page.evaluate("document.body.dataset.seq"))
+    _feed(rt, building_a=48.0)
+    _wait(lambda: _limit(page, "cp01") == 6.5)
+    assert int(page.evaluate("document.body.dataset.seq")) > seq
+
+    # Editing s2's departure (sooner) through the sessions table moves current to cp02.
+    before = _limit(page, "cp02")
+    row = page.locator("tr[data-session=s2]")
+    row.locator("input[name=departure]").fill(_local_input(page, T0 + 2 * 3600))
+    row.locator("button[name=save]").click()
+    row.locator(".msg.saved").wait_for()
+    _wait(lambda: _limit(page, "cp02") > before)
+    assert _limit(page, "cp02") == rt.view().limit("cp02").limit_a  # type: ignore[union-attr]
+    assert _limit(page, "cp01") < _limit(page, "cp02")
+    assert rt.view().session_at("cp02").departure_s == T0 + 2 * 3600  # type: ignore[union-attr]
+    # The edit is logged in words a manager reads: who, what, when (UTC).
+    _wait(lambda: "manager set departure 2025-06-" in page.get_by_test_id("events").inner_text())
+    page.screenshot(path=str(ARTIFACTS / "dashboard-after-edit.png"), full_page=True)
+    page.close()  # closes the live stream before the server stops
+    assert errors == []
+
+
+def _local_input(page: Any, t_s: float) -> str:
+    """The datetime-local text for ``t_s`` in the browser's own time zone."""
+    js = (
+        "(t) => { const d = new Date(t * 1000), p = (n) => String(n).padStart(2, '0');"
+        " return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`"
+        " + `T${p(d.getHours())}:${p(d.getMinutes())}`; }"
+    )
+    return str(page.evaluate(js, t_s))
+
+
+def test_dashboard_fits_a_phone_and_asks_for_a_token(
+    browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
+) -> None:
+    url, _, _ = site_app
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page.goto(url)
+    page.locator("#login").wait_for()  # no token yet: the login form, not a broken page
+    page.fill("#token-input", "wrong")
+    page.click("#login button")
+    page.wait_for_timeout(300)
+    assert page.locator("#main").is_hidden()
+    page.fill("#token-input", ADMIN)
+    page.click("#login button")
+    page.get_by_test_id("charger-cp02").wait_for()
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"page is {overflow}px wider than the phone"
+    page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
+    page.close()

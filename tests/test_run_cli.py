@@ -1,0 +1,97 @@
+"""``ampshare run`` and ``ampshare sim-chargers`` as real processes talking over loopback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner, Result
+
+from ampshare.adapters.ocpp import verify_password
+from ampshare.cli._app import _register, app
+
+SITE = """
+site: Garage
+voltage: "230/400"
+nodes:
+  - id: main
+    limit_a: 40
+chargers:
+  - {{id: cp1, node: main, max_a: 32}}
+  - {{id: cp2, node: main, max_a: 32}}
+control:
+  ev_reaction_s: 1.0  # a car just raised is confirmed this soon: the second car's wait
+ocpp:
+  host: 127.0.0.1
+  port: {port}
+  min_write_interval_s: 0
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ampshare(*args: str) -> subprocess.Popen[str]:
+    code = "import sys; from ampshare.cli import main; sys.argv[0] = 'ampshare'; main()"
+    return subprocess.Popen([sys.executable, "-c", code, *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_run_and_sim_chargers_processes(tmp_path: Path) -> None:
+    port = _free_port()
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE.format(port=port), encoding="utf-8")
+    server = _ampshare("run", str(site), "--duration-s", "9")
+    try:
+        # The simulator does not retry: connect only once the server says it listens.
+        assert server.stdout is not None
+        banner = server.stdout.readline() + server.stdout.readline()
+        assert f"ws://127.0.0.1:{port}/ocpp/{{charge_point_id}}" in banner
+        sims = _ampshare("sim-chargers", "--url", f"ws://127.0.0.1:{port}/ocpp", "--count", "2",
+                         "--protocol", "2.0.1", "--meter-interval-s", "1", "--stagger-s", "0.5",
+                         "--duration-s", "6")
+        out, err = sims.communicate(timeout=30)
+        assert sims.returncode == 0, err
+        last = out.strip().splitlines()[-1]
+        # Two cars share a 40 A fuse: 20 A each once the controller has spoken.
+        assert last.startswith("2 connected, 2 charging, offered 40.0 A"), out
+        _, server_err = server.communicate(timeout=30)
+        assert server.returncode == 0, server_err
+        assert "resumed cp1" in server_err  # the controller's events are logged
+    finally:  # a failed assertion must not leave the process and its pipes to the next test
+        if server.poll() is None:
+            server.kill()
+        server.communicate(timeout=10)
+
+
+def _invoke(*args: str) -> Result:
+    _register()
+    return CliRunner().invoke(app, list(args))
+
+
+def test_run_reports_a_bad_site_file(tmp_path: Path) -> None:
+    site = tmp_path / "bad.yaml"
+    site.write_text("site: X\nvoltage: '230'\nnodes: []\nchargers: []\nocpp: {port: -1}\n",
+                    encoding="utf-8")
+    res = _invoke("run", str(site))
+    assert res.exit_code == 2
+    assert "bad.yaml" in res.output
+    assert "ocpp" in res.output
+
+
+def test_sim_chargers_without_a_server_fails_cleanly() -> None:
+    res = _invoke("sim-chargers", "--url", f"ws://127.0.0.1:{_free_port()}/ocpp",
+                  "--duration-s", "1")
+    assert res.exit_code == 1
+    assert "no simulated charger could connect" in res.output
+
+
+def test_hash_password_prints_a_verifiable_hash() -> None:
+    res = _invoke("ocpp-hash-password", "--password", "pw")
+    assert res.exit_code == 0
+    assert verify_password("pw", res.output.strip())

@@ -1,0 +1,88 @@
+"""``ampshare simulate`` end to end on the tiny fixtures: JSON, trace, report, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ampshare.cli._app import _register, app
+from ampshare.sim.metrics import METRIC_KEYS
+
+FIX = Path(__file__).parent / "fixtures" / "sim"
+_register()
+runner = CliRunner()
+
+
+def _base() -> list[str]:
+    return [
+        "simulate",
+        "--site",
+        str(FIX / "tiny-site.yaml"),
+        "--sessions",
+        str(FIX / "sessions-acn.csv"),
+        "--building-load",
+        str(FIX / "building.csv"),
+        "--ev",
+        "basic",
+    ]
+
+
+def test_json_trace_and_report(tmp_path: Path) -> None:
+    out, trace, report = tmp_path / "m.json", tmp_path / "t.csv", tmp_path / "r.html"
+    res = runner.invoke(
+        app,
+        [
+            *_base(),
+            "--policy",
+            "greedy-clamp,uncontrolled",
+            "--json",
+            str(out),
+            "--trace",
+            str(trace),
+            "--report",
+            str(report),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert [r["policy"] for r in doc["runs"]] == ["greedy-clamp", "uncontrolled"]
+    assert set(METRIC_KEYS) <= set(doc["runs"][0])
+    assert doc["runs"][0]["violation_amp_seconds"] == 0.0
+    assert doc["runs"][1]["violation_amp_seconds"] > 0.0
+    assert trace.read_text().startswith("time_utc,t_s,dt_s,station_id,node_id,L1_a,L2_a,L3_a")
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") >= 4
+    assert "greedy-clamp" in page
+
+
+def test_json_to_stdout_is_pure_json() -> None:
+    res = runner.invoke(app, [*_base(), "--policy", "all-stop", "--json", "-"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["runs"][0]["sessions"] == 3
+
+
+def test_bad_input_names_the_problem(tmp_path: Path) -> None:
+    res = runner.invoke(app, [*_base(), "--policy", "fastest"])
+    assert res.exit_code == 2
+    assert "--policy fastest" in res.output
+    res = runner.invoke(app, [*_base(), "--step", "soon"])
+    assert res.exit_code == 2
+    assert "--step 'soon'" in res.output
+    bad = tmp_path / "s.csv"
+    bad.write_text("arrival,departure\n")
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--site",
+            str(FIX / "tiny-site.yaml"),
+            "--sessions",
+            str(bad),
+            "--columns",
+            "acn",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "s.csv" in res.output
