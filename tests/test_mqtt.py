@@ -35,7 +35,14 @@ from ampshare.adapters.mqtt import (
 )
 from ampshare.clock import VirtualClock
 from ampshare.config import load_site
-from ampshare.control import ControlInputs, ControlSettings, initial_state, step
+from ampshare.control import (
+    CommandAck,
+    ControlInputs,
+    ControlSettings,
+    SetLimit,
+    initial_state,
+    step,
+)
 from ampshare.core.allocation import Policy, PolicyName
 from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading, Session
 from ampshare.errors import DeviceProtocolError, DeviceUnavailable, InputError
@@ -278,17 +285,29 @@ def test_site_view_from_a_real_control_step() -> None:
                          measured_current_a=(10.0, 10.0, 10.0), power_w=6900.0),
             ChargerState(charger_id="drive-right", t_s=100.0, status=ChargerStatus.AVAILABLE)),
         sessions=(Session(session_id="s1", charger_id="drive-left", arrival_s=50.0),))
-    result = step(site, settings, Policy(name=PolicyName.EQUAL), initial_state(site, settings),
-                  inputs, 100.0)
+    policy = Policy(name=PolicyName.EQUAL)
+    first = step(site, settings, policy, initial_state(site, settings), inputs, 100.0)
+    [main] = site_view(site, first).nodes
+    # Until drive-right acknowledges its 0 A hold, a car plugging in there would get its 6 A
+    # fallback at once: house 10 A on L1 (20 measured - 10 EV) + 6 A reserved + 16 A allocated.
+    assert main.line_current_a == pytest.approx((32.0, 22.0, 22.0))
+    assert main.headroom_a == pytest.approx(0.0)
+    hold = next(c for c in first.commands
+                if isinstance(c, SetLimit) and c.charger_id == "drive-right")
+    assert hold.limit_a == 0.0
+    acked = ControlInputs(acks=(CommandAck(charger_id="drive-right", t_s=100.5, limit_a=0.0,
+                                           lease_until_s=hold.lease_until_s),))
+    result = step(site, settings, policy, first.state, acked, 101.0)
     view = site_view(site, result)
     [main] = view.nodes
-    # House 10 A on L1 (20 measured - 10 EV) + the 16 A allocated: 26 A of 35 - 3 margin.
+    # Held at 0 A: the reserve is released. House 10 A + 16 A allocated = 26 A of 35 - 3 margin.
     assert main.line_current_a == pytest.approx((26.0, 16.0, 16.0))
     assert view.headroom_a == main.headroom_a == pytest.approx(6.0)
     left, right = view.chargers
     assert (left.limit_a, left.current_a, left.status) == (16.0, 10.0, "Charging")
     assert left.reason
-    assert (right.limit_a, right.status) == (None, "Available")
+    assert (right.limit_a, right.status) == (0.0, "Available")
+    assert "idle" in right.reason
 
 
 # --- the bridge against Mosquitto --------------------------------------------------------------
