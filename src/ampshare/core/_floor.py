@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from ampshare.core._compiled import CompiledSite, site_pair_coefficients
 from ampshare.core._grid import Grid
-from ampshare.core._waterfill import alone_slack, node_sums, prefix_accept, violations
+from ampshare.core._waterfill import node_sums, prefix_accept, slack_only, violations
 
 __all__ = ["Floor", "decide"]
 
@@ -63,7 +63,7 @@ def decide(cs: CompiledSite, grid: Grid, avail: F64, order: I64, cols: I64) -> F
         v = node_sums(cs, pcoef, np.where(running, grid.lo, 0.0))
         mask = np.zeros(len(cs.charger_ids), dtype=np.bool_)
         mask[remaining] = True
-        slack, _, _ = alone_slack(cs, pcoef, v, avail, mask)
+        slack = slack_only(cs, pcoef, v, avail, mask)
         fits = slack >= grid.lo - 1e-9
         retry = mask & ~fits & grid.switchable & ~one
         if retry.any():

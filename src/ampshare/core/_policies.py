@@ -20,6 +20,7 @@ an interval ago, then cars that have charged longer (longest last), then recentl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -82,14 +83,22 @@ def _rotation_keys(inp: AllocationInput, ids: list[str], arrival: F64) -> tuple[
     if not rot.charging_since_s and not rot.paused_since_s:
         group = np.where(now - arrival >= interval, 0.0, 3.0)
         return group, arrival
-    keys = [
-        rotation_key_at(rot, now, interval, cid, a)
-        for cid, a in zip(ids, arrival.tolist(), strict=True)
-    ]
-    return (
-        np.array([k[0] for k in keys], dtype=np.float64),
-        np.array([k[1] for k in keys], dtype=np.float64),
+    # One dictionary lookup per car and memory, then the same cases as ``rotation_key_at``
+    # as array operations (a Python call per car cost ~0.4 ms per 1,000 cars).
+    nan = float("nan")
+    charging = np.fromiter(
+        map(rot.charging_since_s.get, ids, repeat(nan)), dtype=np.float64, count=len(ids)
     )
+    paused_at = np.fromiter(
+        map(rot.paused_since_s.get, ids, repeat(nan)), dtype=np.float64, count=len(ids)
+    )
+    is_charging = ~np.isnan(charging) & np.isnan(paused_at)
+    paused = np.where(np.isnan(paused_at), arrival, paused_at)
+    charge_group = np.where(now - charging < interval, 1.0, 2.0)
+    pause_group = np.where(now - paused >= interval, 0.0, 3.0)
+    group = np.where(is_charging, charge_group, pause_group)
+    since = np.where(is_charging, -charging, paused)
+    return group, since
 
 
 def keep_order(inp: AllocationInput, cars: Cars, ids: tuple[str, ...], cand: I64) -> I64:

@@ -8,6 +8,7 @@ from itertools import compress
 import numpy as np
 import numpy.typing as npt
 
+from ampshare.core._bulk import bulk_builder
 from ampshare.core._compiled import (
     COL_POWER,
     COL_PRIMARY,
@@ -32,6 +33,10 @@ from ampshare.core.allocation import (
 from ampshare.core.electrical import line_of
 
 __all__ = ["explain", "node_headroom", "row_reason"]
+
+_build_limits = bulk_builder(
+    ChargerLimit, ("charger_id", "limit_a", "phases", "reason", "power_w")
+)
 
 F64 = npt.NDArray[np.float64]
 C128 = npt.NDArray[np.complex128]
@@ -141,10 +146,7 @@ def explain(
             powers[i] = round(xs[i] * volts[i], 3)
     # The one per-charger loop left: building the answer's frozen values themselves.
     limits = tuple(
-        ChargerLimit(charger_id=cid, limit_a=xv, phases=ph, reason=r, power_w=pw)
-        for cid, xv, ph, r, pw in zip(
-            cs.charger_ids, xs, _phases(cs, floor.one_phase), reasons, powers, strict=True
-        )
+        _build_limits(cs.charger_ids, xs, _phases(cs, floor.one_phase), reasons, powers)
     )
     lines = site_pair_coefficients(cs, floor.one_phase, np.arange(3, dtype=np.int64))
     v3 = node_sums(cs, lines, x)

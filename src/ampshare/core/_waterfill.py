@@ -19,7 +19,15 @@ import numpy.typing as npt
 
 from ampshare.core._compiled import COL_PRIMARY, CompiledSite, summing_matrix
 
-__all__ = ["Profiles", "alone_slack", "fill", "node_sums", "prefix_accept", "violations"]
+__all__ = [
+    "Profiles",
+    "alone_slack",
+    "fill",
+    "node_sums",
+    "prefix_accept",
+    "slack_only",
+    "violations",
+]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -99,12 +107,11 @@ def alone_slack(cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B) -> t
     the (node, column) that stops it (-1 where nothing does; on a tie the node nearest the
     root, then the lowest column). Shapes (n,)."""
     n = len(cs.charger_ids)
-    slack = np.full(n, np.inf)
     node = np.full(n, -1, dtype=np.int64)
     column = np.full(n, -1, dtype=np.int64)
     sel = idx[cs.pair_c]
     if n == 0 or not sel.any():
-        return slack, node, column
+        return np.full(n, np.inf), node, column
     pn = cs.pair_n[sel]
     steps = _max_step(v[pn], pcoef[sel], limit[pn])
     col = np.argmin(steps, axis=1)
@@ -123,6 +130,19 @@ def alone_slack(cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B) -> t
     node[who[first]] = cs.pair_n[pair]
     column[who[first]] = best_col[pair]
     return np.asarray(slack, dtype=np.float64), node, column
+
+
+def slack_only(cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B) -> F64:
+    """``alone_slack``'s first answer alone (no search for the row that binds): the top-up
+    and the floor ask only how far each car could rise."""
+    n = len(cs.charger_ids)
+    sel = idx[cs.pair_c]
+    if n == 0 or not sel.any():
+        return np.full(n, np.inf)
+    pn = cs.pair_n[sel]
+    best = np.full(len(sel), np.inf)
+    best[sel] = _max_step(v[pn], pcoef[sel], limit[pn]).min(axis=1)
+    return np.asarray(np.minimum.reduceat(best[cs.by_charger], cs.charger_start[:-1]))
 
 
 def prefix_accept(

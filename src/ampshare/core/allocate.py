@@ -40,10 +40,10 @@ from ampshare.core._headroom import headroom
 from ampshare.core._policies import Cars, keep_order, profiles
 from ampshare.core._sessions import session_facts
 from ampshare.core._waterfill import (
-    alone_slack,
     fill,
     node_sums,
     prefix_accept,
+    slack_only,
     violations,
 )
 from ampshare.core.allocation import (
@@ -132,7 +132,7 @@ def _round_and_top_up(
     v = node_sums(cs, pcoef, x)
     for rnd in range(_TOPUP_ROUNDS):
         open_ = running & (x < grid.hi - 1e-9)
-        slack, _, _ = alone_slack(cs, pcoef, v, avail, open_)
+        slack = slack_only(cs, pcoef, v, avail, open_)
         reach = np.minimum(x + np.where(open_, slack, 0.0), grid.hi)
         if level is not None and rnd < _TOPUP_ROUNDS // 2:
             # equal: one step per car per round, so remainders spread instead of going to one

@@ -1,0 +1,35 @@
+"""``bulk_builder`` makes the same frozen values as their own ``__init__``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ampshare.core._bulk import bulk_builder
+from ampshare.core.allocation import ChargerLimit, NodeHeadroom, Reason, ReasonKind
+
+
+def test_bulk_values_equal_init_values_and_stay_frozen() -> None:
+    build = bulk_builder(ChargerLimit, ("charger_id", "limit_a", "phases", "reason"))
+    why = Reason(kind=ReasonKind.NODE_LINE, node_id="garage")
+    made = build(["a", "b"], [6.0, 0.0], [3, 1], [why, why])
+    assert made == [
+        ChargerLimit(charger_id="a", limit_a=6.0, phases=3, reason=why),
+        ChargerLimit(charger_id="b", limit_a=0.0, phases=1, reason=why),
+    ]
+    assert made[1].power_w is None  # a field not given keeps its default
+    assert hash(made[0]) == hash(ChargerLimit(charger_id="a", limit_a=6.0, phases=3, reason=why))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made[0].limit_a = 1.0  # type: ignore[misc]
+
+
+def test_bulk_refuses_unknown_fields_missing_required_ones_and_ragged_columns() -> None:
+    with pytest.raises(ValueError, match="no fields"):
+        bulk_builder(ChargerLimit, ("charger_id", "amps"))
+    with pytest.raises(ValueError, match="plain default"):
+        bulk_builder(NodeHeadroom, ("node_id",))
+    build = bulk_builder(ChargerLimit, ("charger_id", "limit_a", "phases", "reason"))
+    why = Reason(kind=ReasonKind.NO_SESSION)
+    with pytest.raises(ValueError, match=r"shorter|longer"):
+        build(["a", "b"], [1.0], [3, 3], [why, why])
