@@ -77,25 +77,29 @@ def allocate(inp: AllocationInput) -> Allocation:
     avail = hr.available[:, cols]
     floor = _floor.decide(cs, grid, avail, order, cols)
     hi = grid.hi_for(floor.one_phase)
-    cars = Cars(lo=grid.lo, hi=hi, volt=grid.volt_for(floor.one_phase), facts=facts)
     pcoef = site_pair_coefficients(cs, floor.one_phase, cols)
-    prof = profiles(inp, cars, order)
-    x, _, _ = fill(
-        cs, pcoef, avail, np.zeros(len(cs.charger_ids)), floor.running, prof=prof, cols=cols
-    )
-    grid = replace(grid, hi=grid.hi_for(floor.one_phase))
-    level = facts.weight if inp.policy.name is PolicyName.EQUAL else None
-    x = _round_and_top_up(
-        cs=cs,
-        grid=grid,
-        pcoef=pcoef,
-        avail=avail,
-        x=x,
-        floor=floor,
-        order=order,
-        level=level,
-        cols=cols,
-    )
+    grid = replace(grid, hi=hi)
+    x = np.where(floor.running, hi, 0.0)
+    if violations(node_sums(cs, pcoef, x), avail).any():
+        # Not everyone fits at their maximum: share (most cycles of a site with spare
+        # capacity skip this; the maxima are on each charger's grid already).
+        cars = Cars(lo=grid.lo, hi=hi, volt=grid.volt_for(floor.one_phase), facts=facts)
+        prof = profiles(inp, cars, order)
+        x, _, _ = fill(
+            cs, pcoef, avail, np.zeros(len(cs.charger_ids)), floor.running, prof=prof, cols=cols
+        )
+        level = facts.weight if inp.policy.name is PolicyName.EQUAL else None
+        x = _round_and_top_up(
+            cs=cs,
+            grid=grid,
+            pcoef=pcoef,
+            avail=avail,
+            x=x,
+            floor=floor,
+            order=order,
+            level=level,
+            cols=cols,
+        )
     return _reasons.explain(
         avail=avail,
         cols=cols,

@@ -103,6 +103,7 @@ class _Loop:
         self.replan_s = 900.0
         self.next_plan_s = -math.inf
         self.targets: dict[str, float] = {}
+        self.lines_of: dict[tuple[int, bool], tuple[int, ...]] = {}
 
     # --- plugging -------------------------------------------------------------------------
     def _free_charger(self, station_id: str) -> int | None:
@@ -172,6 +173,18 @@ class _Loop:
                 full[j] = amps
         return full, single, is_single
 
+    def _line_indices(self, j: int, one_phase_car: bool) -> tuple[int, ...]:
+        """The site lines charger ``j`` loads (a one-phase car on a three-phase charger: the
+        charger's L1), remembered: this is asked for every plugged car at every report."""
+        key = (j, one_phase_car)
+        hit = self.lines_of.get(key)
+        if hit is None:
+            ch = self.site.chargers[j]
+            one = one_phase_car and ch.connection is Connection.THREE_PHASE
+            hit = tuple(ln.index for ln in ch.site_lines(Connection.L1 if one else None))
+            self.lines_of[key] = hit
+        return hit
+
     def _charger_states(self, now_s: float) -> tuple[ChargerState, ...]:
         out = [
             ChargerState(
@@ -188,14 +201,9 @@ class _Loop:
         self.freed.clear()
         for j, p in self.plugs.items():
             ch = self.site.chargers[j]
-            lines = ch.site_lines(
-                Connection.L1
-                if p.ev.spec.phases == 1 and ch.connection is Connection.THREE_PHASE
-                else None
-            )
             meas = [0.0, 0.0, 0.0]
-            for ln in lines:
-                meas[ln.index] = p.ev.draw_a
+            for k in self._line_indices(j, p.ev.spec.phases == 1):
+                meas[k] = p.ev.draw_a
             status = (
                 ChargerStatus.CHARGING
                 if p.ev.draw_a > 0
