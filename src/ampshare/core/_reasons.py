@@ -196,9 +196,14 @@ def _keys(
         at_max,
         bnode >= 0,
     ]
-    cat = np.select(conds, [_NONE, _FIXED, _CAP, _NO_HEADROOM, _ROTATION, _MAX, _ROW], _SHARE)
-    node = np.select(
-        [cat == _NO_HEADROOM, cat == _MAX], [anode, grid.kind_for(floor.one_phase)], bnode
+    # ``np.select`` in precedence order, as a chain of ``where`` from the lowest precedence up
+    # (several times cheaper for the few dozen chargers of most sites).
+    cat = np.full(len(at_max), _SHARE, dtype=np.int64)
+    cats = (_NONE, _FIXED, _CAP, _NO_HEADROOM, _ROTATION, _MAX, _ROW)
+    for cond, value in zip(conds[::-1], cats[::-1], strict=True):
+        cat = np.where(cond, value, cat)
+    node = np.where(
+        cat == _NO_HEADROOM, anode, np.where(cat == _MAX, grid.kind_for(floor.one_phase), bnode)
     )
     col = np.where(cat == _NO_HEADROOM, acol, bcol)
     detail = np.where(floor.switched, 1, np.where(floor.forced, 2, 0))
