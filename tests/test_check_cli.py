@@ -94,3 +94,23 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     assert f"{bad}:4: nodes[1].parent: no node 'nope'" in out
     assert f"{bad}:6: chargers[0].min_a" in out
     assert "3 problem(s) found" in out
+
+
+def test_tree_shows_what_each_charger_accepts_and_how_meters_are_read(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "voltage: '230/400'\n"
+        "nodes: [{id: main, limit_a: 63}]\n"
+        "chargers:\n"
+        "  - {id: w, node: main, limit_unit: W, resolution_a: 1, zero_pauses: false}\n"
+        "  - {id: s, node: main, switch_phases: true, connectors: 2}\n"
+        "meters:\n"
+        "  - {id: m, node: main, fallback_a: 40, timeout_s: 5, poll_s: 2,\n"
+        "     driver: {type: modbus, model: em24, host: 10.0.0.9, unit_id: 3}}\n",
+        encoding="utf-8")
+    code, out = _check(str(site))
+    assert code == 0, out
+    assert "charger w  3p  6-16 A  limits in W  1 A steps  no pause (never below 6 A)" in out
+    assert "charger s  3p  6-16 A  ocpp1.6  2 connectors  1p/3p switching" in out
+    assert ("meter m  modbus em24 10.0.0.9:502 unit 3  current  polled every 2 s, stale after "
+            "5 s, then 3x40 A assumed") in out

@@ -8,6 +8,7 @@ key path, with a line number when the input was YAML text; never any other excep
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import pytest
@@ -16,10 +17,11 @@ from hypothesis import strategies as st
 
 from ampshare.cli.import_acn import site_yaml
 from ampshare.config import dump_site, parse_site
-from ampshare.core.site import Connection, PhaseRotation, VoltageSystem
+from ampshare.core.site import Connection, PhaseRotation, Site, VoltageSystem
 from ampshare.errors import ConfigError
 
 CAP = 10_000
+INF = math.inf
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
@@ -101,8 +103,10 @@ def _charger(draw: st.DrawFn, i: int, v: VoltageSystem, node_ids: list[str]) -> 
                                        unique=True))
     opts = {"resolution_a": st.sampled_from([0.1, 1.0]), "zero_pauses": st.booleans(),
             "protocol": st.sampled_from(["ocpp1.6", "ocpp2.0.1", "sim"]), "dc": st.booleans(),
-            "switch_phases": st.booleans(), "limit_unit": st.sampled_from(["A", "W"]),
+            "limit_unit": st.sampled_from(["A", "W"]),
             "max_power_kw": st.integers(1, 350), "connectors": st.integers(1, 2)}
+    if conn == "3p":  # only a three-phase charger can switch to one phase
+        opts["switch_phases"] = st.booleans()
     for key in draw(st.lists(st.sampled_from(sorted(opts)), unique=True, max_size=4)):
         c[key] = draw(opts[key])
     return c
@@ -132,10 +136,74 @@ def site_files(draw: st.DrawFn) -> dict[str, Any]:
     return out
 
 
+def _per_line(limit: Any, v: VoltageSystem) -> tuple[float, ...]:
+    """What a limit as written means per line L1..L3 (inf: no limit, or no such line)."""
+    out = [INF, INF, INF]
+    if isinstance(limit, int | float):
+        for line in v.lines:
+            out[line.index] = float(limit)
+    elif isinstance(limit, list):
+        for line, amps in zip(v.lines, limit, strict=True):
+            out[line.index] = float(amps)
+    elif isinstance(limit, dict):
+        for name, amps in limit.items():
+            out[int(name[1]) - 1] = float(amps)
+    return tuple(out)
+
+
+def _expanded_chargers(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+    """(id, the charger's entry, position in its row) for every charger the file declares."""
+    out = []
+    for c in data["chargers"]:
+        for k in range(c.get("count", 1)):
+            out.append((c["id"].format(n=1 + k) if "count" in c else c["id"], c, k))
+    return out
+
+
+def _assert_site_says_what_the_file_says(site: Site, data: dict[str, Any]) -> None:
+    v = VoltageSystem(data["voltage"])
+    assert site.voltage is v
+    by_id = {n.id: n for n in site.nodes}
+    assert sorted(by_id) == sorted(n["id"] for n in data["nodes"])
+    seen: set[str] = set()
+    for node in site.nodes:  # parents come first, so every walk up the tree is possible
+        assert node.parent_id is None or node.parent_id in seen
+        seen.add(node.id)
+    for n in data["nodes"]:
+        node = by_id[n["id"]]
+        assert node.parent_id == n.get("parent")
+        assert node.line_limit_a == _per_line(n.get("limit_a"), v)
+        assert node.margin_a == n.get("margin_a", 0)
+        assert node.max_power_w == (n["max_power_kw"] * 1000 if "max_power_kw" in n else None)
+        # A limited line never exceeds the nearest limited node above it.
+        for k in range(3):
+            above = node.parent_id
+            while above is not None and math.isinf(by_id[above].line_limit_a[k]):
+                above = by_id[above].parent_id
+            if above is not None and math.isfinite(node.line_limit_a[k]):
+                assert node.line_limit_a[k] <= by_id[above].line_limit_a[k]
+    expected = _expanded_chargers(data)
+    assert [c.id for c in site.chargers] == [cid for cid, _, _ in expected]
+    for charger, (_, c, _) in zip(site.chargers, expected, strict=True):
+        assert (charger.node_id, charger.connection.value) == (c["node"], c["connection"])
+        assert charger.phase_rotation.value == c.get("rotation", "L1L2L3")
+        assert (charger.min_current_a, charger.max_current_a) == (c["min_a"], c["max_a"])
+        assert set(charger.site_lines()) <= set(v.lines)
+        assert charger.allowed_currents_a == tuple(sorted(c.get("allowed_a", ())))
+        assert charger.can_switch_phases == c.get("switch_phases", False)
+        assert charger.resolution_a == c.get("resolution_a", 0.1)
+        assert charger.zero_pauses == c.get("zero_pauses", True)
+    assert [(m.id, m.node_id, m.timeout_s) for m in site.meters] == \
+        [(m["id"], m["node"], m["timeout_s"]) for m in data["meters"]]
+    assert [(x.id, x.node_id, x.max_current_a) for x in site.loads] == \
+        [(x["id"], x["node"], x["max_a"]) for x in data["loads"]]
+
+
 @SETTINGS
 @given(site_files())
 def test_valid_trees_round_trip(data: dict[str, Any]) -> None:
     site = parse_site(data)
+    _assert_site_says_what_the_file_says(site, data)
     assert parse_site(dump_site(site)) == site
     assert parse_site(site_yaml(dump_site(site)), name="dumped.yaml") == site
 

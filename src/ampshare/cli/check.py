@@ -16,10 +16,18 @@ from rich.tree import Tree
 
 from ampshare.cli._app import app
 from ampshare.config import dump_site, load_site
-from ampshare.core.site import Charger, CircuitNode, Load, MeterSpec, PhaseRotation, Site
+from ampshare.core.site import (
+    Charger,
+    CircuitNode,
+    LimitUnit,
+    Load,
+    MeterSpec,
+    PhaseRotation,
+    Site,
+)
 from ampshare.errors import ConfigError
 
-__all__ = ["check", "render_site_tree"]
+__all__ = ["check", "driver_text", "render_site_tree"]
 
 
 @app.command("check")
@@ -59,7 +67,7 @@ def render_site_tree(site: Site) -> Tree:
     tree = Tree(f"[bold]{escape(site.name)}[/]  {v.value} V {kind}, {site.frequency_hz:g} Hz")
     labels: dict[str, list[str]] = {n.id: [] for n in site.nodes}
     for m in site.meters:
-        labels[m.node_id].append(_meter_label(m))
+        labels[m.node_id].append(_meter_label(site, m))
     for load in site.loads:
         labels[load.node_id].append(_load_label(load))
     for c in site.chargers:
@@ -119,7 +127,9 @@ def _charger_label(c: Charger) -> str:
     rng = f"{c.min_current_a:g}-{c.max_current_a:g} A"
     if c.allowed_currents_a:
         rng = "{" + ", ".join(f"{a:g}" for a in c.allowed_currents_a) + "} A"
-    parts = [f"charger [green]{escape(c.id)}[/]", wiring, rng, c.protocol]
+    parts = [f"charger [green]{escape(c.id)}[/]", wiring, rng, *_accepts(c), c.protocol]
+    if c.connectors > 1:
+        parts.append(f"{c.connectors} connectors")
     if c.is_dc:
         parts.append("DC")
     if c.max_power_w is not None:
@@ -129,15 +139,47 @@ def _charger_label(c: Charger) -> str:
     return "  ".join(parts)
 
 
+def _accepts(c: Charger) -> list[str]:
+    """What limits the charger takes, where that differs from the default (A in 0.1 A steps,
+    0 A pauses)."""
+    out = []
+    if c.limit_unit is LimitUnit.WATT:
+        out.append("limits in W")
+    if not c.allowed_currents_a and abs(c.resolution_a - 0.1) > 1e-9:
+        out.append(f"{c.resolution_a:g} A steps")
+    if not c.zero_pauses:
+        out.append(f"no pause (never below {c.min_current_a:g} A)")
+    return out
+
+
 def _load_label(load: Load) -> str:
     name = f" {escape(repr(load.name))}" if load.name else ""
     amps = _amps(load.max_current_a)
     return f"load [magenta]{escape(load.id)}[/]{name}  {load.connection.value}  up to {amps}"
 
 
-def _meter_label(m: MeterSpec) -> str:
+def driver_text(m: MeterSpec) -> str:
+    """'modbus sdm630 10.0.0.5:502 unit 1', 'mqtt 127.0.0.1:1883', 'p1 /dev/ttyUSB0' or 'sim'."""
+    p = m.params
+    parts = [m.driver]
+    if "model" in p:
+        parts.append(str(p["model"]))
+    if p.get("serial_port"):
+        parts.append(str(p["serial_port"]))
+    elif p.get("host"):
+        parts.append(f"{p['host']}:{p['port']}" if p.get("port") else str(p["host"]))
+    if m.driver == "modbus" and "unit_id" in p:
+        parts.append(f"unit {p['unit_id']}")
+    return " ".join(parts)
+
+
+def _meter_label(site: Site, m: MeterSpec) -> str:
     measures = ", ".join(sorted(x.value for x in m.measures))
-    return f"meter [yellow]{escape(m.id)}[/]  {m.driver}  {measures}  stale after {m.timeout_s:g} s"
+    assumed = ("its highest reading so far" if m.fallback_line_a is None
+               else limits_text(site, m.fallback_line_a))
+    stale = f"stale after {m.timeout_s:g} s, then {assumed} assumed"
+    return (f"meter [yellow]{escape(m.id)}[/]  {escape(driver_text(m))}  {measures}  "
+            f"polled every {m.poll_interval_s:g} s, {stale}")
 
 
 def summary_line(site: Site) -> str:

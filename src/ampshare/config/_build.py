@@ -221,6 +221,7 @@ def _build_chargers(items: list[tuple[int, ChargerModel]], voltage: VoltageSyste
         _checks.check_ref(m.node, node_ids, (*loc, "node"), problems)
         _checks.check_charger_currents(m, loc, problems)
         conn = m.connection or default_connection(voltage)
+        _checks.check_phase_switching(m, conn, loc, problems)
         power_w = _checks.watts(m.max_power_w, m.max_power_kw, loc, problems)
         if m.rotation == "cycle" and m.count is None:
             problems.append(Problem(loc=(*loc, "rotation"), message="'cycle' needs 'count'",

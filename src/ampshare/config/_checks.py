@@ -32,6 +32,7 @@ __all__ = [
     "check_charger_currents",
     "check_node_ids",
     "check_node_limits",
+    "check_phase_switching",
     "check_ref",
     "check_tree",
     "check_unique",
@@ -196,6 +197,16 @@ def check_charger_currents(m: ChargerModel, loc: Loc, problems: list[Problem]) -
                                 message=f"allowed currents {outside} are outside "
                                 f"min_a..max_a = {m.min_a:g}..{m.max_a:g} A",
                                 hint="list only pilot values between min_a and max_a"))
+
+
+def check_phase_switching(m: ChargerModel, conn: Connection, loc: Loc,
+                          problems: list[Problem]) -> None:
+    """1p/3p switching only means something for a three-phase charger."""
+    if m.switch_phases and conn is not Connection.THREE_PHASE:
+        problems.append(Problem(loc=(*loc, "switch_phases"),
+                                message=f"switch_phases on a charger wired {conn}: only a "
+                                "three-phase charger can switch between 1 and 3 phases",
+                                hint="set connection: 3p, or remove switch_phases"))
 
 
 def check_charger_connection(conn: Connection, rotations: set[PhaseRotation],

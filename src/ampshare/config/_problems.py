@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ def did_you_mean(word: str, choices: Iterable[str], *, what: str = "valid") -> s
 def from_validation_error(
     exc: ValidationError, model: type[BaseModel], prefix: Loc = ()
 ) -> list[Problem]:
-    """Turn pydantic's errors into problems with readable messages and hints."""
+    """Turn pydantic's errors into problems that say what was found and what would be valid."""
     out: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc: Loc = tuple(err["loc"])
@@ -50,22 +51,65 @@ def from_validation_error(
             out.append(Problem(loc=prefix + loc, message="required key is missing",
                                hint=f"add '{loc[-1]}:'"))
         else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            out.append(Problem(loc=prefix + loc, message=msg, hint=_hint_for(kind, err)))
+            message, hint = _message_for(kind, err, loc)
+            out.append(Problem(loc=prefix + loc, message=message, hint=hint))
     return out
 
 
-def _hint_for(kind: str, err: Any) -> str | None:
+_BOUNDS = {"greater_than": ("gt", "too small", ">"),
+           "greater_than_equal": ("ge", "too small", ">="),
+           "less_than": ("lt", "too large", "<"),
+           "less_than_equal": ("le", "too large", "<=")}
+_LIST = "a list (one '- ' item per line, or [a, b])"
+_MAPPING = "a mapping of keys (key: value)"
+_SHAPES = {"list_type": _LIST, "tuple_type": _LIST, "dict_type": _MAPPING,
+           "model_type": _MAPPING, "model_attributes_type": _MAPPING,
+           "float_type": "a number", "float_parsing": "a number",
+           "int_type": "a whole number", "int_parsing": "a whole number",
+           "int_from_float": "a whole number", "bool_type": "true or false",
+           "bool_parsing": "true or false", "string_type": "text"}
+_NUMBER_WITH_UNIT = re.compile(r"^\s*(-?[\d.]+)\s*[A-Za-z]+\s*$")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _message_for(kind: str, err: Any, loc: Loc) -> tuple[str, str | None]:
+    """(message, hint) for one pydantic error: the value found and what would be valid."""
     ctx = err.get("ctx") or {}
-    if kind == "string_pattern_mismatch":
-        return "use letters, digits and - _ . : / (no spaces), starting with a letter or digit"
-    if kind == "string_type" and isinstance(err.get("input"), int | float):
-        return "quote it, e.g. id: '01'; unquoted, YAML reads it as a number"
+    got = err.get("input")
+    if kind in _BOUNDS and _BOUNDS[kind][0] in ctx:
+        key, what, op = _BOUNDS[kind]
+        limit = ctx[key]
+        shown = f"{limit:g}" if isinstance(limit, int | float) else str(limit)
+        return f"{_show(got)} is {what}", f"use a value {op} {shown}"
     if kind in ("enum", "literal_error") and "expected" in ctx:
-        return f"valid values: {ctx['expected']}"
+        options = re.findall(r"'([^']*)'", str(ctx["expected"]))
+        name = next((str(c) for c in reversed(loc) if isinstance(c, str)), "value")
+        valid = "valid values: " + ", ".join(options)
+        close = difflib.get_close_matches(str(got), options, n=1, cutoff=0.6)
+        return (f"{_show(got)} is not a valid value for '{name}'",
+                f"did you mean '{close[0]}'? {valid}" if close else valid)
     if kind == "union_tag_invalid" and "expected_tags" in ctx:
-        return f"valid types: {ctx['expected_tags']}"
-    return None
+        tag = str(ctx.get("tag", got))
+        tags = re.findall(r"'([^']*)'", str(ctx["expected_tags"]))
+        return f"unknown type '{tag}'", did_you_mean(tag, tags, what="valid types")
+    if kind in _SHAPES:
+        hint: str | None = None
+        if kind == "string_type" and isinstance(got, int | float):
+            hint = "quote it, e.g. id: '01'; unquoted, YAML reads it as a number"
+        elif isinstance(got, str) and (number := _NUMBER_WITH_UNIT.match(got)):
+            hint = f"write {number[1]}: the unit is in the key's name"
+        return f"expected {_SHAPES[kind]}, got {_show(got)}", hint
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        return msg, "use letters, digits and - _ . : / (no spaces), starting with a letter or digit"
+    return msg, None
 
 
 def _fields_at(model: type[BaseModel], loc: Loc) -> set[str]:

@@ -7,6 +7,7 @@ limits below parents) are checked afterwards in ``_checks``, so that one run rep
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -63,7 +64,10 @@ class _Strict(BaseModel):
 
 def _check_amps(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number of amperes, got {value!r}")
+        number = re.match(r"^\s*(-?[\d.]+)\s*[A-Za-z]+\s*$", value) if isinstance(
+            value, str) else None
+        fix = f" (write {number[1]}: the unit is in the key's name)" if number else ""
+        raise ValueError(f"expected a number of amperes, got {value!r}{fix}")
     if not 0 < value <= MAX_CURRENT_A:
         raise ValueError(f"{value} A is not a plausible limit: use a value in (0, 10000]")
     return float(value)
@@ -135,6 +139,17 @@ class ChargerModel(_Strict):
     protocol: Literal["ocpp1.6", "ocpp2.0.1", "sim"] = "ocpp1.6"
     dc: bool = False
 
+    @field_validator("rotation", mode="before")
+    @classmethod
+    def _known_rotation(cls, value: Any) -> Any:
+        # One message instead of pydantic's one per member of the union.
+        if not isinstance(value, str) or (
+                value != "cycle" and value not in {r.value for r in PhaseRotation}):
+            raise ValueError(f"{value!r} is not a phase rotation: use one of "
+                             f"{', '.join(r.value for r in PhaseRotation)} (the site line of "
+                             "the charger's L1, L2, L3), or 'cycle' with count")
+        return value
+
 
 class MeterModel(_Strict):
     """A meter measuring everything that flows through ``node``."""
@@ -184,7 +199,12 @@ class SiteFileModel(_Strict):
     @classmethod
     def _voltage_as_text(cls, value: Any) -> Any:
         # ``voltage: 230`` is read by YAML as an int; the system names are strings.
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or text not in {v.value for v in VoltageSystem}:
+            raise ValueError(f"{text!r} is not a supply system: use '230/400' (EU three-phase), "
+                             "'230' (EU single-phase), '120/240' (US split-phase home), "
+                             "'120/208' or '277/480' (US three-phase wye); quote it")
+        return text
 
 
 ITEM_MODELS: dict[str, type[_Strict]] = {
