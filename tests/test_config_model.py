@@ -227,3 +227,17 @@ def test_an_embedded_ruamel_mapping_keeps_the_outer_files_lines() -> None:
 def test_yaml_tags_are_refused_with_their_line() -> None:
     (issue,) = _issues("site: x\nnodes: [{id: m}]\nchargers: [{id: c, node: m, max_a: !amps 3}]\n")
     assert issue.startswith("t.yaml:3: <root>: YAML value not allowed here")
+
+
+def test_the_documented_home_fits_in_15_lines() -> None:
+    import re
+
+    text = (ROOT / "docs" / "site-file.md").read_text(encoding="utf-8")
+    match = re.search(r"## A home in 15 lines\n\n```yaml\n(.*?)```", text, re.S)
+    assert match is not None
+    block = match[1]
+    assert len(block.strip().splitlines()) <= 15
+    site = parse_site(block, name="site-file.md")
+    assert [c.id for c in site.chargers] == ["garage-left", "garage-right"]
+    assert [(x.id, x.max_current_a) for x in site.loads] == [("heat-pump", 16.0)]
+    assert site.meters[0].driver == "p1"

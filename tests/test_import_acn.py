@@ -207,3 +207,23 @@ def test_cli_rejects_unknown_site_and_missing_file(tmp_path: Path) -> None:
     assert missing.exit_code == 2
     assert "file not found" in missing.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("topology", "text"), [
+    ([1], "JSON object of sites"),
+    ({"caltech": {"evses": []}}, "lacks constraint_ids, constraint_limits_A, constraint_matrix"),
+    ({"caltech": {"evses": [{"station_id": "x"}], "constraint_ids": [],
+                  "constraint_limits_A": [], "constraint_matrix": []}}, "KeyError: 'voltage_V'"),
+])
+def test_a_malformed_topology_is_an_input_error(topology: Any, text: str) -> None:
+    with pytest.raises(InputError, match=text):
+        acn_to_site_dict(topology, "caltech")
+
+
+def test_cli_reports_an_unwritable_output(tmp_path: Path) -> None:
+    _register()
+    result = CliRunner().invoke(app, ["import-acn", str(TOPOLOGY), "--site", "caltech",
+                                      "-o", str(tmp_path / "no-such-dir" / "x.yaml")])
+    assert result.exit_code == 1
+    assert "cannot write" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

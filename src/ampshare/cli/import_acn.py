@@ -43,8 +43,13 @@ def import_acn(
     except (InputError, ConfigError) as exc:
         typer.echo(f"import-acn: {exc}", err=True)
         raise typer.Exit(2) from exc
-    output.write_text(site_yaml(mapping, header=_HEADER.format(site=site, source=topology.name)),
-                      encoding="utf-8")
+    try:
+        output.write_text(site_yaml(mapping, header=_HEADER.format(site=site,
+                                                                  source=topology.name)),
+                          encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"import-acn: cannot write {output}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(f"wrote {output}: {len(mapping['nodes'])} nodes, "
                f"{len(mapping['chargers'])} chargers")
 

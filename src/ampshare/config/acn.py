@@ -42,6 +42,7 @@ _CONNECTIONS: dict[tuple[str, float], Connection] = {
     ("ll", 150.0): Connection.L3_L1, ("ln", 0.0): Connection.L1,
     ("ln", -120.0): Connection.L2, ("ln", 120.0): Connection.L3,
 }
+_KEYS = ("evses", "constraint_ids", "constraint_limits_A", "constraint_matrix")
 _PREV = {0: 2, 1: 0, 2: 1}  # delta primary line x = (secondary x - secondary prev(x)) / n
 
 
@@ -73,14 +74,27 @@ class _Row:
 
 def acn_to_site_dict(topology: Mapping[str, Any], site: str) -> dict[str, Any]:
     """The site-file mapping for ACN site ``site`` of a parsed ``acn_network_topology.json``."""
+    if not isinstance(topology, Mapping):
+        raise InputError("the topology must be a JSON object of sites (caltech, jpl, ...)")
     if site not in topology:
         raise InputError(f"no site '{site}' in the topology; it has: {', '.join(topology)}")
     data = topology[site]
-    evses: list[Mapping[str, Any]] = list(data["evses"])
-    conns = [_connection(e) for e in evses]
-    matrix = np.asarray(data["constraint_matrix"], dtype=float)
-    names = [str(x) for x in data["constraint_ids"]]
-    limits = [float(x) for x in data["constraint_limits_A"]]
+    missing = [k for k in _KEYS if not isinstance(data, Mapping) or k not in data]
+    if missing:
+        raise InputError(f"{site}: the topology lacks {', '.join(missing)} (an exported "
+                         f"acnportal network has {', '.join(_KEYS)})")
+    try:
+        evses: list[Mapping[str, Any]] = [dict(e) for e in data["evses"]]
+        conns = [_connection(e) for e in evses]
+        matrix = np.asarray(data["constraint_matrix"], dtype=float)
+        names = [str(x) for x in data["constraint_ids"]]
+        limits = [float(x) for x in data["constraint_limits_A"]]
+        for e in evses:
+            float(e["min_rate_A"]), float(e["max_rate_A"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{site}: an entry of the topology is not in acnportal's format "
+                         f"({type(exc).__name__}: {exc}); each EVSE needs station_id, "
+                         "voltage_V, phase_angle_deg, min_rate_A and max_rate_A") from None
     if matrix.shape != (len(names), len(evses)) or len(limits) != len(names):
         raise InputError(f"{site}: constraint matrix {matrix.shape} does not match "
                          f"{len(names)} constraints x {len(evses)} EVSEs")
