@@ -78,7 +78,7 @@ class CompiledSite:
     group_start: I64
     by_charger: I64
     charger_start: I64
-    incidence: Any  # (m, n), dense or CSR: 1 where the node is the charger's leaf or above it
+    incidence: Any  # scipy CSR (m, n): 1 where the node is the charger's leaf or above it
     unit3: C128  # per charger and line: the direction of a measured current (n, 3)
     prim: C128
     base_limit: F64
@@ -209,7 +209,9 @@ def _compile(site: Site) -> CompiledSite:
         group_start=group_start,
         by_charger=by_charger,
         charger_start=charger_start,
-        incidence=_matrix(np.ones(len(pair_c)), pair_n, pair_c, (len(node_ids), n)),
+        incidence=sparse.csr_array(
+            (np.ones(len(pair_c)), (pair_n, pair_c)), shape=(len(node_ids), n)
+        ),
         unit3=np.where(live, coef3 / np.where(live, mag, 1.0), 1.0),
         prim=prim,
         base_limit=lim,
@@ -292,31 +294,14 @@ def summing_matrix(cs: CompiledSite, pcoef: C128) -> Any | None:
         return hit[1]
     c = pcoef.shape[1]
     rows = (cs.pair_n[:, None] * c + np.arange(c)[None, :]).ravel()
-    mat = _matrix(
-        pcoef.ravel(),
-        rows,
-        np.repeat(cs.pair_c, c),
-        (len(cs.node_ids) * c, len(cs.charger_ids)),
+    mat = sparse.csr_array(
+        (pcoef.ravel(), (rows, np.repeat(cs.pair_c, c))),
+        shape=(len(cs.node_ids) * c, len(cs.charger_ids)),
     )
     if len(cs.sum_memo) >= _MEMO_SIZE:
         del cs.sum_memo[next(iter(cs.sum_memo))]
     cs.sum_memo[id(pcoef)] = (pcoef, mat)
     return mat
-
-
-#: Below this many cells a dense matrix is kept: scipy's sparse product costs ~20 µs of
-#: dispatch per call, a dense one of a small site ~2 µs (and the simulator calls it a lot).
-DENSE_CELLS = 40_000
-
-
-def _matrix(values: npt.NDArray[Any], rows: I64, cols: I64, shape: tuple[int, int]) -> Any:
-    """The (rows, cols) -> values matrix (duplicates summed): dense when small, else CSR.
-    Either way ``mat @ x`` gives the same sums."""
-    if shape[0] * shape[1] <= DENSE_CELLS:
-        out = np.zeros(shape, dtype=values.dtype)
-        np.add.at(out, (rows, cols), values)
-        return out
-    return sparse.csr_array((values, (rows, cols)), shape=shape)
 
 
 def can_cancel(cols: I64) -> bool:
