@@ -97,19 +97,39 @@ async def test_a_plain_meter_is_not_taken_for_sunspec(sdm630: ModbusMeterServer)
     await meter.close()
 
 
-@pytest.mark.parametrize(("fault", "error", "text"), [
-    ("silent", DeviceUnavailable, "no answer"),
-    ("exception", DeviceProtocolError, "device failure"),
-    ("garbage", DeviceProtocolError, "not plausible"),
-    ("short", DeviceProtocolError, "got 17"),
-])
-async def test_misbehaving_meter_raises_our_errors(
-    sdm630: ModbusMeterServer, fault: str, error: type[Exception], text: str
+FAULTS = [("silent", DeviceUnavailable, "no answer"),
+          ("exception", DeviceProtocolError, "device failure"),
+          ("garbage", DeviceProtocolError, "not plausible")]
+
+
+@pytest.mark.parametrize(("fault", "error", "text"), FAULTS, ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize("model", [*sorted(BUILTIN_MAPS), "sunspec"])
+async def test_every_map_turns_a_misbehaving_meter_into_our_errors(
+    model: str, fault: str, error: type[Exception], text: str
 ) -> None:
+    # Mid-run: the meter answered, then stops answering / fails / sends 0xFFFF filler, then
+    # recovers. Never a number from a meter that did not give one.
+    server = (ModbusMeterServer.for_sunspec(VALUES) if model == "sunspec"
+              else ModbusMeterServer.for_map(BUILTIN_MAPS[model], VALUES))
+    await server.start()
+    meter = _meter(server, VirtualClock(), None if model == "sunspec" else model)
+    try:
+        assert (await meter.read()).current_a == pytest.approx((21.5, 9.75, 3.0))
+        server.fault = fault  # type: ignore[assignment]
+        with pytest.raises(error, match=text):
+            await meter.read()
+        server.fault = "none"
+        assert (await meter.read()).current_a == pytest.approx((21.5, 9.75, 3.0))
+    finally:
+        await meter.close()
+        await server.stop()
+
+
+async def test_a_short_reply_is_a_protocol_error(sdm630: ModbusMeterServer) -> None:
     meter = _meter(sdm630, VirtualClock(), "sdm630")
     assert (await meter.read()).current_a is not None
-    sdm630.fault = fault  # type: ignore[assignment]
-    with pytest.raises(error, match=text):
+    sdm630.fault = "short"
+    with pytest.raises(DeviceProtocolError, match="got 17"):
         await meter.read()
     sdm630.fault = "none"
     assert (await meter.read()).current_a == pytest.approx((21.5, 9.75, 3.0))

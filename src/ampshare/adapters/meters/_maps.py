@@ -12,14 +12,16 @@ it says so, and a site can always override a map with its own (``model: custom``
   driver reports as a protocol error. Medium confidence for the per-line registers.
 * Carlo Gavazzi EM24 and EM340: INT32 with the least significant word first, V x10,
   A x1000, W x10, kWh x10; V L-N at 0x00, A at 0x0C, W per line at 0x12, W sys at 0x28,
-  kWh(+) total at 0x34. Both answer FC 3 and FC 4. High confidence for V/A/W, medium for the
-  energy register.
+  kWh(+) total at 0x34. Both answer FC 3 and FC 4. High confidence for V/A/W; the energy
+  register is that of current EM24-DIN / EM24 E1 and EM340 firmware (EM24 units of ~2012 and
+  earlier have an older table with kWh(+) elsewhere: override with ``model: custom``).
 * ABB B23/B24: holding registers, big-endian words; voltages 0x5B00 (u32, 0.1 V), currents
   0x5B0C (u32, 0.01 A), total power 0x5B14 and per line 0x5B16.. (i32, 0.01 W), import energy
   0x5000 (u64, 0.01 kWh). Medium-high confidence (from ABB's "B-series Modbus" manual).
 * Janitza UMG 604: holding registers, float32 big-endian, the "frequently used values" block
-  at 19000 (U L-N 19000.., I 19012.., P per line 19020.., P sum 19026, energy consumed
-  19062 in Wh). Medium confidence for the energy address (19060 is the net counter).
+  at 19000 (U L-N 19000.., I 19012.., P per line 19020.., P sum 19026, real energy L1..L3
+  consumed 19068 in Wh; 19060 is the net counter and 19062/64/66 are the consumed energy of
+  L1/L2/L3 alone). High confidence: the same list as the UMG 104/96RM family.
 * SunSpec 201-204: see ``_sunspec.py`` (discovered, not fixed addresses).
 """
 
@@ -107,7 +109,7 @@ def _janitza() -> RegisterMap:
             *_per_line(_I, 19012, 2, f, 1.0),
             *_per_line(_P, 19020, 2, f, 1.0),
             RegisterSpec(quantity=Q.POWER, address=19026, dtype=f, unit="W"),
-            RegisterSpec(quantity=Q.ENERGY_IMPORT, address=19062, dtype=f, unit="Wh"),
+            RegisterSpec(quantity=Q.ENERGY_IMPORT, address=19068, dtype=f, unit="Wh"),
         ),
     )
 
