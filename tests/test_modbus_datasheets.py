@@ -10,7 +10,8 @@ Sources: Eastron "SDM630 Modbus protocol" and "SDM72D-M v2 protocol" (input regi
 IEEE 754 float, high word first); Carlo Gavazzi "EM24-DIN / EM24 E1" and "EM330/EM340"
 communication protocols (INT32 least significant word first, FC 03 and 04 alike); ABB
 "B-series Modbus" (holding, big-endian, 0xFFFF... = invalid); Janitza UMG 604 Modbus address
-list, "frequently required readings" (holding, float, high word first).
+list, "frequently required readings" (holding, float, high word first); SunSpec Information
+Model tables for model 203 (point offsets, int16 with scale factors, acc32 energy).
 """
 
 from __future__ import annotations
@@ -168,15 +169,20 @@ async def _datasheet_meter(model: str, *, functions: frozenset[str] | None = Non
     bit = [SimData(0, values=[0], datatype=SimType.BITS)]
     device = SimDevice(id=1, simdata=(bit, bit, blocks if "holding" in functions else unused,
                                       blocks if "input" in functions else unused))
+    async with _serving(device) as port:
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def _serving(device: SimDevice) -> AsyncIterator[int]:
+    """A pymodbus TCP server for ``device`` on a free loopback port; yields the port."""
     server = ModbusTcpServer(device, address=("127.0.0.1", 0), framer=FramerType.SOCKET)
     task = asyncio.create_task(server.serve_forever())
     try:
-        for _ in range(200):
-            transport = server.transport
-            if transport is not None and transport.sockets:  # type: ignore[attr-defined]
-                break
-            await asyncio.sleep(0.01)
-        yield int(server.transport.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        async with asyncio.timeout(5):
+            while server.transport is None or not server.transport.sockets:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
+        yield int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
     finally:
         await server.shutdown()  # type: ignore[no-untyped-call]
         task.cancel()
@@ -222,3 +228,49 @@ async def test_the_map_asks_with_the_documented_function_code(model: str) -> Non
     async with _datasheet_meter(model, functions=other) as port:
         with pytest.raises(DeviceProtocolError, match="illegal data address"):
             await _read(model, port)
+
+
+def _sunspec_203_image(base: int = 40000) -> dict[int, int]:
+    """A SunSpec device from the model tables: "SunS", common model 1 (66 registers), meter
+    model 203 (105 registers; point offsets from the first register after ID and L), end."""
+    def i16(x: float) -> int:
+        return struct.unpack(">H", struct.pack(">h", round(x)))[0]
+
+    t = TRUTH
+    data = [0] * 105
+    data[0] = i16((t[Q.CURRENT_L1] + t[Q.CURRENT_L2] + t[Q.CURRENT_L3]) * 100)  # A
+    data[1:4] = [i16(t[q] * 100) for q in (Q.CURRENT_L1, Q.CURRENT_L2, Q.CURRENT_L3)]
+    data[4] = i16(-2)  # A_SF
+    data[6:9] = [i16(t[q] * 10) for q in (Q.VOLTAGE_L1, Q.VOLTAGE_L2, Q.VOLTAGE_L3)]
+    data[13] = i16(-1)  # V_SF
+    data[16] = i16(t[Q.POWER])  # W
+    data[17:20] = [i16(t[q]) for q in (Q.POWER_L1, Q.POWER_L2, Q.POWER_L3)]
+    data[20] = i16(0)  # W_SF
+    wh = round(t[Q.ENERGY_IMPORT] / 100)
+    data[44:46] = [wh >> 16, wh & 0xFFFF]  # TotWhImp, acc32
+    data[52] = i16(2)  # TotWh_SF
+    words = [0x5375, 0x6E53, 1, 66, *([0] * 66), 203, 105, *data, 0xFFFF, 0]
+    return {base + i: w for i, w in enumerate(words)}
+
+
+async def test_sunspec_203_from_the_model_tables() -> None:
+    image = _sunspec_203_image()
+    bit = [SimData(0, values=[0], datatype=SimType.BITS)]
+    unused = [SimData(60000, values=[0], datatype=SimType.REGISTERS)]
+    device = SimDevice(id=1, simdata=(bit, bit, _blocks(image), unused))
+    async with _serving(device) as port:
+        meter = ModbusMeter("m", ModbusTarget(host="127.0.0.1", port=port, timeout_s=0.5,
+                                              retries=0), None, VirtualClock(5.0))
+        try:
+            r = await meter.read()
+        finally:
+            await meter.close()
+    assert meter.register_map is not None
+    assert meter.register_map.model == "sunspec-203"
+    t = TRUTH
+    assert r.current_a == pytest.approx((t[Q.CURRENT_L1], t[Q.CURRENT_L2], t[Q.CURRENT_L3]))
+    assert r.voltage_v == pytest.approx((t[Q.VOLTAGE_L1], t[Q.VOLTAGE_L2], t[Q.VOLTAGE_L3]))
+    assert r.power_w == pytest.approx(round(t[Q.POWER]))
+    assert r.power_per_line_w == pytest.approx(tuple(round(t[q]) for q in (
+        Q.POWER_L1, Q.POWER_L2, Q.POWER_L3)))
+    assert r.energy_wh == pytest.approx(t[Q.ENERGY_IMPORT])
