@@ -114,3 +114,36 @@ def test_sim_meter_serves_and_stops() -> None:
     assert "em24 on 127.0.0.1:" in result.output
     result = CliRunner().invoke(app, ["sim-meter", "--model", "nope"])
     assert result.exit_code == 2
+
+
+def test_sim_meter_and_meters_as_processes(tmp_path: Path) -> None:
+    # The README's flow: `ampshare sim-meter` in one terminal, `ampshare meters` in another.
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    code = "import sys; from ampshare.cli import main; sys.argv[0] = 'ampshare'; main()"
+    sim = subprocess.Popen([sys.executable, "-c", code, "sim-meter", "--port", str(port),
+                            "--scale", "0.3", "--for", "20"], text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert sim.stdout is not None
+        assert f"sdm630 on 127.0.0.1:{port}" in sim.stdout.readline()  # listening now
+        done = subprocess.run([sys.executable, "-c", code, "meters", "--site",
+                               str(_site(tmp_path, port)), "--json"],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 0, done.stderr
+        [status] = json.loads(done.stdout)
+        latest = status["latest"]
+        # The packaged building week at 0.3 scale: a few kW, split 40/33/27 % over the lines.
+        assert 500.0 < latest["power_w"] < 20_000.0
+        l1, l2, l3 = latest["current_a"]
+        assert l1 == pytest.approx(latest["power_w"] * 0.40 / 230.0, rel=0.05)
+        assert l1 > l2 > l3 > 0
+        assert latest["voltage_v"] == [230.0, 230.0, 230.0]
+    finally:
+        sim.terminate()
+        sim.communicate(timeout=10)
