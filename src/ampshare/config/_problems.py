@@ -51,6 +51,8 @@ def from_validation_error(
             out.append(Problem(loc=prefix + loc, message="required key is missing",
                                hint=f"add '{loc[-1]}:'"))
         else:
+            if kind == "value_error" and loc and loc[-1] in _tags_at(model, loc[:-1]):
+                loc = loc[:-1]  # a whole-model check of a union member: ('driver', 'modbus')
             message, hint = _message_for(kind, err, loc)
             out.append(Problem(loc=prefix + loc, message=message, hint=hint))
     return out
@@ -127,6 +129,17 @@ def _fields_at(model: type[BaseModel], loc: Loc) -> set[str]:
                 nxt.extend(x for x in _models_in(m) if _tag(x) == comp)
         models = nxt or models
     return {name for m in models for name in m.model_fields}
+
+
+def _tags_at(model: type[BaseModel], loc: Loc) -> set[str]:
+    """The tags (``type`` values) of the union members a field at ``loc`` may hold."""
+    models: list[type[BaseModel]] = [model]
+    for comp in loc:
+        if isinstance(comp, int):
+            continue
+        fields = [m.model_fields[comp] for m in models if comp in m.model_fields]
+        models = [x for f in fields for x in _models_in(f.annotation)]
+    return {t for m in models if (t := _tag(m)) is not None}
 
 
 def _tag(model: type[BaseModel]) -> str | None:
