@@ -351,6 +351,90 @@ async def test_charger_offering_more_than_it_confirmed_is_flagged(
     assert st.offered_current_a == 32.0
     assert st.measured_current_a == (32.0, 32.0, 32.0)  # what the controller will count
     assert "offers 32.0 A although it confirmed a 10.0 A limit" in caplog.text
+    # It may have lost the profile: the limit went out again (once per episode).
+    await until(lambda: len([p for p in cp.received if p.purpose == "TxProfile"]) >= 2)
+    await cp.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_limit_verified_by_composite_schedule_without_offered_reports(
+        cs: CentralSystem, clock: VirtualClock, protocol: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    good = await join(cs, "cp1", protocol, clock, reports_offered=False)
+    bad = await join(cs, "cp2", protocol, clock, reports_offered=False, ignores_limit=True)
+    for cp in (good, bad):
+        await cp.start_transaction()
+    await until(lambda: cs.snapshot().session("cp2") is not None
+                and cs.snapshot().session("cp1") is not None)
+    for cp_id in ("cp1", "cp2"):
+        assert (await cs.set_limit(SetLimit(charger_id=cp_id, limit_a=10.0, phases=3))).ok
+    # Neither has reported Current.Offered: each is asked once what it applies.
+    await until(lambda: good.composite_requests == 1 and bad.composite_requests == 1)
+    await until(lambda: len([p for p in bad.received if p.purpose == "TxProfile"]) == 2)
+    assert "cp2: applies 32 A although it accepted 10 A" in caplog.text
+    assert "cp1: applies" not in caplog.text
+    assert [p.limit for p in good.received if p.purpose == "TxProfile"] == [10.0]
+    # Once per connection, not per limit.
+    assert (await cs.set_limit(SetLimit(charger_id="cp1", limit_a=9.0, phases=3))).ok
+    await asyncio.sleep(0.05)
+    assert good.composite_requests == 1
+    for cp in (good, bad):
+        await cp.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_paused_car_is_reported_suspended_and_resumes(
+        cs: CentralSystem, clock: VirtualClock, protocol: str) -> None:
+    cp = await join(cs, "cp1", protocol, clock)
+    await cp.start_transaction()
+    await until(lambda: cs.snapshot().session("cp1") is not None)
+
+    def status() -> ChargerStatus:
+        st = cs.snapshot().state("cp1")
+        assert st is not None
+        return st.status
+
+    assert status() is ChargerStatus.CHARGING
+    assert (await cs.set_limit(SetLimit(charger_id="cp1", limit_a=0.0, phases=3))).ok
+    await until(lambda: status() is ChargerStatus.SUSPENDED_EVSE)  # the charger says so
+    cp.received.clear()
+    assert (await cs.set_limit(SetLimit(charger_id="cp1", limit_a=10.0, phases=3))).ok
+    await until(lambda: status() is ChargerStatus.CHARGING)
+    # SuspendedEVSE -> Charging: the central system re-asserted the live limit.
+    await until(lambda: [p.limit for p in cp.received if p.purpose == "TxProfile"] == [10.0,
+                                                                                    10.0])
+    await cp.close()
+
+
+async def test_a_charger_not_yet_joined_is_offline_since_the_start(
+        cs: CentralSystem, clock: VirtualClock) -> None:
+    clock.advance(30)
+    st = cs.snapshot().state("cp3")
+    assert st is not None
+    assert not st.online
+    assert st.t_s == T0  # dated when the central system started, not 1970
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_heartbeat_authorize_and_data_transfer_answered(
+        cs: CentralSystem, clock: VirtualClock, protocol: str) -> None:
+    from ampshare.adapters.ocpp._lib import call as ocpp_call
+
+    if protocol == "1.6":
+        from ocpp.v16 import call
+        auth: Any = call.Authorize(id_tag="TAG1")
+        data: Any = call.DataTransfer(vendor_id="com.example", data="x")
+    else:
+        from ocpp.v201 import call  # type: ignore[no-redef]
+        auth = call.Authorize(id_token={"id_token": "TAG1", "type": "ISO14443"})
+        data = call.DataTransfer(vendor_id="com.example", data="x")
+    cp = await join(cs, "cp1", protocol, clock)
+    beat = await ocpp_call(cp, call.Heartbeat())
+    assert beat.current_time.startswith("2023-11-14T22:13:20")  # the central system's clock
+    res = await ocpp_call(cp, auth)
+    info = res.id_tag_info if protocol == "1.6" else res.id_token_info
+    assert info["status"] == "Accepted"
+    assert (await ocpp_call(cp, data)).status == "UnknownVendorId"  # declined, politely
     await cp.close()
 
 

@@ -73,6 +73,7 @@ class LinkBase:
         self._last_write_t = -math.inf
         self._tasks: set[asyncio.Task[Any]] = set()
         self._offer_warned = False
+        self._verified = False  # GetCompositeSchedule checked once on this connection
 
     # --- subclass hooks -----------------------------------------------------------------
     async def _probe(self) -> Capabilities:
@@ -216,6 +217,9 @@ class LinkBase:
                     self.purpose = purpose  # the earlier purposes were refused: skip them
                 self.tracker.installed_limit_a = amps
                 self.hub.notify()
+                if not self._verified and not self.tracker.reports_offered():
+                    self._verified = True
+                    self.spawn(self._verify_composite(value, unit))
                 return self._outcome(OutcomeStatus.ACCEPTED, sent_limit=value, unit=unit,
                                      purpose=purpose)
             tried.append(f"{purpose.value}: {status}")
@@ -244,16 +248,43 @@ class LinkBase:
                                  purpose=ProfilePurpose.TX_DEFAULT, detail="" if ok else status)
 
     def check_offered(self) -> None:
-        """Verify the installed limit against the charger's own Current.Offered: a charger
-        offering more than it confirmed is logged once per episode (the controller's
-        non-compliance detection then counts it at its measured draw)."""
-        st = self.tracker.state()
-        limit, offered = st.installed_limit_a, st.offered_current_a
-        over = limit is not None and offered is not None and offered > limit + _OFFER_TOL_A
+        """Verify the installed limit against the charger's own Current.Offered (sampled
+        during a transaction). A charger offering more than it confirmed is logged and sent
+        its limit again, once per episode: it may have lost the profile. If it goes on, the
+        controller's non-compliance detection counts it at its measured draw."""
+        limit, offered = self.tracker.installed_limit_a, self.tracker.offered_a()
+        over = (self.tracker.transaction is not None and limit is not None
+                and offered is not None and offered > limit + _OFFER_TOL_A)
         if over and not self._offer_warned:
-            log.warning("%s: offers %.1f A although it confirmed a %.1f A limit",
-                        self.id, offered, limit)
+            log.warning("%s: offers %.1f A although it confirmed a %.1f A limit; sending it "
+                        "again", self.id, offered, limit)
+            self._resend_live()
         self._offer_warned = over
+
+    def _resend_live(self) -> None:
+        live = self.hub.lives.get(self.id)
+        if live is not None and (live.lease_until_s is None
+                                 or live.lease_until_s > self.hub.clock.now_s()):
+            self.spawn(self.write_live(live))
+
+    async def _verify_composite(self, sent: float, unit: str) -> None:
+        """For a charger that does not report Current.Offered: ask it once per connection
+        (GetCompositeSchedule) whether it applies what it accepted; if it applies more, log
+        it and send the limit again."""
+        tx = self.tracker.transaction
+        try:
+            applied = await self.composite_limit(tx.connector_id if tx else 1)
+        except DeviceError as e:
+            log.info("%s: cannot verify its limit (GetCompositeSchedule: %s)", self.id, e)
+            return
+        if applied is None:
+            log.info("%s: cannot verify its limit (no composite schedule)", self.id)
+            return
+        tol = _OFFER_TOL_A if unit == "A" else _OFFER_TOL_A * self.hub.voltage.line_to_neutral_v
+        if applied > sent + tol:
+            log.warning("%s: applies %g %s although it accepted %g %s; sending it again",
+                        self.id, applied, unit, sent, unit)
+            self._resend_live()
 
     # --- bad frames ---------------------------------------------------------------------
     async def route_message(self, raw_msg: Any) -> None:

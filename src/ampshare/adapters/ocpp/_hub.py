@@ -54,8 +54,9 @@ class Hub:
         # start thousands of probes together and starve the chargers' own messages.
         self.startup_slots = asyncio.Semaphore(options.concurrent_startups)
         self._next_tx = 1
+        started_s = clock.now_s()
         for ch in site.chargers if site else ():
-            self.trackers[ch.id] = ChargerTracker(ch)
+            self.trackers[ch.id] = ChargerTracker(ch, since_s=started_s)
 
     def known(self, cp_id: str) -> bool:
         return cp_id in self.trackers or cp_id in self.settings.password_hashes
@@ -66,7 +67,8 @@ class Hub:
         if tr is None:
             node = self.site.root.id if self.site else "site"
             tr = ChargerTracker(Charger(id=cp_id, node_id=node,
-                                        connection=Connection.THREE_PHASE))
+                                        connection=Connection.THREE_PHASE),
+                                since_s=self.clock.now_s())
             self.trackers[cp_id] = tr
         return tr
 

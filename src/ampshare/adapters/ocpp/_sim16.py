@@ -7,8 +7,8 @@ from typing import Any
 from ocpp.v16 import ChargePoint as _Cp16
 from ocpp.v16 import call, call_result
 
+from ampshare.adapters.ocpp._lib import after, on
 from ampshare.adapters.ocpp._lib import call as ocpp_call
-from ampshare.adapters.ocpp._lib import on
 from ampshare.adapters.ocpp.sim import SimBase, SimOptions, _profile_from, stamp
 from ampshare.clock import Clock
 
@@ -43,8 +43,11 @@ class SimChargePoint16(SimBase, _Cp16):  # type: ignore[misc]
             meter_start=int(self.meter_wh), timestamp=stamp(self.clock)))
         self.tx_id = str(res.transaction_id)
         self._begin()
-        await self.status("Charging")
+        await self.report_state()  # Charging, or SuspendedEVSE while its profile says 0 A
         return self.tx_id
+
+    async def _send_state(self, state: str) -> None:
+        await self.status(state)
 
     def _meter_value(self, t_s: float | None = None) -> dict[str, Any]:
         return {"timestamp": stamp(self.clock, t_s), "sampled_value": [
@@ -53,6 +56,8 @@ class SimChargePoint16(SimBase, _Cp16):  # type: ignore[misc]
 
     async def meter_values(self, t_s: float | None = None) -> None:
         """Report what flows now (stamped ``t_s`` to replay an old sample)."""
+        if t_s is None:
+            await self.report_state()
         await ocpp_call(self, call.MeterValues(
             connector_id=self.connector_id, meter_value=[self._meter_value(t_s)],
             transaction_id=int(self.tx_id) if self.tx_id else None))
@@ -104,15 +109,24 @@ class SimChargePoint16(SimBase, _Cp16):  # type: ignore[misc]
                              str(d["charging_profile_purpose"]))
         return call_result.SetChargingProfile(status=self.accept_profile(prof))
 
+    @after("SetChargingProfile")
+    async def after_set_charging_profile(self, **_: Any) -> None:
+        await self.report_state()  # a new limit may pause or resume the car
+
     @on("ClearChargingProfile")
     def on_clear_charging_profile(self, id: int | None = None, **_: Any) -> Any:
         n = self.store.clear(id)
         self._follow()
         return call_result.ClearChargingProfile(status="Accepted" if n else "Unknown")
 
+    @after("ClearChargingProfile")
+    async def after_clear_charging_profile(self, **_: Any) -> None:
+        await self.report_state()
+
     @on("GetCompositeSchedule")
     def on_get_composite_schedule(self, connector_id: int, duration: int,
                                   charging_rate_unit: str | None = None, **_: Any) -> Any:
+        self.composite_requests += 1
         amps = self.offered_a()
         unit = charging_rate_unit or "A"
         limit = amps if unit == "A" else amps * self.opts.volts * self.opts.ev.phases

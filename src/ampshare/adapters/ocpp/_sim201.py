@@ -8,8 +8,8 @@ from typing import Any
 from ocpp.v201 import ChargePoint as _Cp201
 from ocpp.v201 import call, call_result
 
+from ampshare.adapters.ocpp._lib import after, on
 from ampshare.adapters.ocpp._lib import call as ocpp_call
-from ampshare.adapters.ocpp._lib import on
 from ampshare.adapters.ocpp.sim import SimBase, SimOptions, _profile_from, stamp
 from ampshare.clock import Clock
 
@@ -73,18 +73,26 @@ class SimChargePoint201(SimBase, _Cp201):  # type: ignore[misc]
         await self.status("Occupied")
         self.tx_id = f"{self.id}-tx{next(_tx_numbers)}"
         self._begin()
-        await self._event("Started", "Authorized", "Charging",
+        self.reported_state = self.car_state()
+        await self._event("Started", "Authorized", self.reported_state,
                           id_token={"id_token": id_tag, "type": "ISO14443"})
         return self.tx_id
+
+    async def _send_state(self, state: str) -> None:
+        await self._event("Updated", "ChargingStateChanged", state)
 
     async def meter_values(self, t_s: float | None = None) -> None:
         if self.tx_id is None:
             await ocpp_call(self, call.MeterValues(evse_id=self.connector_id,
                                                    meter_value=[self._meter_value(t_s)]))
             return
-        await self._event("Updated", "MeterValuePeriodic", "Charging", t_s=t_s)
+        if t_s is None:
+            await self.report_state()
+        await self._event("Updated", "MeterValuePeriodic", self.reported_state, t_s=t_s)
 
     async def charging_state(self, state: str) -> None:
+        """Report ``state`` whatever the car does (tests of the central system)."""
+        self.reported_state = state
         await self._event("Updated", "ChargingStateChanged", state)
 
     async def ev_needs(self, *, departure_s: float, energy_wh: float,
@@ -154,6 +162,10 @@ class SimChargePoint201(SimBase, _Cp201):  # type: ignore[misc]
         prof = _profile_from(d, evse_id, d["charging_schedule"][0], _PURPOSE.get(purpose, purpose))
         return call_result.SetChargingProfile(status=self.accept_profile(prof))
 
+    @after("SetChargingProfile")
+    async def after_set_charging_profile(self, **_: Any) -> None:
+        await self.report_state()  # a new limit may pause or resume the car
+
     @on("ClearChargingProfile")
     def on_clear_charging_profile(self, charging_profile_id: int | None = None,
                                   **_: Any) -> Any:
@@ -161,9 +173,14 @@ class SimChargePoint201(SimBase, _Cp201):  # type: ignore[misc]
         self._follow()
         return call_result.ClearChargingProfile(status="Accepted" if n else "Unknown")
 
+    @after("ClearChargingProfile")
+    async def after_clear_charging_profile(self, **_: Any) -> None:
+        await self.report_state()
+
     @on("GetCompositeSchedule")
     def on_get_composite_schedule(self, duration: int, evse_id: int,
                                   charging_rate_unit: str | None = None, **_: Any) -> Any:
+        self.composite_requests += 1
         amps = self.offered_a()
         unit = charging_rate_unit or "A"
         limit = amps if unit == "A" else amps * self.opts.volts * self.opts.ev.phases

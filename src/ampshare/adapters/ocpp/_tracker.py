@@ -31,11 +31,13 @@ class Transaction:
 class ChargerTracker:
     """State of one charge point (one site ``Charger``), updated message by message."""
 
-    def __init__(self, charger: Charger) -> None:
+    def __init__(self, charger: Charger, *, since_s: float = 0.0) -> None:
+        """``since_s``: when the central system started watching (offline until it joins)."""
         self.charger = charger
         self.online = False
         self.status = ChargerStatus.AVAILABLE
         self.last_seen_s = 0.0
+        self.offline_since_s = since_s
         self.installed_limit_a: float | None = None
         self.hard_cap_a: float | None = None
         self.history: list[Sample] = []
@@ -47,6 +49,11 @@ class ChargerTracker:
     def seen(self, t_s: float) -> None:
         self.online = True
         self.last_seen_s = max(self.last_seen_s, t_s)
+
+    def gone(self, t_s: float) -> None:
+        """The connection closed at ``t_s``."""
+        self.online = False
+        self.offline_since_s = max(self.last_seen_s, t_s)
 
     def on_status(self, status: ChargerStatus, t_s: float) -> bool:
         """Record a status; True when the charger resumed from SuspendedEVSE (re-assert)."""
@@ -80,6 +87,14 @@ class ChargerTracker:
 
     def _value(self, measurand: str, terminal: Line | None = None) -> Sample | None:
         return self._latest.get((measurand, terminal))
+
+    def reports_offered(self) -> bool:
+        """True once the charger has reported Current.Offered (it can be verified by it)."""
+        return ("Current.Offered", None) in self._latest
+
+    def offered_a(self) -> float | None:
+        s = self._value("Current.Offered")
+        return s.value if s is not None else None
 
     def _site_currents(self) -> tuple[float | None, float | None, float | None] | None:
         out: list[float | None] = [None, None, None]
@@ -164,7 +179,9 @@ class ChargerTracker:
         soc = self._value("SoC")
         return ChargerState(
             charger_id=self.charger.id,
-            t_s=self.last_seen_s,
+            # Online: the last report; offline: since when (never 0 for a charger that has
+            # not joined since the start, so an "offline" event is dated when it was noticed).
+            t_s=self.last_seen_s if self.online else max(self.last_seen_s, self.offline_since_s),
             online=self.online,
             status=self.status if self.online else ChargerStatus.OFFLINE,
             measured_current_a=self._site_currents(),

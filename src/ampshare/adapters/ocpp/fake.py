@@ -33,7 +33,7 @@ class FakeChargerLink:
 
     def __init__(self, chargers: Iterable[Charger], clock: Clock) -> None:
         self.clock = clock
-        self.trackers = {c.id: ChargerTracker(c) for c in chargers}
+        self.trackers = {c.id: ChargerTracker(c, since_s=clock.now_s()) for c in chargers}
         self.sent: list[tuple[str, FallbackCommand]] = []  # ("live"|"fallback", command)
         self.applied_a: dict[str, float] = {}
         self.fallback_a: dict[str, float] = {}
@@ -47,7 +47,7 @@ class FakeChargerLink:
         self._changed.set()
 
     def disconnect(self, charger_id: str) -> None:
-        self.trackers[charger_id].online = False
+        self.trackers[charger_id].gone(self.clock.now_s())
         self._changed.set()
 
     def start_session(self, charger_id: str, *, departure_s: float | None = None,

@@ -229,7 +229,7 @@ class CentralSystem:
             link.cancel_tasks()
             if self.hub.links.get(cp) is link:
                 del self.hub.links[cp]
-                link.tracker.online = False
+                link.tracker.gone(self.hub.clock.now_s())
                 self.hub.notify()
 
     # --- ChargerLink --------------------------------------------------------------------

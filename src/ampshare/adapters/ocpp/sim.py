@@ -25,8 +25,8 @@ from websockets.exceptions import ConnectionClosed
 from ampshare.adapters.ocpp._sim_model import InstalledProfile, ProfileStore, SimEv
 from ampshare.adapters.ocpp._units import format_time, parse_time
 from ampshare.clock import Clock, SystemClock
-from ampshare.errors import DeviceUnavailable
-from ampshare.sim.ev import EvSpec
+from ampshare.errors import DeviceError, DeviceUnavailable
+from ampshare.sim.ev import MIN_PILOT_A, EvSpec
 
 __all__ = ["SimOptions", "connect_sim", "drive", "open_sim_socket"]
 
@@ -52,6 +52,7 @@ class SimOptions:
     meter_interval_s: float = 10.0
     response_timeout_s: float = 10.0  # how long it waits for the central system's answers
     ignores_limit: bool = False  # accepts every profile, then offers its maximum anyway
+    reports_offered: bool = True  # False: no Current.Offered in its meter values
     validate: bool = True  # schema-check what the central system sends (off: bench speed)
     vendor: str = "ampshare"
     model: str = "sim"
@@ -79,6 +80,33 @@ class SimBase:
         self.connector_id = 1
         self.ev: SimEv | None = None
         self.meter_wh = 0.0
+        self.reported_state: str | None = None  # the last charging state sent
+        self.composite_requests = 0  # GetCompositeSchedule calls answered
+
+    async def _send_state(self, state: str) -> None:
+        raise NotImplementedError
+
+    def car_state(self) -> str | None:
+        """What a real charger says about its car: ``SuspendedEVSE`` while it offers less
+        than a car can use (paused by its limit), ``SuspendedEV`` while the car takes nothing
+        although offered (full), else ``Charging``; None without a transaction."""
+        if self.ev is None or self.tx_id is None:
+            return None
+        t = self.now()
+        if self.offered_a(t) < MIN_PILOT_A - 1e-9:
+            return "SuspendedEVSE"
+        self.ev.advance(t)
+        return "SuspendedEV" if self.ev.state.full else "Charging"
+
+    async def report_state(self) -> None:
+        """Tell the central system when the charging state changed (as chargers do at once
+        when their pilot pauses or resumes the car)."""
+        state = self.car_state()
+        if state is None or state == self.reported_state:
+            return
+        self.reported_state = state  # before the await: a concurrent report must not repeat it
+        with contextlib.suppress(DeviceError):  # the socket closed meanwhile: nothing to tell
+            await self._send_state(state)
 
     def now(self) -> float:
         return self.clock.now_s()
@@ -148,8 +176,9 @@ class SimBase:
         energy = e_wh / 1000.0 if self.opts.energy_unit == "kWh" else e_wh
         out: list[tuple[str, str | None, float, str]] = [
             ("Current.Import", f"L{i + 1}", amps if i < phases else 0.0, "A") for i in range(3)]
-        out += [("Current.Offered", None, round(self.offered_a(t), 1), "A"),
-                ("Power.Active.Import", None, round(amps * self.opts.volts * phases, 1), "W"),
+        if self.opts.reports_offered:
+            out.append(("Current.Offered", None, round(self.offered_a(t), 1), "A"))
+        out += [("Power.Active.Import", None, round(amps * self.opts.volts * phases, 1), "W"),
                 ("Energy.Active.Import.Register", None, round(energy, 3),
                  self.opts.energy_unit)]
         if self.ev is not None:
@@ -166,6 +195,7 @@ class SimBase:
             self.meter_wh += self.ev.energy_wh
         self.ev = None
         self.tx_id = None
+        self.reported_state = None
 
 
 def _profile_from(d: dict[str, Any], connector: int, schedule: dict[str, Any],
