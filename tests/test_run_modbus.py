@@ -9,12 +9,17 @@ and timings changed; the chargers are the package's ``FakeChargerLink``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType as SimType
+from pymodbus.simulator import SimData, SimDevice
 
-from ampshare.adapters.meters import BUILTIN_MAPS, ModbusMeterServer
+from ampshare.adapters.meters import BUILTIN_MAPS, ModbusMeterServer, encode_map
 from ampshare.adapters.ocpp import FakeChargerLink
 from ampshare.app import Supervisor
 from ampshare.cli.meters import profile_values
@@ -109,3 +114,51 @@ async def test_run_counts_the_modbus_meter_then_its_worst_case(tmp_path: Path) -
         stop.set()
         await asyncio.wait_for(task, 10)
         await server.stop()
+
+
+async def test_run_shares_one_rs485_line_between_its_meters(tmp_path: Path) -> None:
+    # Two meters (unit 1 and unit 2) behind one RS-485 line, reached here as RTU frames over
+    # TCP. A serial port must be opened once: ``ampshare run`` must poll both through one link.
+    devices = [
+        SimDevice(id=unit, simdata=[SimData(address=0, values=[
+            regs.get(a, 0) for a in range(0x4A)], datatype=SimType.REGISTERS)])
+        for unit, regs in ((1, encode_map(BUILTIN_MAPS["sdm630"], profile_values(4600.0))),
+                           (2, encode_map(BUILTIN_MAPS["sdm72d-m"], profile_values(2300.0))))]
+    connects: list[bool] = []
+    server = ModbusTcpServer(devices, address=("127.0.0.1", 0), framer=FramerType.RTU,
+                             trace_connect=connects.append)
+    serving = asyncio.create_task(server.serve_forever())
+    while server.transport is None:
+        await asyncio.sleep(0.01)
+    port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    meter = ("    driver: {{type: modbus, model: {model}, unit_id: {unit}, timeout_s: 0.3, "
+             f"retries: 0, serial_port: 'socket://127.0.0.1:{port}'}}}}\n    poll_s: 0.1\n")
+    path = tmp_path / "bus.yaml"
+    path.write_text(
+        "nodes: [{id: main, limit_a: 63}, {id: garage, parent: main, limit_a: 32}]\n"
+        "meters:\n"
+        "  - id: house\n    node: main\n" + meter.format(model="sdm630", unit=1) +
+        "  - id: garage\n    node: garage\n" + meter.format(model="sdm72d-m", unit=2),
+        encoding="utf-8")
+    config = load_config(path)
+    clock = SystemClock()
+    sup = Supervisor(config, clock=clock, link=FakeChargerLink((), clock))
+    stop = asyncio.Event()
+    task = asyncio.create_task(sup.run(stop))
+    try:
+        def both() -> bool:
+            got = [sup.state.meters[m].last for m in ("house", "garage")]
+            return all(r is not None and r.power_w is not None for r in got)
+
+        await _until(both, 5.0, lambda: dict(sup.state.meters))
+        powers = [sup.state.meters[m].last.power_w for m in ("house", "garage")]  # type: ignore[union-attr]
+        assert powers == [pytest.approx(4600.0), pytest.approx(2300.0)]
+        await asyncio.sleep(0.5)  # several polls of each
+        assert connects == [True]  # one connection for the whole line
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await server.shutdown()  # type: ignore[no-untyped-call]
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ampshare.adapters.meters import MeterCoordinator, MeterSource, build_coordinator
+from ampshare.adapters.meters import MeterCoordinator, MeterSource, build_coordinators
 from ampshare.adapters.mqtt import SessionCommand
 from ampshare.adapters.ocpp import CentralSystem, ChargerLink, CommandOutcome, LinkOptions
 from ampshare.adapters.ocpp.port import OutcomeStatus
@@ -146,8 +146,10 @@ class Supervisor:
             return out
         if not self.options.poll_meters:
             return []
-        return [build_coordinator(spec, self.clock, on_reading=self._on_reading)
-                for spec in self.site.meters]
+        # One link per RS-485 line or gateway, shared by the meters behind it (a serial port
+        # opens once; two clients on one line would talk over each other).
+        return list(build_coordinators(self.site.meters, self.clock,
+                                       on_reading=self._on_reading))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
