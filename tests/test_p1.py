@@ -197,3 +197,23 @@ async def test_p1_driver_conforms() -> None:
             assert await check_conformance(meter, clock) == []
         finally:
             sender.cancel()
+
+
+def _crc16(data: bytes) -> int:
+    """CRC16/ARC as DSMR 5 defines it (polynomial 0xA001 reflected, initial 0)."""
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def test_a_telegram_without_current_lines_gives_power_over_voltage() -> None:
+    lines = SESSION[0][: SESSION[0].index("!") + 1].split("\r\n")
+    kept = [x for x in lines if not x.startswith(("1-0:31.7.0", "1-0:51.7.0", "1-0:71.7.0"))]
+    assert len(kept) == len(lines) - 3
+    body = "\r\n".join(kept)
+    values = telegram_values(parse_telegram(body + f"{_crc16(body.encode('ascii')):04X}\r\n"))
+    assert values[Q.CURRENT_L1] == pytest.approx(553.0 / 230.4)
+    assert values[Q.CURRENT_L3] == pytest.approx(184.0 / 229.8)

@@ -8,6 +8,7 @@ frames telegrams with dsmr-parser's ``TelegramBuffer``, checks the CRC and parse
 DSMR states line currents in whole amperes (meters truncate), so a reported 5 A may be 5.9 A.
 Where the telegram also has per-line power and voltage we take the larger of the reported
 current and |P|/V; both are lower bounds of the true RMS current, the larger one the tighter.
+A telegram with per-line power and voltage but no current lines gives |P|/V alone.
 Sites metered by P1 should keep a margin of at least 1 A.
 """
 
@@ -80,9 +81,11 @@ def telegram_values(telegram: Any) -> dict[Quantity, float]:
             out[q_v] = volts
         if watts is not None:
             out[q_p] = watts
+        if watts is not None and volts:
+            # |P|/V is a lower bound of the RMS current too (equal at unity power factor); it
+            # also stands in when the telegram has no current line (DSMR 2.2, some meters).
+            amps = abs(watts) / volts if amps is None else max(amps, abs(watts) / volts)
         if amps is not None:
-            if watts is not None and volts:
-                amps = max(amps, abs(watts) / volts)
             out[q_i] = amps
     power = _net(telegram, "CURRENT_ELECTRICITY_USAGE", "CURRENT_ELECTRICITY_DELIVERY", 1000.0)
     if power is not None:
