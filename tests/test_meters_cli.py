@@ -80,7 +80,12 @@ def test_meters_reports_a_dead_meter(tmp_path: Path, live_sdm630: ModbusMeterSer
     result = CliRunner().invoke(app, ["meters", "--site", str(site), "--timeout", "1"])
     assert result.exit_code == 1
     assert "failed" in result.output
-    assert "device failure" in result.output
+    assert "exception reply 4 (device failure)" in result.output
+    assert "check model and unit_id" in result.output
+    live_sdm630.fault = "silent"
+    result = CliRunner().invoke(app, ["meters", "--site", str(site), "--timeout", "1"])
+    assert result.exit_code == 1
+    assert "no answer: is the meter (or its gateway) on and reachable" in result.output
 
 
 def test_meters_with_a_bad_site_file(tmp_path: Path) -> None:

@@ -217,3 +217,12 @@ def test_a_telegram_without_current_lines_gives_power_over_voltage() -> None:
     values = telegram_values(parse_telegram(body + f"{_crc16(body.encode('ascii')):04X}\r\n"))
     assert values[Q.CURRENT_L1] == pytest.approx(553.0 / 230.4)
     assert values[Q.CURRENT_L3] == pytest.approx(184.0 / 229.8)
+
+
+async def test_a_port_that_cannot_be_opened_says_why_at_once() -> None:
+    meter = P1Meter("p1", url="/dev/no-such-p1-port", dsmr_version="5", clock=VirtualClock(),
+                    first_telegram_s=30.0)
+    async with asyncio.timeout(5):  # not the 30 s a telegram may take to come
+        with pytest.raises(DeviceUnavailable, match="no-such-p1-port"):
+            await meter.read()
+    await meter.close()

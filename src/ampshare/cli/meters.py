@@ -36,17 +36,26 @@ from ampshare.adapters.meters import (
     build_meters,
 )
 from ampshare.cli._app import app
+from ampshare.cli.check import driver_text
 from ampshare.clock import SystemClock
 from ampshare.config import load_site
 from ampshare.core.site import MeterSpec
-from ampshare.errors import AmpshareError, ConfigError, InputError
+from ampshare.errors import (
+    AmpshareError,
+    ConfigError,
+    DeviceError,
+    DeviceProtocolError,
+    DeviceUnavailable,
+    InputError,
+)
 
 __all__ = ["profile_values"]
 
 SPLIT = (0.40, 0.33, 0.27)  # how a building's load typically spreads over L1..L3 (L1 heaviest)
 
 
-async def _read_all(specs: Sequence[MeterSpec], timeout_s: float) -> list[MeterStatus]:
+async def _read_all(specs: Sequence[MeterSpec], timeout_s: float
+                    ) -> list[tuple[MeterStatus, DeviceError | None]]:
     clock = SystemClock()
     # build_meters: meters on one RS-485 port or gateway share its connection.
     coords = [MeterCoordinator(m, clock, timeout_s=min(timeout_s, s.timeout_s))
@@ -55,19 +64,11 @@ async def _read_all(specs: Sequence[MeterSpec], timeout_s: float) -> list[MeterS
         await asyncio.gather(*(c.poll_once() for c in coords))
     finally:
         await asyncio.gather(*(c.source.close() for c in coords))
-    return [c.status() for c in coords]
+    return [(c.status(), None if c.latest else c.last_error) for c in coords]
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
-
-
-def _driver_label(spec: MeterSpec) -> str:
-    p = spec.params
-    where = p.get("host") or p.get("serial_port") or ""
-    port = f":{p['port']}" if p.get("host") and "port" in p else ""
-    model = f" {p['model']}" if "model" in p else ""
-    return f"{spec.driver}{model} {where}{port}".strip()
 
 
 def _table(site: str, specs: Sequence[MeterSpec], statuses: Sequence[MeterStatus]) -> Table:
@@ -82,22 +83,37 @@ def _table(site: str, specs: Sequence[MeterSpec], statuses: Sequence[MeterStatus
         cur = r.current_a if r and r.current_a else (None, None, None)
         volts = "/".join(_fmt(v, 0) for v in r.voltage_v) if r and r.voltage_v else "-"
         energy = None if r is None or r.energy_wh is None else r.energy_wh / 1000
+        state = "[red]failed[/]" if r is None else "[yellow]stale[/]" if st.stale else \
+            "[green]ok[/]"
         t.add_row(spec.id, spec.node_id, *(_fmt(c) for c in cur), _fmt(r.power_w if r else None, 0),
-                  volts, _fmt(energy, 1), "[green]ok[/]" if r else "[red]failed[/]")
+                  volts, _fmt(energy, 1), state)
     return t
 
 
-def _details(specs: Sequence[MeterSpec], statuses: Sequence[MeterStatus]) -> list[str]:
-    """One line per meter: its driver, and why it failed if it did."""
+_WHAT_TO_CHECK = {
+    DeviceUnavailable: "no answer: is the meter (or its gateway) on and reachable at this "
+                       "address, and is the port or serial line right?",
+    DeviceProtocolError: "an answer ampshare cannot use: check model and unit_id (custom maps: "
+                         "addresses, type, word_order and scale)",
+}
+
+
+def _details(specs: Sequence[MeterSpec],
+             results: Sequence[tuple[MeterStatus, DeviceError | None]]) -> list[str]:
+    """Per meter: how it is read; for a failed one, why, and what to check."""
     out = []
-    for spec, st in zip(specs, statuses, strict=True):
-        why = "" if st.latest else f" [red]{escape(st.last_error or 'no reading')}[/]"
-        out.append(f"  {spec.id}: {escape(_driver_label(spec))}{why}")
+    for spec, (st, error) in zip(specs, results, strict=True):
+        out.append(f"  {escape(spec.id)}: {escape(driver_text(spec))}")
+        if st.latest is None:
+            out.append(f"    [red]{escape(st.last_error or 'no reading')}[/]")
+            what = next((v for k, v in _WHAT_TO_CHECK.items() if isinstance(error, k)), None)
+            if what:
+                out.append(f"    {escape(what)}")
     return out
 
 
-def _json(statuses: Sequence[MeterStatus]) -> str:
-    return json.dumps([asdict(s) for s in statuses], indent=2, default=str)
+def _json(results: Sequence[tuple[MeterStatus, DeviceError | None]]) -> str:
+    return json.dumps([asdict(s) for s, _ in results], indent=2, default=str)
 
 
 @contextlib.contextmanager
@@ -136,19 +152,19 @@ def meters(
     if not specs:
         typer.echo(f"{site}: no meters configured (add a meters: section)", err=True)
         raise typer.Exit(1)
-    console = Console()
+    console = Console(soft_wrap=True)
     while True:
         with _quiet_driver_logs():
-            statuses = asyncio.run(_read_all(specs, timeout_s))
+            results = asyncio.run(_read_all(specs, timeout_s))
         if as_json:
-            typer.echo(_json(statuses))
+            typer.echo(_json(results))
         else:
-            console.print(_table(loaded.name, specs, statuses))
-            console.print("\n".join(_details(specs, statuses)), highlight=False)
+            console.print(_table(loaded.name, specs, [st for st, _ in results]))
+            console.print("\n".join(_details(specs, results)), highlight=False)
         if watch_s <= 0:
             break
         time.sleep(watch_s)
-    if any(s.latest is None for s in statuses):
+    if any(st.latest is None for st, _ in results):
         raise typer.Exit(1)
 
 

@@ -129,6 +129,7 @@ class P1Meter:
         self._conn_error = "not connected yet"
         self._connected = False
         self._arrived = asyncio.Event()
+        self._refused = asyncio.Event()  # the last attempt to open the port failed
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -139,8 +140,16 @@ class P1Meter:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._listen(), name=f"p1-{self._meter_id}")
         if not self._arrived.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), self._first_s)
+            # Wait for a telegram, but not once the port could not even be opened: say why now.
+            waits = {asyncio.ensure_future(self._arrived.wait()),
+                     asyncio.ensure_future(self._refused.wait())}
+            try:
+                await asyncio.wait(waits, timeout=self._first_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
         if self._error is not None:
             raise self._error
         if self._latest is None or not self._connected:
@@ -158,6 +167,7 @@ class P1Meter:
         self._conn_error = "closed"
         # A later read reconnects and waits for a telegram of the new connection.
         self._arrived.clear()
+        self._refused.clear()
         self._latest, self._error = None, None
         self._buffer = TelegramBuffer()
 
@@ -183,11 +193,14 @@ class P1Meter:
             try:
                 reader, writer = await serialx.open_serial_connection(url=self._url, **settings)
                 self._connected = True
+                self._refused.clear()
                 while chunk := await reader.read(4096):
                     self.feed(chunk.decode("ascii", "replace"))
                 self._conn_error = "port closed"
             except (OSError, serialx.SerialException) as exc:
                 self._conn_error = str(exc) or type(exc).__name__
+                if not self._connected:
+                    self._refused.set()
             finally:
                 if writer is not None:
                     writer.close()
