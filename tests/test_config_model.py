@@ -241,3 +241,24 @@ def test_the_documented_home_fits_in_15_lines() -> None:
     assert [c.id for c in site.chargers] == ["garage-left", "garage-right"]
     assert [(x.id, x.max_current_a) for x in site.loads] == [("heat-pump", 16.0)]
     assert site.meters[0].driver == "p1"
+
+
+def test_yaml_1_2_that_libyaml_refuses_still_loads() -> None:
+    # A ':' inside a plain scalar of a flow mapping is YAML 1.2 (Shelly topics end in
+    # "status/em:0"); the fast C parser refuses it, the file is still valid.
+    site = parse_site("nodes: [{id: main}]\nmeters:\n  - {id: shelly, node: main, driver: "
+                      "{type: mqtt, topics: {power: shellypro3em-abc/status/em:0}}}\n")
+    assert site.meters[0].params["topics"] == {"power": "shellypro3em-abc/status/em:0"}
+
+
+def test_the_readme_meters_example_is_a_valid_site_file() -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"\*\*Site file\*\* \(`meters\[\]\.driver`.*?```yaml\n(.*?)```", readme,
+                      re.S)
+    assert match is not None
+    text = "nodes: [{id: main, limit_a: 63}, {id: garage, parent: main, limit_a: 32}]\n"
+    site = parse_site(text + match[1], name="README.md")
+    assert [(m.id, m.driver) for m in site.meters] == [
+        ("house", "modbus"), ("shelly", "mqtt"), ("p1", "p1")]

@@ -107,6 +107,11 @@ def _details(specs: Sequence[MeterSpec],
         if st.latest is None:
             out.append(f"    [red]{escape(st.last_error or 'no reading')}[/]")
             what = next((v for k, v in _WHAT_TO_CHECK.items() if isinstance(error, k)), None)
+            if spec.driver == "mqtt" and isinstance(error, DeviceUnavailable):
+                what = ("nothing arrived: check the broker address and the topic names; a "
+                        "device that publishes less often than every 2 s is only seen here if "
+                        "it publishes retained (ampshare run keeps listening and uses it when "
+                        "it comes)")
             if what:
                 out.append(f"    {escape(what)}")
     return out

@@ -21,12 +21,20 @@ Loc = tuple[str | int, ...]
 
 def load_yaml_fast(text: str, *, name: str) -> Any:
     """Parse YAML text into plain values without positions (the C parser when installed,
-    ~4x faster on large sites); a syntax error is re-read with positions to name its line.
+    ~4x faster on large sites, else or when it refuses YAML 1.2 the pure-Python one); a syntax
+    error is re-read with positions to name its line.
 
     Both loaders are ruamel's YAML 1.2, so the values are the same as ``load_yaml_text``'s.
     """
     try:
         return YAML(typ="safe").load(text)
+    except YAMLError:
+        pass
+    # libyaml (the C parser) keeps a few YAML 1.1 rules, e.g. it refuses ':' inside a plain
+    # scalar in a flow mapping ({topic: shelly/status/em:0}); the pure-Python parser reads
+    # YAML 1.2 as the position-keeping loader does. Only a file both refuse is an error.
+    try:
+        return YAML(typ="safe", pure=True).load(text)
     except YAMLError as exc:
         load_yaml_text(text, name=name)  # a syntax error: ConfigError with the line
         # Accepted with positions but not as plain data: a tag such as !!python/object.
