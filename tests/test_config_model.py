@@ -262,3 +262,12 @@ def test_the_readme_meters_example_is_a_valid_site_file() -> None:
     site = parse_site(text + match[1], name="README.md")
     assert [(m.id, m.driver) for m in site.meters] == [
         ("house", "modbus"), ("shelly", "mqtt"), ("p1", "p1")]
+
+
+def test_a_wrong_voltage_does_not_hide_the_other_mistakes() -> None:
+    issues = _issues("voltage: 240\nnodes:\n  - {id: main, limit_a: [100, 100]}\n"
+                     "chargers:\n  - {id: a, node: mian, connection: L1-L2}\n"
+                     "  - {id: a, node: main, min_a: 20, max_a: 10}\n")
+    paths = [i.split(": ")[1] for i in issues]
+    # limit_a and connection need the lines of the site, so they wait for a valid voltage.
+    assert paths == ["voltage", "chargers[0].node", "chargers[1].id", "chargers[1].min_a"]

@@ -43,6 +43,9 @@ __all__ = ["Built", "build"]
 
 _CYCLE = (PhaseRotation.L1L2L3, PhaseRotation.L2L3L1, PhaseRotation.L3L1L2)
 _US = (VoltageSystem.US_120_240, VoltageSystem.US_120_208, VoltageSystem.US_277_480)
+# Keys whose checks depend on the site's lines (not run against a stand-in voltage).
+_VOLTAGE_KEYS = {"connection", "rotation", "limit_a", "fallback_a", "switch_phases", "primary",
+                 "margin_a"}
 
 
 @dataclass(slots=True)
@@ -76,6 +79,11 @@ def build(data: Any) -> Built:
     items = _validate_items(data, out.problems)
     voltage = out.top.voltage if out.top else _voltage_or_none(data.get("voltage"))
     if voltage is None:
+        # The voltage itself is wrong (reported): still check what does not depend on it
+        # (ids, parents, node references, currents), so one run shows every such mistake.
+        scratch: list[Problem] = []
+        _assemble(data, items, VoltageSystem.EU_230_400, scratch)
+        out.problems.extend(p for p in scratch if not _VOLTAGE_KEYS & set(map(str, p.loc)))
         return out
     site = _assemble(data, items, voltage, out.problems)
     if not out.problems and out.top is not None:
