@@ -212,7 +212,9 @@ def _mutations(data: dict[str, Any]) -> list[str]:
     names = ["misspelt_key", "negative_limit", "duplicate_node", "child_above_parent",
              "unknown_top_key", "limit_not_a_number", "cycle"]
     if data["chargers"]:
-        names += ["unknown_node", "min_above_max"]
+        names += ["unknown_node", "min_above_max", "bad_rotation"]
+        if any(c["connection"] != "3p" for c in data["chargers"]):
+            names.append("switch_phases_not_3p")
         if data["voltage"] == "230":
             names.append("line_to_line_on_1p")
     return names
@@ -252,6 +254,13 @@ def _mutate(data: dict[str, Any], how: str, pick: int) -> str:
     if how == "min_above_max":
         chargers[j]["min_a"] = chargers[j]["max_a"] + 1
         return f"chargers[{j}].min_a"
+    if how == "bad_rotation":
+        chargers[j]["rotation"] = "L1L1L2"
+        return f"chargers[{j}].rotation"
+    if how == "switch_phases_not_3p":
+        k = next(k for k, c in enumerate(chargers) if c["connection"] != "3p")
+        chargers[k]["switch_phases"] = True
+        return f"chargers[{k}].switch_phases"
     chargers[j]["connection"] = "L1-L2"
     return f"chargers[{j}].connection"
 
