@@ -247,8 +247,8 @@ def test_yaml_1_2_that_libyaml_refuses_still_loads() -> None:
     # A ':' inside a plain scalar of a flow mapping is YAML 1.2 (Shelly topics end in
     # "status/em:0"); the fast C parser refuses it, the file is still valid.
     site = parse_site("nodes: [{id: main}]\nmeters:\n  - {id: shelly, node: main, driver: "
-                      "{type: mqtt, topics: {power: shellypro3em-abc/status/em:0}}}\n")
-    assert site.meters[0].params["topics"] == {"power": "shellypro3em-abc/status/em:0"}
+                      "{type: mqtt, topics: {current_l1: shellypro3em-abc/status/em:0}}}\n")
+    assert site.meters[0].params["topics"] == {"current_l1": "shellypro3em-abc/status/em:0"}
 
 
 def test_the_readme_meters_example_is_a_valid_site_file() -> None:

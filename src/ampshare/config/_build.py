@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ampshare.config import _checks
 from ampshare.config._problems import Problem, from_validation_error
+from ampshare.config.meter_drivers import MEASURAND_QUANTITIES, provided_measurands
 from ampshare.config.schema import (
     ID_PATTERN,
     ITEM_MODELS,
@@ -264,6 +265,17 @@ def _build_meters(items: list[tuple[int, MeterModel]], voltage: VoltageSystem,
             # Lines the site lacks (or the file leaves out) carry nothing: 0, not infinity.
             per = _checks.per_line(m.fallback_a, voltage, (*loc, "fallback_a"), problems)
             fallback = (_finite(per[0]), _finite(per[1]), _finite(per[2]))
+        provided = provided_measurands(m.driver)
+        missing = [x.value for x in m.measures if provided is not None and x.value not in provided]
+        if missing:
+            wanted = ", ".join(q for x in missing for q in MEASURAND_QUANTITIES[x])
+            problems.append(Problem(
+                loc=(*loc, "measures"), message=f"measures {', '.join(missing)}, but the "
+                f"{m.driver.type} driver reads no {wanted}",
+                hint="add them to the driver (topics: / registers:) or take them out of "
+                "measures (default: [current])" + ("; the controller limits current per line, "
+                "so a meter without current_l1.. is counted at its fallback_a all the time"
+                if "current" in missing else "")))
         params = m.driver.model_dump(mode="json", exclude={"type"})
         out.append(MeterSpec(
             id=m.id, node_id=m.node, measures=frozenset(m.measures), driver=m.driver.type,

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "MEASURAND_QUANTITIES",
     "QUANTITY_UNITS",
     "MeterDriverConfig",
     "ModbusDriver",
@@ -24,6 +25,7 @@ __all__ = [
     "P1Driver",
     "RegisterConfig",
     "SimDriver",
+    "provided_measurands",
 ]
 
 QuantityName = Literal[
@@ -183,3 +185,26 @@ class P1Driver(_Strict):
 MeterDriverConfig = Annotated[
     SimDriver | ModbusDriver | MqttDriver | P1Driver, Field(discriminator="type")
 ]
+
+
+MEASURAND_QUANTITIES: dict[str, tuple[str, ...]] = {
+    "current": ("current_l1", "current_l2", "current_l3"),
+    "voltage": ("voltage_l1", "voltage_l2", "voltage_l3"),
+    "power": ("power",),
+    "power_per_line": ("power_l1", "power_l2", "power_l3"),
+    "energy": ("energy_import",),
+}
+"""The site file's ``measures`` names and the driver quantities that deliver each."""
+
+
+def provided_measurands(driver: SimDriver | ModbusDriver | MqttDriver | P1Driver
+                        ) -> frozenset[str] | None:
+    """What a driver's settings can deliver (``measures`` names); None: everything it is asked
+    for (built-in register maps, P1 telegrams, the simulator's meters)."""
+    if isinstance(driver, ModbusDriver) and driver.model == "custom":
+        names: set[str] = {r.quantity for r in driver.registers}
+    elif isinstance(driver, MqttDriver):
+        names = set(driver.topics)
+    else:
+        return None
+    return frozenset(m for m, qs in MEASURAND_QUANTITIES.items() if names & set(qs))
