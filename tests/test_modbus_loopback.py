@@ -99,7 +99,8 @@ async def test_a_plain_meter_is_not_taken_for_sunspec(sdm630: ModbusMeterServer)
 
 FAULTS = [("silent", DeviceUnavailable, "no answer"),
           ("exception", DeviceProtocolError, "device failure"),
-          ("garbage", DeviceProtocolError, "not plausible")]
+          ("garbage", DeviceProtocolError, "not plausible"),
+          ("gateway", DeviceUnavailable, "gateway target did not respond")]
 
 
 @pytest.mark.parametrize(("fault", "error", "text"), FAULTS, ids=[f[0] for f in FAULTS])

@@ -6,7 +6,9 @@ decodes them, and translates every pymodbus outcome into our errors:
 * no answer within ``timeout_s`` after ``retries`` (``ModbusIOException``), refused or dropped
   connection (``ConnectionException``, ``OSError``) -> ``DeviceUnavailable``; the connection
   is closed so the next read reconnects and a late answer can never be taken for a new one;
-* an exception reply, a wrong register count, NaN or absurd values -> ``DeviceProtocolError``.
+* a gateway's exception 10/11 (the meter behind it did not answer) -> ``DeviceUnavailable``;
+* any other exception reply, a wrong register count, NaN or absurd values ->
+  ``DeviceProtocolError``.
 
 Polling cadence, staleness and logging live in the coordinator, not here.
 """
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 _EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
                     4: "device failure", 5: "acknowledge", 6: "device busy",
                     10: "gateway path unavailable", 11: "gateway target did not respond"}
+_GATEWAY_SILENT = (10, 11)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +144,11 @@ def _check_reply(rr: Any, where: str, address: int, count: int) -> Sequence[int]
     if rr.isError():
         code = getattr(rr, "exception_code", None)
         name = _EXCEPTION_NAMES.get(code or 0, "unknown")
+        if code in _GATEWAY_SILENT:
+            # The TCP gateway answered for a meter behind it that did not: no answer.
+            raise DeviceUnavailable(f"{where}: exception reply {code} ({name}) reading "
+                                    f"{count} registers at {address}; is the meter on the "
+                                    "RS-485 line powered, wired and at this unit id?")
         raise DeviceProtocolError(f"{where}: exception reply {code} ({name}) reading {count} "
                                   f"registers at {address}; check the model and unit id")
     regs = list(getattr(rr, "registers", []))

@@ -9,7 +9,8 @@ with that map would send. ``fault`` switches it into the misbehaviours a panel m
   meter died);
 * ``exception``: every read gets exception 4 (device failure);
 * ``garbage``: every register reads 0xFFFF (NaN floats, absurd integers);
-* ``short``: replies carry one register less than asked (a broken gateway; TCP framing only).
+* ``short``: replies carry one register less than asked (a broken gateway; TCP framing only);
+* ``gateway``: exception 11, a TCP-to-RS-485 gateway whose meter did not answer.
 
 ``rtu=True`` serves RTU frames (CRC, no MBAP header) over TCP, which a client configured with
 ``serial_port="socket://host:port"`` reads exactly as it would read an RS-485 line.
@@ -34,7 +35,7 @@ from ampshare.adapters.meters._values import Quantity
 
 __all__ = ["Fault", "ModbusMeterServer", "sunspec_image"]
 
-Fault = Literal["none", "silent", "exception", "garbage", "short"]
+Fault = Literal["none", "silent", "exception", "garbage", "short", "gateway"]
 _MBAP_LEN = 7  # Modbus TCP header: transaction, protocol, length (2 bytes each), unit id
 
 
@@ -131,6 +132,8 @@ class ModbusMeterServer:
         start_address, registers = int(args[1]), args[4]
         if self.fault == "exception":
             return ExcCodes.DEVICE_FAILURE
+        if self.fault == "gateway":
+            return ExcCodes.GATEWAY_NO_RESPONSE
         offset = self._start - start_address
         source = [0xFFFF] * len(self._good) if self.fault == "garbage" else self._good
         registers[offset : offset + len(source)] = source
