@@ -142,9 +142,47 @@ def test_charger_shows_limit_reason_current_and_lease(client: httpx.Client) -> N
     assert cp["offered_current_a"] == 12.0
     assert cp["lease_until_s"] == T0 + 120.0
     assert cp["session"]["session_id"] == "s1"
+    assert cp["activity"] == "charging"
+    assert (cp["reason_kind"], cp["reason_node_id"], cp["reason_line"]) == (
+        "node_line",
+        "garage",
+        "L2",
+    )
     other = client.get("/api/v1/chargers/cp03", headers=READ).json()
     assert other["status"] == "Unknown"
+    assert other["activity"] == "unknown"
     assert other["online"] is False
+
+
+def test_a_car_held_at_zero_is_paused_whatever_the_charger_says(
+    client: httpx.Client, runtime: InMemoryRuntime
+) -> None:
+    # The charger still reports Charging and some current (its car reacts within seconds),
+    # but ampshare decided 0 A: the API says "paused", with the charger's word kept apart.
+    runtime.set_allocation(_allocation(0.0))
+    cp = client.get("/api/v1/chargers/cp01", headers=READ).json()
+    assert (cp["status"], cp["activity"], cp["limit_a"]) == ("Charging", "paused", 0.0)
+    runtime.update_charger(
+        ChargerState(
+            charger_id="cp02",
+            t_s=T0,
+            status=ChargerStatus.AVAILABLE,
+            measured_current_a=(0.0, 0.0, 0.0),
+        )
+    )
+    assert client.get("/api/v1/chargers/cp02", headers=READ).json()["activity"] == "no_car"
+    runtime.set_allocation(_allocation(12.0))
+    runtime.update_charger(
+        ChargerState(
+            charger_id="cp01",
+            t_s=T0,
+            status=ChargerStatus.SUSPENDED_EV,
+            measured_current_a=(0.0, 0.0, 0.0),
+        )
+    )
+    assert client.get("/api/v1/chargers/cp01", headers=READ).json()["activity"] == (
+        "car_not_drawing"
+    )
     assert client.get("/api/v1/chargers/nope", headers=READ).status_code == 404
 
 
@@ -249,6 +287,15 @@ def test_sessions_list_and_limit_events_with_reasons(
     assert {s["session_id"]: s["active"] for s in everything} == {"s1": True, "s2": False}
     limits = client.get("/api/v1/events?kind=charger_limit", headers=READ).json()
     assert {e["subject"]: e["reason"] for e in limits}["cp01"] == "circuit garage, line L2"
+    # Routine limit changes can be left out (the dashboard does by default).
+    quiet = client.get(
+        "/api/v1/events",
+        params={"exclude_kind": ["charger_limit", "session_started"]},
+        headers=READ,
+    ).json()
+    kinds = {e["kind"] for e in quiet}
+    assert "session_ended" in kinds
+    assert not kinds & {"charger_limit", "session_started"}
 
 
 def test_history_over_a_range_at_a_resolution(

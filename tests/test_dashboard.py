@@ -87,7 +87,9 @@ def site_app(tmp_path: Path) -> Iterator[tuple[str, InMemoryRuntime, SqlStore]]:
     store.close()
 
 
-def _feed(rt: InMemoryRuntime, building_a: float) -> None:
+def _feed(
+    rt: InMemoryRuntime, building_a: float, status: ChargerStatus = ChargerStatus.SUSPENDED_EVSE
+) -> None:
     """Meter sees the building only: the cars have not started drawing yet."""
     now = T0
     rt.update(
@@ -95,7 +97,7 @@ def _feed(rt: InMemoryRuntime, building_a: float) -> None:
             ChargerState(
                 charger_id=c,
                 t_s=now,
-                status=ChargerStatus.SUSPENDED_EVSE,
+                status=status,
                 measured_current_a=(0.0, 0.0, 0.0),
             )
             for c in ("cp01", "cp02", "cp03")
@@ -128,8 +130,16 @@ def test_dashboard_loads_updates_live_and_edits_move_limits(
     page.get_by_test_id("charger-cp01").wait_for()
     # What the browser shows is what the allocator decided.
     assert _limit(page, "cp01") == rt.view().limit("cp01").limit_a == 10.5  # type: ignore[union-attr]
-    assert "circuit main, line L1" in page.get_by_test_id("reason-cp01").inner_text()
+    assert rt.view().limit("cp01").reason.text == "circuit main, line L1"  # type: ignore[union-attr]
+    # The reason in words, with the node's name: what bound it and where.
+    reason = page.get_by_test_id("reason-cp01").inner_text()
+    assert reason == "10.5 A because: Main service L1 is at its limit (shared with the other cars)"
+    assert page.get_by_test_id("activity-cp01").inner_text() == "Waiting to start"
+    assert page.get_by_test_id("activity-cp03").inner_text() == "Free"  # no car on cp03
+    by = _hhmm(page, T0 + 8 * 3600)
+    assert page.get_by_test_id("plan-cp01").inner_text() == f"needs 20.0 kWh more by {by}"
     assert page.get_by_test_id("live-status").inner_text().strip() == "live"
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "dashboard-desktop.png"), full_page=True)
 
     # Live: the building load rises, headroom shrinks, the page follows without a reload.
@@ -150,9 +160,36 @@ def test_dashboard_loads_updates_live_and_edits_move_limits(
     assert rt.view().session_at("cp02").departure_s == T0 + 2 * 3600  # type: ignore[union-attr]
     # The edit is logged in words a manager reads: who, what, when (UTC).
     _wait(lambda: "manager set departure 2025-06-" in page.get_by_test_id("events").inner_text())
+    assert page.get_by_test_id("gets-cp02").inner_text() == f"{_limit(page, 'cp02'):.1f} A"
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "dashboard-after-edit.png"), full_page=True)
+
+    # The building takes nearly all: both cars are held at 0 A. A charger may still say
+    # "Charging" (its car reacts later); the dashboard says what ampshare decided: paused.
+    _feed(rt, building_a=58.0, status=ChargerStatus.CHARGING)
+    _wait(lambda: _limit(page, "cp01") == 0.0 and _limit(page, "cp02") == 0.0)
+    for cid in ("cp01", "cp02"):
+        _wait(lambda c=cid: page.get_by_test_id(f"activity-{c}").inner_text() == "Paused")
+        assert page.get_by_test_id(f"gets-{cid}").inner_text() == "paused"
+        assert "paused: no room left on Main service" in page.get_by_test_id(
+            f"reason-{cid}"
+        ).inner_text()
+    assert "0 cars" in page.get_by_test_id("stat-charging").inner_text()
+    assert "2 paused" in page.get_by_test_id("stat-charging").inner_text()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-paused.png"), full_page=True)
     page.close()  # closes the live stream before the server stops
     assert errors == []
+
+
+def _hhmm(page: Any, t_s: float) -> str:
+    return str(
+        page.evaluate(
+            "(t) => new Date(t * 1000)"
+            ".toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'})",
+            t_s,
+        )
+    )
 
 
 def _local_input(page: Any, t_s: float) -> str:
@@ -181,5 +218,13 @@ def test_dashboard_fits_a_phone_and_asks_for_a_token(
     page.get_by_test_id("charger-cp02").wait_for()
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"page is {overflow}px wider than the phone"
+    # Every session input is on screen: no sideways scrolling inside the table either.
+    row = page.locator("tr[data-session=s1]")
+    for sel in ("input[name=departure]", "input[name=energy]", "button[name=save]"):
+        box = row.locator(sel).bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 390, f"{sel} is off the phone's screen: {box}"
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
     page.close()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import typer
 
-from ampshare.adapters.ocpp import SimOptions, connect_sim
+from ampshare.adapters.ocpp import CentralSystem, SimOptions, connect_sim
 from ampshare.app import Supervisor, SupervisorOptions
 from ampshare.cli.demo import BuildingProfile, DemoClock
 from ampshare.config import SiteConfig
@@ -162,42 +163,65 @@ async def run_ocpp_fleet(
     duration_s: float | None,
     banner: list[str],
 ) -> None:
-    """Run supervisor + simulated charge points until ``duration_s`` or Ctrl-C."""
-    meter = DemoMeter(config.site, profile, clock)
-    # The controller's own events (meter stale, charger offline, non-compliant, ...) become
-    # the dashboard's alerts through the supervisor's web bridge, which records each once.
-    sup = Supervisor(
-        config,
-        clock=clock,
-        meter_sources=[meter],
-        options=SupervisorOptions(web=True),
-    )
+    """Run supervisor + simulated charge points until ``duration_s``, Ctrl-C or SIGTERM.
+
+    The charge points join the central system before the controller's first step, so that
+    the demo does not open with an "offline" alert for every charger; on the way out the
+    controller stops first, so that the chargers closing their sockets raise none either.
+    """
     stop = asyncio.Event()
-    task = asyncio.create_task(sup.run(stop))
-    await sup.started.wait()
-    url = f"ws://127.0.0.1:{sup.link.port}/ocpp"  # type: ignore[union-attr]
-    cps = await _connect(url, config.site, clock)
-    meter.cps = cps
-    rng = random.Random(11)
-    drivers = [asyncio.create_task(_visits(cp, rng, speed)) for cp in cps.values()]
-    drivers.append(asyncio.create_task(_drivers_declare(sup, clock, rng)))
-    typer.echo(f"  {len(cps)} simulated OCPP charge points connected to {url}")
-    for line in banner:
-        typer.echo(line)
-    try:
-        if duration_s is not None:
-            await asyncio.sleep(duration_s)
-        else:
-            await task
-    finally:
-        for d in drivers:
-            d.cancel()
-        await asyncio.gather(*drivers, return_exceptions=True)
-        for cp in cps.values():
-            with contextlib.suppress(Exception):  # closing a socket the server already dropped
-                await cp.close()
-        stop.set()
-        await asyncio.gather(task, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
+            loop.add_signal_handler(sig, stop.set)
+    if duration_s is not None:
+        loop.call_later(duration_s, stop.set)
+    meter = DemoMeter(config.site, profile, clock)
+    async with CentralSystem(site=config.site, settings=config.ocpp, clock=clock) as cs:
+        url = f"ws://127.0.0.1:{cs.port}/ocpp"
+        cps = await _connect(url, config.site, clock)
+        meter.cps = cps
+        await asyncio.gather(*(cs.wait_ready(cid) for cid in cps))
+        # The controller's own events (meter stale, charger offline, non-compliant, ...)
+        # become the dashboard's alerts through the supervisor's web bridge.
+        sup = Supervisor(
+            config,
+            clock=clock,
+            link=cs,
+            meter_sources=[meter],
+            options=SupervisorOptions(web=True),
+        )
+        task = asyncio.create_task(sup.run(stop))
+        rng = random.Random(11)
+        drivers = [asyncio.create_task(_visits(cp, rng, speed)) for cp in cps.values()]
+        drivers.append(asyncio.create_task(_drivers_declare(sup, clock, rng)))
+        try:
+            await _until_serving(sup, task)
+            typer.echo(f"  {len(cps)} simulated OCPP charge points connected to {url}")
+            for line in banner:
+                typer.echo(line)
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        finally:
+            stop.set()
+            for d in drivers:
+                d.cancel()
+            await asyncio.gather(*drivers, return_exceptions=True)
+            await asyncio.gather(task, return_exceptions=True)
+            for cp in cps.values():
+                with contextlib.suppress(Exception):  # the server may have closed it already
+                    await cp.close()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+async def _until_serving(sup: Supervisor, task: asyncio.Task[None]) -> None:
+    """Wait until the dashboard answers (or the supervisor failed, e.g. a port in use)."""
+    while not (sup.web is not None and sup.web.started):
+        if task.done():
+            return
+        await asyncio.sleep(0.05)
 
 
 def _backfill(site: Site, store_url: str, start_s: float, until_s: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
 import random
 import tempfile
 import time
@@ -476,6 +477,9 @@ def demo(  # noqa: PLR0917 - one parameter per CLI option
     ] = True,
 ) -> None:
     """Run a whole simulated site with the live dashboard and print its URL."""
+    # The controller's warnings and alerts (a stale meter, an offline charger) are worth
+    # seeing on the console; the libraries' chatter is not.
+    logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
     if ocpp:
         from ampshare.cli._demo_ocpp import run_ocpp_demo
 

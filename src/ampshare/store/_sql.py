@@ -234,13 +234,17 @@ class SqlStore:
         alerts_only: bool = False,
         open_only: bool = False,
         limit: int = 200,
+        exclude_kinds: Sequence[str] = (),
     ) -> tuple[EventRecord, ...]:
-        """Events newest first."""
+        """Events newest first; ``exclude_kinds`` leaves those kinds out (routine ones)."""
         where, params = ["1=1"], list[Any]()
         for cond, val in (("t_s >= ?", since_s), ("t_s < ?", until_s), ("kind = ?", kind)):
             if val is not None:
                 where.append(cond)
                 params.append(val)
+        for k in exclude_kinds:
+            where.append("kind <> ?")
+            params.append(k)
         if alerts_only:
             where.append("severity <> 'info'")
         if open_only:

@@ -150,8 +150,10 @@ def _reads(r: APIRouter, read: list[Any]) -> None:
         alerts_only: bool = False,
         open_only: bool = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        exclude_kind: Annotated[list[str] | None, Query(max_length=20)] = None,
     ) -> list[EventOut]:
-        """Events and alerts with their reasons, newest first."""
+        """Events and alerts with their reasons, newest first. ``exclude_kind`` (repeatable)
+        leaves routine kinds out, e.g. ``charger_limit`` (every limit change of 1 A or more)."""
         evs = st.events(
             since_s=since_s,
             until_s=until_s,
@@ -159,6 +161,7 @@ def _reads(r: APIRouter, read: list[Any]) -> None:
             alerts_only=alerts_only,
             open_only=open_only,
             limit=limit,
+            exclude_kinds=tuple(exclude_kind or ()),
         )
         return [event_out(e) for e in evs]
 

@@ -7,17 +7,19 @@ Times are seconds since the epoch (``*_s``), currents amperes per line in (L1, L
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ampshare.core.allocation import NodeHeadroom, PolicyName
+from ampshare.core.allocation import ChargerLimit, NodeHeadroom, PolicyName
 from ampshare.core.site import Charger
-from ampshare.core.snapshot import Session
+from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.store import EventRecord, SeriesPoint, SessionRecord
 from ampshare.web.runtime import RuntimeView
 
 __all__ = [
+    "Activity",
     "CapIn",
     "ChargerOut",
     "EventOut",
@@ -29,6 +31,7 @@ __all__ = [
     "SessionEdit",
     "SessionOut",
     "SiteOut",
+    "activity",
     "charger_out",
     "live_frame",
     "meter_out",
@@ -122,6 +125,21 @@ class SessionOut(BaseModel):
     edited_by: str | None = None
 
 
+class Activity(StrEnum):
+    """What a charger is doing, in one word a person can act on (derived from the charger's
+    OCPP status, its limit and what it draws: a car held at 0 A is ``paused`` even while a
+    charger still says ``Charging``)."""
+
+    CHARGING = "charging"
+    PAUSED = "paused"  # held below the car's minimum (0 A) by its limit
+    CAR_NOT_DRAWING = "car_not_drawing"  # offered current, the car takes none (full?)
+    STARTING = "starting"  # a car and a limit, no current yet (car or charger still waking)
+    NO_CAR = "no_car"
+    FAULTED = "faulted"
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"  # nothing reported yet
+
+
 class ChargerOut(BaseModel):
     id: str
     name: str
@@ -130,16 +148,23 @@ class ChargerOut(BaseModel):
     connection: str
     min_current_a: float
     max_current_a: float
-    status: str
+    status: str = Field(description="the charger's own (OCPP) status, Offline, or Unknown")
+    activity: Activity
     online: bool
     limit_a: float | None
     phases: int | None
     reason: str | None
     reason_kind: str | None
+    reason_node_id: str | None = Field(description="the circuit node that bound the limit")
+    reason_line: str | None = Field(description="the line (L1, L2, L3) that bound it")
     measured_current_a: OptLines | None
     offered_current_a: float | None
+    power_w: float | None
+    soc_pct: float | None
     lease_until_s: float | None
-    last_seen_s: float | None
+    last_seen_s: float | None = Field(
+        description="online: the last report; offline: since when it is offline"
+    )
     session: SessionOut | None
 
 
@@ -244,6 +269,30 @@ def session_out(s: Session, rec: SessionRecord | None = None, *, active: bool = 
     )
 
 
+_DRAWING_A = 0.5  # more than this on any line is a car charging
+
+
+def activity(c: Charger, st: ChargerState | None, lim: ChargerLimit | None,
+             sess: Session | None) -> Activity:
+    """One word for what ``c`` is doing (see ``Activity``)."""
+    if st is None:
+        return Activity.UNKNOWN
+    if not st.online:
+        return Activity.OFFLINE
+    if st.status is ChargerStatus.FAULTED:
+        return Activity.FAULTED
+    drawing = max((x or 0.0 for x in st.measured_current_a or ()), default=0.0) > _DRAWING_A
+    if sess is None:
+        return Activity.CHARGING if drawing else Activity.NO_CAR
+    if lim is not None and lim.limit_a < c.min_current_a - 1e-9:
+        return Activity.PAUSED
+    if drawing:
+        return Activity.CHARGING
+    if st.status is ChargerStatus.SUSPENDED_EV:
+        return Activity.CAR_NOT_DRAWING
+    return Activity.STARTING
+
+
 def charger_out(v: RuntimeView, charger_id: str, c: Charger | None = None) -> ChargerOut:
     c = c or v.site.charger(charger_id)
     st = v.charger_states.get(charger_id)
@@ -259,13 +308,18 @@ def charger_out(v: RuntimeView, charger_id: str, c: Charger | None = None) -> Ch
         min_current_a=c.min_current_a,
         max_current_a=c.max_current_a,
         status=status,
+        activity=activity(c, st, lim, sess),
         online=bool(st and st.online),
         limit_a=lim.limit_a if lim else None,
         phases=lim.phases if lim else None,
         reason=lim.reason.text if lim else None,
         reason_kind=lim.reason.kind.value if lim else None,
+        reason_node_id=lim.reason.node_id if lim else None,
+        reason_line=lim.reason.line.value if lim and lim.reason.line else None,
         measured_current_a=st.measured_current_a if st else None,
         offered_current_a=st.offered_current_a if st else None,
+        power_w=st.power_w if st else None,
+        soc_pct=st.soc_pct if st else None,
         lease_until_s=v.leases_until_s.get(charger_id),
         last_seen_s=st.t_s if st else None,
         session=session_out(sess) if sess else None,

@@ -49,18 +49,37 @@ function logout() {
 }
 
 // ---- rendering -------------------------------------------------------------------------
+const ACTIVITY = {
+  charging: ["Charging", "on"], paused: ["Paused", "wait"], car_not_drawing: ["Car not taking power", "idle"],
+  starting: ["Waiting to start", "idle"], no_car: ["Free", "idle"], faulted: ["Faulted", "bad"],
+  offline: ["Offline", "bad"], unknown: ["No data yet", "idle"],
+};
+
+const POLICY = {
+  equal: "equal shares", fcfs: "first come, first served", priority: "higher priority first, equal within a tier",
+  deadline: "the most urgent car first (energy still needed for the time left)", planned: "following the charging plan",
+  static: "fixed shares", uncontrolled: "no control",
+};
+
+function chargerPowerW(c) {
+  if (c.power_w !== null && c.power_w !== undefined) return c.power_w;
+  // Without a power report: per-line current at the site's line-to-neutral voltage.
+  return (c.measured_current_a || []).reduce((s, a) => s + (a || 0), 0) * 230;
+}
+
 function renderSummary(f) {
   const root = f.site.nodes[0];
   const h = root.headroom;
   const room = h ? Math.min(...h.headroom_a.filter((x) => x !== null)) : null;
-  const ev = f.chargers.reduce((s, c) => s + Math.max(0, ...(c.measured_current_a || [0]).map((x) => x || 0)), 0);
-  const charging = f.chargers.filter((c) => c.status === "Charging").length;
+  const kw = f.chargers.reduce((s, c) => s + chargerPowerW(c), 0) / 1000;
+  const count = (a) => f.chargers.filter((c) => c.activity === a).length;
+  const plugged = f.chargers.filter((c) => c.session).length;
   const stale = f.meters.filter((m) => m.stale).length;
   const stats = [
-    ["Headroom at " + esc(root.name), room === null ? "–" : `${room.toFixed(1)} A`, room !== null && room < 2, "headroom"],
-    ["Cars charging", `${charging} / ${f.chargers.length}`, false, "charging"],
-    ["EV current (sum of max line)", `${ev.toFixed(1)} A`, false, "ev"],
-    ["Meters stale", `${stale}`, stale > 0, "stale"],
+    ["Spare at " + esc(root.name) + " (fullest line)", room === null ? "–" : `${room.toFixed(1)} A`, room !== null && room < 0, "headroom"],
+    [`charging · ${count("paused")} paused · ${plugged} plugged in`, `${count("charging")} cars`, false, "charging"],
+    ["EVs drawing now", `${kw.toFixed(1)} kW`, false, "ev"],
+    [stale ? "meters stale: worst case assumed" : "meters reporting", stale ? `${stale} stale` : "OK", stale > 0, "stale"],
   ];
   $("#summary").innerHTML = stats.map(([k, v, bad, id]) =>
     `<div class="stat${bad ? " bad" : ""}" data-testid="stat-${id}"><div class="v">${v}</div><div class="k">${k}</div></div>`).join("");
@@ -94,34 +113,73 @@ function renderTree(f) {
     return `<div class="node" style="margin-left:${depth[n.id] * 14}px" data-testid="node-${esc(n.id)}">
       <div class="node-head"><span>${esc(n.name)} <span class="meta">${esc(n.kind)}</span></span><span class="meta">${meta}</span></div>${rows}</div>`;
   }).join("");
-  $("#policy").textContent = `policy: ${f.site.policy}`;
+  $("#policy").textContent = `policy: ${f.site.policy}` + (POLICY[f.site.policy] ? ` — ${POLICY[f.site.policy]}` : "");
   const err = $("#alloc-error");
   err.classList.toggle("hidden", !f.site.allocator_error);
   err.textContent = f.site.allocator_error ? `Allocator unavailable: ${f.site.allocator_error}` : "";
 }
 
-function chargerCard(c) {
+function nodeName(f, id) {
+  const n = f.site.nodes.find((x) => x.id === id);
+  return n ? n.name : id;
+}
+
+// Why the limit is what it is, in words; the controller's own text stays in the tooltip.
+function why(c, f) {
+  const node = c.reason_node_id ? nodeName(f, c.reason_node_id) : "";
+  const at = node + (c.reason_line ? ` ${c.reason_line}` : "");
+  switch (c.reason_kind) {
+    case "node_line": return `${at} is at its limit (shared with the other cars)`;
+    case "node_power": return `${node} power limit`;
+    case "node_line_sum": return `${node} total current limit`;
+    case "transformer_primary": return `transformer ${at} (primary side)`;
+    case "external_cap": return `a cap set on ${node}`;
+    case "charger_max": return "the charger's maximum";
+    case "vehicle_max": return "the car's maximum";
+    case "controller_cap": return "the car takes less than offered; the rest goes to others";
+    case "policy_share": return `its share under the ${f.site.policy} policy`;
+    case "static_share": return "its fixed share";
+    case "plan_target": return "its charging plan";
+    case "no_session": return "no car plugged in";
+    case "paused_rotation": return `paused so that others get their minimum on ${at}; cars take turns`;
+    case "paused_no_headroom": return `paused: no room left on ${at}`;
+    case "fixed": return "not controlled now (offline or over its limit)";
+    default: return c.reason ?? "not allocated yet";
+  }
+}
+
+function chargerCard(c, f) {
   const cur = c.measured_current_a ? Math.max(...c.measured_current_a.map((x) => x || 0)) : null;
   const lim = c.limit_a;
   const pct = lim ? Math.min(100, (100 * (cur || 0)) / Math.max(lim, 0.1)) : 0;
   const s = c.session;
   const goal = s && s.energy_wanted_wh ? Math.min(100, (100 * s.energy_delivered_wh) / s.energy_wanted_wh) : 0;
-  const sess = s ? `<div class="sub"><span>${fmtKWh(s.energy_delivered_wh)} of ${s.energy_wanted_wh ? fmtKWh(s.energy_wanted_wh) : "no goal"}</span>
-      <span>leaves ${s.departure_s ? fmtTime(s.departure_s) : "–"}</span></div>
-      <div class="mini energy"><div style="width:${goal.toFixed(1)}%"></div></div>` : `<div class="sub"><span>no car</span></div>`;
-  return `<div class="card" data-testid="charger-${esc(c.id)}">
-    <div class="card-head"><b>${esc(c.name)}</b><span class="pill ${esc(c.status)}">${esc(c.status)}</span></div>
-    <div class="big"><span data-testid="current-${esc(c.id)}">${cur === null ? "–" : cur.toFixed(1)}</span>
-      <small>A of limit</small> <span data-testid="limit-${esc(c.id)}">${lim === null ? "–" : lim.toFixed(1)}</span><small> A × ${c.phases ?? "–"}</small></div>
+  const needs = s && s.energy_wanted_wh !== null ? Math.max(0, s.energy_wanted_wh - s.energy_delivered_wh) : null;
+  const plan = s ? (needs === null ? "no goal set" : needs < 50 ? "goal reached" : `needs ${fmtKWh(needs)} more`) +
+    (s.departure_s ? ` by ${fmtTime(s.departure_s)}` : "") : "";
+  const sess = s ? `<div class="sub"><span>${fmtKWh(s.energy_delivered_wh)} of ${s.energy_wanted_wh ? fmtKWh(s.energy_wanted_wh) : "–"}</span>
+      <span data-testid="plan-${esc(c.id)}">${esc(plan)}</span></div>
+      <div class="mini energy"><div style="width:${goal.toFixed(1)}%"></div></div>` : "";
+  const [label, tone] = ACTIVITY[c.activity] || [c.status, "idle"];
+  const kw = chargerPowerW(c) / 1000;
+  const phases = c.phases ? (c.phases === 1 ? "1 phase" : `${c.phases} phases`) : "";
+  const soc = c.soc_pct !== null && c.soc_pct !== undefined && s ? `battery ${c.soc_pct.toFixed(0)} %` : "";
+  const detail = [phases, kw > 0.05 ? `${kw.toFixed(1)} kW` : "", soc].filter(Boolean).join(" · ");
+  const seen = c.online ? "" : ` · offline since ${c.last_seen_s ? fmtTime(c.last_seen_s) : "–"}`;
+  const whyText = c.session || c.reason_kind === "fixed" ? why(c, f) : "no car plugged in";
+  return `<div class="card" data-testid="charger-${esc(c.id)}" data-activity="${esc(c.activity)}">
+    <div class="card-head"><b>${esc(c.name)}</b><span class="pill ${tone}" data-testid="activity-${esc(c.id)}" title="charger reports ${esc(c.status)}">${esc(label)}</span></div>
+    <div class="big"><span data-testid="current-${esc(c.id)}">${cur === null ? "–" : cur.toFixed(1)}</span><small> A of </small><span data-testid="limit-${esc(c.id)}">${lim === null ? "–" : lim.toFixed(1)}</span><small> A allowed</small>
+      <span class="detail">${esc(detail)}</span></div>
     <div class="mini"><div style="width:${pct.toFixed(1)}%"></div></div>
-    <div class="reason" data-testid="reason-${esc(c.id)}">why: <b>${esc(c.reason ?? "not allocated yet")}</b></div>
+    <div class="reason" data-testid="reason-${esc(c.id)}" title="${esc(c.reason ?? "")}">${lim === null || !s ? "" : `${lim.toFixed(1)} A because: `}<b>${esc(whyText)}</b></div>
     ${sess}
-    <div class="sub"><span>${esc(c.protocol)} · ${esc(c.connection)}</span><span>lease ${c.lease_until_s ? "to " + fmtTime(c.lease_until_s) : "–"}</span></div>
+    <div class="sub"><span>${esc(c.protocol)} · ${esc(c.connection)}${seen}</span><span title="if ampshare stops, the charger falls back to its safe default after this">${c.lease_until_s ? "lease until " + fmtTime(c.lease_until_s) : ""}</span></div>
   </div>`;
 }
 
 function renderChargers(f) {
-  $("#chargers").innerHTML = f.chargers.map(chargerCard).join("");
+  $("#chargers").innerHTML = f.chargers.map((c) => chargerCard(c, f)).join("");
 }
 
 function renderSessions(f) {
@@ -134,11 +192,15 @@ function renderSessions(f) {
     const tr = document.createElement("tr");
     tr.dataset.session = s.session_id;
     tr.dataset.testid = `session-${s.session_id}`;
-    tr.innerHTML = `<td>${esc(s.charger.name)}</td><td class="hide-narrow">${fmtTime(s.arrival_s)}</td>
-      <td>${fmtKWh(s.energy_delivered_wh)} / <input type="number" min="0" step="1" name="energy" value="${s.energy_wanted_wh === null ? "" : (s.energy_wanted_wh / 1000).toFixed(0)}" style="width:5em" aria-label="energy wanted kWh"> kWh</td>
-      <td><input type="datetime-local" name="departure" value="${toLocalInput(s.departure_s)}" aria-label="departure"></td>
-      <td><select name="priority" ${admin ? "" : "disabled"} aria-label="priority">${[0, 1, 2, 3].map((p) => `<option value="${p}" ${p === s.priority ? "selected" : ""}>${p}</option>`).join("")}</select></td>
-      <td><button type="button" class="ghost" name="save">Save</button> <span class="msg"></span></td>`;
+    const c = s.charger;
+    const [label] = ACTIVITY[c.activity] || [c.status];
+    const gets = c.limit_a === null ? "–" : c.limit_a < c.min_current_a ? "paused" : `${c.limit_a.toFixed(1)} A`;
+    tr.innerHTML = `<td><b>${esc(c.name)}</b><div class="hint">since ${fmtTime(s.arrival_s)}</div></td>
+      <td data-label="Gets now" data-testid="gets-${esc(c.id)}" title="${esc(label)}">${gets}</td>
+      <td data-label="kWh so far / wanted">${(s.energy_delivered_wh / 1000).toFixed(1)} / <input type="number" min="0" step="1" name="energy" value="${s.energy_wanted_wh === null ? "" : (s.energy_wanted_wh / 1000).toFixed(0)}" aria-label="energy wanted kWh"></td>
+      <td data-label="Departure"><input type="datetime-local" name="departure" value="${toLocalInput(s.departure_s)}" aria-label="departure"></td>
+      <td data-label="Priority"><select name="priority" ${admin ? "" : "disabled"} aria-label="priority">${[0, 1, 2, 3].map((p) => `<option value="${p}" ${p === s.priority ? "selected" : ""}>${p}</option>`).join("")}</select></td>
+      <td class="save"><button type="button" class="ghost" name="save">Save</button> <span class="msg"></span></td>`;
     // A live refresh rebuilds the row; the outcome of the last save stays visible a while.
     const note = state.notes.get(s.session_id);
     if (note && note.until > Date.now()) {
@@ -179,16 +241,27 @@ async function saveSession(tr, s) {
   }
 }
 
+function eventItem(e, admin) {
+  const cls = e.severity === "info" ? "" : e.severity === "critical" ? "alert" : "warning";
+  const open = e.severity !== "info" && e.resolved_s === null;
+  const btn = open && admin ? ` <button class="ghost" data-resolve="${e.event_id}">resolve</button>` : "";
+  // The message already names the subject; the reason repeats it only when it adds something.
+  const why = e.reason && !e.message.includes(e.reason) ? ` <span class="why">— ${esc(e.reason)}</span>` : "";
+  return `<li><time title="${esc(new Date(e.t_s * 1000).toLocaleString())}">${fmtTime(e.t_s)}</time><span><span class="${cls}">${esc(e.message)}</span>${why}${open ? " <b class='warning'>open</b>" : ""}${btn}</span></li>`;
+}
+
 async function loadEvents() {
   state.lastEvents = Date.now();
-  const evs = await api("/api/v1/events?limit=40");
+  const routine = $("#show-limits").checked ? "" : "&exclude_kind=charger_limit";
+  const [alerts, evs] = await Promise.all([
+    api("/api/v1/events?alerts_only=true&open_only=true&limit=20"),
+    api(`/api/v1/events?limit=40${routine}`),
+  ]);
   const admin = state.role === "admin";
-  $("#events").innerHTML = evs.map((e) => {
-    const cls = e.severity === "info" ? "" : e.severity === "critical" ? "alert" : "warning";
-    const open = e.severity !== "info" && e.resolved_s === null;
-    const btn = open && admin ? ` <button class="ghost" data-resolve="${e.event_id}">resolve</button>` : "";
-    return `<li><time>${fmtTime(e.t_s)}</time><span><span class="${cls}">${esc(e.message)}</span>${e.reason ? ` <span class="why">— ${esc(e.reason)}</span>` : ""}${open ? " <b class='warning'>open</b>" : ""}${btn}</span></li>`;
-  }).join("") || `<li class="hint">Nothing happened yet.</li>`;
+  $("#alerts").innerHTML = alerts.map((e) => eventItem(e, admin)).join("");
+  $("#alerts").classList.toggle("hidden", !alerts.length);
+  $("#alerts-none").classList.toggle("hidden", alerts.length > 0);
+  $("#events").innerHTML = evs.map((e) => eventItem(e, admin)).join("") || `<li class="hint">Nothing happened yet.</li>`;
   for (const b of document.querySelectorAll("[data-resolve]")) {
     b.addEventListener("click", async () => { await api(`/api/v1/alerts/${b.dataset.resolve}/resolve`, { method: "POST" }); loadEvents(); });
   }
@@ -266,6 +339,7 @@ async function start() {
   setInterval(() => loadEvents().catch(() => {}), 10000);
   setInterval(loadChart, 60000);
   $("#chart-line").addEventListener("change", loadChart);
+  $("#show-limits").addEventListener("change", () => loadEvents().catch(() => {}));
 }
 
 function init() {
