@@ -84,6 +84,28 @@ def test_run_reports_a_bad_site_file(tmp_path: Path) -> None:
     assert "ocpp" in res.output
 
 
+def test_ports_in_use_are_named_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        site = tmp_path / "site.yaml"
+        web = f"web: {{host: 127.0.0.1, port: {busy}, store_url: 'sqlite:///{tmp_path}/s.db'}}\n"
+        site.write_text(SITE.format(port=_free_port()) + web, encoding="utf-8")
+        res = _invoke("run", str(site), "--web", "--duration-s", "5")
+        assert res.exit_code == 1, res.output
+        assert f"cannot serve the API and dashboard on 127.0.0.1:{busy}" in res.output
+        assert "Traceback" not in res.output
+        site.write_text(SITE.format(port=busy), encoding="utf-8")
+        res = _invoke("run", str(site), "--duration-s", "5")
+        assert res.exit_code == 1, res.output
+        assert "ampshare run: cannot listen: " in res.output
+        assert str(busy) in res.output
+        res = _invoke("demo", "--port", str(busy), "--history-h", "0", "--duration-s", "5")
+        assert res.exit_code == 1, res.output
+        assert f"cannot serve the dashboard on 127.0.0.1:{busy}" in res.output
+
+
 def test_sim_chargers_without_a_server_fails_cleanly() -> None:
     res = _invoke("sim-chargers", "--url", f"ws://127.0.0.1:{_free_port()}/ocpp",
                   "--duration-s", "1")

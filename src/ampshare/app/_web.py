@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -36,7 +38,7 @@ from ampshare.core.snapshot import (
 from ampshare.store import InstalledProfile, open_store
 from ampshare.web import InMemoryRuntime, TokenAuth, create_app, run_recorder
 
-__all__ = ["WebBridge"]
+__all__ = ["WebBridge", "listen_socket"]
 
 log = logging.getLogger("ampshare.app")
 
@@ -45,6 +47,16 @@ _FILE_POLICY_KEY = "site_file_policy"  # what the site file said at the last sta
 #: A session the store kept but no charger reports yet is kept this long after a restart:
 #: 1.6 chargers name their transaction only with their next MeterValues.
 MIN_RESTORE_GRACE_S = 60.0
+
+
+def listen_socket(host: str, port: int, *, what: str) -> socket.socket:
+    """A listening TCP socket on ``host:port``; ``OSError`` naming ``what`` and the address
+    when it is taken."""
+    try:
+        return socket.create_server((host, port), backlog=2048)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise OSError(f"cannot serve {what} on {host}:{port}: {why}") from e
 
 
 class WebBridge:
@@ -63,6 +75,7 @@ class WebBridge:
         self._restored: dict[str, Session] = {}
         self._grace_until_s = clock.now_s() + max(MIN_RESTORE_GRACE_S, lease_s)
         self._server: uvicorn.Server | None = None
+        self._sock: socket.socket | None = None
         self.resumed = self._resume()
         self._apply_file_policy(policy)
 
@@ -177,15 +190,23 @@ class WebBridge:
                 del self._restored[sid]
 
     # --- serving ---------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Take the API's port now, so that a port in use is an error at start-up (uvicorn
+        would only exit from inside its task)."""
+        w = self.config.web
+        self._sock = listen_socket(w.host, w.port, what="the API and dashboard")
+
     async def serve(self) -> None:
         """Serve the API and dashboard, and record history, until cancelled."""
         w = self.config.web
+        if self._sock is None:
+            self.bind()
         self._server = uvicorn.Server(uvicorn.Config(self.app, host=w.host, port=w.port,
                                                      log_level="warning"))
         recorder = asyncio.create_task(run_recorder(self.runtime, self.store, self._clock,
                                                     compact_every_s=3600.0))
         try:
-            await self._server.serve()
+            await self._server.serve(sockets=[self._sock])  # type: ignore[list-item]
         finally:
             recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,6 +217,8 @@ class WebBridge:
             self._server.should_exit = True
 
     def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
         self.store.close()
 
     @property

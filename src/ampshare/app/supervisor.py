@@ -160,6 +160,12 @@ class Supervisor:
         if not self.options.web:
             return None
         self.web = WebBridge(self.config, self.clock, self.policy, self.settings.lease_s)
+        try:
+            self.web.bind()  # a port in use fails the start, not a task nobody awaits
+        except OSError:
+            self.web.close()
+            self.web = None
+            raise
         task = asyncio.get_running_loop().create_task(self.web.serve())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -226,11 +232,11 @@ class Supervisor:
                                    clock=self.clock, options=self.options.link)
                 self.link = await stack.enter_async_context(cs)
             link = self.link
+            web_task = self._start_web()  # first: a port in use leaves nothing running
             meters = self._build_meters()
             for m in meters:
                 self._spawn(m.run())
             self._spawn(self._forward_link_changes(link))
-            web_task = self._start_web()
             if self.web is not None and self.web.resumed:
                 self._resume(link, self.web)
             mqtt_task = self._start_mqtt()

@@ -20,6 +20,7 @@ import typer
 
 from ampshare.adapters.ocpp import CentralSystem, SimOptions, connect_sim
 from ampshare.app import Supervisor, SupervisorOptions
+from ampshare.app._web import listen_socket
 from ampshare.cli.demo import BuildingProfile, DemoClock
 from ampshare.config import SiteConfig
 from ampshare.config.sections import (
@@ -197,12 +198,13 @@ async def run_ocpp_fleet(
         drivers.append(asyncio.create_task(_drivers_declare(sup, clock, rng)))
         try:
             await _until_serving(sup, task)
-            typer.echo(f"  {len(cps)} simulated OCPP charge points connected to {url}")
-            for line in banner:
-                typer.echo(line)
-            waiter = asyncio.create_task(stop.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            if not task.done():  # else it failed to start (a port in use): no banner
+                typer.echo(f"  {len(cps)} simulated OCPP charge points connected to {url}")
+                for line in banner:
+                    typer.echo(line)
+                waiter = asyncio.create_task(stop.wait())
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
         finally:
             stop.set()
             for d in drivers:
@@ -261,6 +263,7 @@ async def run_ocpp_demo(
 ) -> None:
     from ampshare.cli.demo import demo_site
 
+    listen_socket(host, port, what="the dashboard").close()  # a port in use: fail at once
     # The site meter is polled once per real second, ``speed`` simulated seconds apart.
     site = demo_site(chargers, meter_timeout_s=max(10.0, 3.0 * speed, 360.0))
     now = time.time()

@@ -24,6 +24,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from ampshare.app._web import listen_socket
 from ampshare.cli._app import app
 from ampshare.clock import Clock
 from ampshare.core.allocate import allocate
@@ -384,6 +385,7 @@ async def _run_demo(
     policy: PolicyName,
     history_h: float,
 ) -> None:
+    listen_socket(host, port, what="the dashboard").close()  # a port in use: fail at once
     step_s = 120.0
     # The simulated meter reports once per real second (``speed`` simulated seconds), and once
     # per ``step_s`` while back-filling: its timeout must cover that or it would look stale.
@@ -420,6 +422,7 @@ async def _run_demo(
             typer.echo(f"simulating the last {history_h:g} h for the history chart ...")
             await asyncio.to_thread(world.backfill, clock, store, now, step_s)
     clock.run(speed)
+    sock = listen_socket(host, port, what="the dashboard")
     server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning"))
     typer.echo(f"ampshare demo: {chargers} simulated chargers, time x{speed:g}, store {store_url}")
     typer.echo("  cars are simulated in-process (sim.ev physics); limits come from core.allocate")
@@ -427,7 +430,7 @@ async def _run_demo(
     typer.echo(f"  read-only token:   {reader}")
     typer.echo(f"  API docs: http://{host}:{port}/docs   metrics: http://{host}:{port}/metrics")
     tasks = [
-        asyncio.create_task(server.serve()),
+        asyncio.create_task(server.serve(sockets=[sock])),
         asyncio.create_task(_ticks(world)),
         asyncio.create_task(run_recorder(runtime, store, clock, compact_every_s=3600.0)),
     ]
@@ -441,6 +444,7 @@ async def _run_demo(
         for t in tasks[1:]:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        sock.close()
         store.close()
 
 
@@ -480,31 +484,35 @@ def demo(  # noqa: PLR0917 - one parameter per CLI option
     # The controller's warnings and alerts (a stale meter, an offline charger) are worth
     # seeing on the console; the libraries' chatter is not.
     logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
-    if ocpp:
-        from ampshare.cli._demo_ocpp import run_ocpp_demo
+    try:
+        if ocpp:
+            from ampshare.cli._demo_ocpp import run_ocpp_demo
 
+            asyncio.run(
+                run_ocpp_demo(
+                    chargers=chargers,
+                    speed=speed,
+                    host=host,
+                    port=port,
+                    store_url=_store_url(store),
+                    duration_s=duration_s,
+                    policy=policy.value,
+                    history_h=history_h,
+                )
+            )
+            return
         asyncio.run(
-            run_ocpp_demo(
+            _run_demo(
                 chargers=chargers,
                 speed=speed,
                 host=host,
                 port=port,
                 store_url=_store_url(store),
                 duration_s=duration_s,
-                policy=policy.value,
                 history_h=history_h,
+                policy=policy,
             )
         )
-        return
-    asyncio.run(
-        _run_demo(
-            chargers=chargers,
-            speed=speed,
-            host=host,
-            port=port,
-            store_url=_store_url(store),
-            duration_s=duration_s,
-            history_h=history_h,
-            policy=policy,
-        )
-    )
+    except OSError as e:  # a port in use: say which, and how to pick another
+        typer.echo(f"ampshare demo: {e} (choose another with --port)", err=True)
+        raise typer.Exit(1) from e

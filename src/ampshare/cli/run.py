@@ -88,9 +88,8 @@ def run(  # noqa: PLR0917 - typer maps every option to a parameter
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from e
-    except OSError as e:
-        typer.echo(f"ampshare run: cannot listen on {config.ocpp.host}:{config.ocpp.port}: {e}",
-                   err=True)
+    except OSError as e:  # the OCPP or the API port is taken (the message names which)
+        typer.echo(f"ampshare run: cannot listen: {e}", err=True)
         raise typer.Exit(1) from e
 
 
