@@ -86,3 +86,30 @@ def test_bad_input_names_the_problem(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2
     assert "s.csv" in res.output
+
+
+def test_summary_table_turns_on_a_narrow_console() -> None:
+    from rich.console import Console
+
+    from ampshare.cli.simulate import _table
+
+    runs = [
+        {"policy": "uncontrolled", "energy_delivered_ratio": 0.823, "demands_met_ratio": 0.768,
+         "peak_site_kw": 148.9, "violation_amp_seconds": 97213143.0, "wall_s": 149.0},
+        {"policy": "deadline", "energy_delivered_ratio": 0.791, "demands_met_ratio": 0.72,
+         "peak_site_kw": 114.3, "violation_amp_seconds": 0.0, "wall_s": 566.0},
+    ]
+    for width in (200, 45):
+        console = Console(width=width, record=True)
+        console.print(_table(runs, width))
+        text = console.export_text()
+        # every figure is shown whole, whatever the width
+        for cell in ("82.3%", "76.8%", "9.72e+07", "79.1%", "114.3", "566.0"):
+            assert cell in text, (width, text)
+        assert max(map(len, text.splitlines())) <= width
+    wide = Console(width=200, record=True)
+    wide.print(_table(runs, 200))
+    assert "│ deadline " in wide.export_text()  # a row per policy
+    narrow = Console(width=45, record=True)
+    narrow.print(_table(runs, 45))
+    assert "│ energy " in narrow.export_text()  # a row per metric

@@ -176,29 +176,46 @@ def run_with_progress(spec: SimSpec, show: bool) -> SimOutcome:
         return simulate(spec, progress=cb)
 
 
-def _table(runs: list[dict[str, Any]]) -> Table:
-    all_cols: tuple[tuple[str, str, str], ...] = (
-        ("energy_delivered_ratio", "energy", "{:.1%}"),
-        ("demands_met_ratio", "met", "{:.1%}"),
-        ("unmet_kwh_p95", "unmet95 kWh", "{:.1f}"),
-        ("peak_site_kw", "peak kW", "{:.1f}"),
-        ("violation_amp_seconds", "over A·s", "{:.3g}"),
-        ("max_violation_a", "over A", "{:.1f}"),
-        ("start_stop_events", "stops", "{:,}"),
-        ("jain_fairness", "Jain", "{:.3f}"),
-        ("energy_cost", "cost", "{:,.0f}"),
-        ("demand_charge", "demand", "{:,.0f}"),
-        ("wall_s", "wall s", "{:.1f}"),
-    )
+_METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("energy_delivered_ratio", "energy", "{:.1%}"),
+    ("demands_met_ratio", "met", "{:.1%}"),
+    ("unmet_kwh_p95", "unmet95 kWh", "{:.1f}"),
+    ("peak_site_kw", "peak kW", "{:.1f}"),
+    ("violation_amp_seconds", "over A·s", "{:.3g}"),
+    ("max_violation_a", "over A", "{:.1f}"),
+    ("start_stop_events", "stops", "{:,}"),
+    ("jain_fairness", "Jain", "{:.3f}"),
+    ("energy_cost", "cost", "{:,.0f}"),
+    ("demand_charge", "demand", "{:,.0f}"),
+    ("wall_s", "wall s", "{:.1f}"),
+)
+
+
+def _table(runs: list[dict[str, Any]], width: int = 200) -> Table:
+    """One row per policy; on a console narrower than that needs (a pipe, a phone's
+    terminal), one row per metric with the policies as columns, so nothing is cut."""
     # Columns that are empty for every row (no tariff: no cost) are left out.
-    cols = tuple(c for c in all_cols if any(r.get(c[0]) is not None for r in runs))
+    cols = tuple(c for c in _METRIC_COLUMNS if any(r.get(c[0]) is not None for r in runs))
+    cells = [
+        ["-" if r.get(k) is None else fmt.format(r[k]) for k, _, fmt in cols] for r in runs
+    ]
+    names = [str(r["policy"]) for r in runs]
     t = Table(title="ampshare simulate")
-    t.add_column("policy", no_wrap=True)
-    for _, label, _ in cols:
-        t.add_column(label, justify="right", no_wrap=True)
-    for r in runs:
-        cells = ["-" if r.get(k) is None else fmt.format(r[k]) for k, _, fmt in cols]
-        t.add_row(str(r["policy"]), *cells)
+    wide = max(map(len, names), default=6) + sum(
+        max(len(label), *(len(row[k]) for row in cells)) + 3 for k, (_, label, _) in enumerate(cols)
+    )
+    if wide <= width:
+        t.add_column("policy", no_wrap=True)
+        for _, label, _ in cols:
+            t.add_column(label, justify="right", no_wrap=True)
+        for name, row in zip(names, cells, strict=True):
+            t.add_row(name, *row)
+        return t
+    t.add_column("metric", no_wrap=True)
+    for name in names:
+        t.add_column(name, justify="right")
+    for k, (_, label, _) in enumerate(cols):
+        t.add_row(label, *(row[k] for row in cells))
     return t
 
 
@@ -326,6 +343,6 @@ def _run(
         else:
             json_out.write_text(text + "\n", encoding="utf-8")
     if json_out is None or str(json_out) != "-":
-        Console().print(
-            _table(runs + ([{"policy": "offline optimum", **doc["optimum"]}] if optimum else []))
-        )
+        console = Console()
+        rows = runs + ([{"policy": "offline optimum", **doc["optimum"]}] if optimum else [])
+        console.print(_table(rows, console.width))
