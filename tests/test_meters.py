@@ -217,3 +217,15 @@ def test_public_api_is_pinned() -> None:
         "topic_id"]
     assert all(hasattr(meters, n) for n in meters.__all__)
     assert all(hasattr(mqtt, n) for n in mqtt.__all__)
+
+
+async def test_a_driver_bug_does_not_stop_the_polling(caplog: pytest.LogCaptureFixture) -> None:
+    clock = VirtualClock(100.0)
+    rude = _Rude(clock)  # raises ValueError first, then answers
+    coord = MeterCoordinator(rude, clock, timeout_s=10.0)
+    with caplog.at_level(logging.ERROR, logger="ampshare.adapters.meters"):
+        assert await coord.poll_once() is None
+    assert isinstance(coord.last_error, DeviceProtocolError)
+    assert "ValueError: boom" in str(coord.last_error)
+    assert any("unexpected error" in r.message for r in caplog.records)
+    assert await coord.poll_once() is not None  # the next poll is made, and succeeds

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ampshare.adapters.meters._port import MeterSource
 from ampshare.clock import Clock
 from ampshare.core.snapshot import MeterReading
-from ampshare.errors import DeviceError, DeviceUnavailable
+from ampshare.errors import DeviceError, DeviceProtocolError, DeviceUnavailable
 
 __all__ = ["MeterCoordinator", "MeterStatus"]
 
@@ -99,6 +99,15 @@ class MeterCoordinator:
             return None
         except DeviceError as exc:
             self._failed(exc)
+            return None
+        except Exception as exc:
+            # A driver bug (a foreign exception the conformance check should have caught):
+            # counted as an unusable answer, with its traceback once, and polling goes on, as
+            # Home Assistant's coordinator does; a meter is never dropped for good by one bug.
+            if not self._lost:
+                log.exception("meter %s: unexpected error from its driver", self.meter_id)
+            self._failed(DeviceProtocolError(
+                f"meter {self.meter_id}: driver error {type(exc).__name__}: {exc}"))
             return None
         self._succeeded(reading)
         return reading
