@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ampshare.adapters.meters import (
     P1Meter,
@@ -226,3 +228,36 @@ async def test_a_port_that_cannot_be_opened_says_why_at_once() -> None:
         with pytest.raises(DeviceUnavailable, match="no-such-p1-port"):
             await meter.read()
     await meter.close()
+
+
+_NOISY = SESSION[0] + SESSION[1]
+# Where noise does most harm: the CRC digits after '!', and line ends (a '!' just before one
+# makes the framing cut a telegram short).
+_WEAK_SPOTS = [i for i, c in enumerate(_NOISY) if c == "\r" or _NOISY[max(0, i - 5):i].count("!")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.integers(0, len(_NOISY) - 1), st.sampled_from(_WEAK_SPOTS)),
+                          st.one_of(st.sampled_from("!/()*:G"),
+                                    st.characters(min_codepoint=32, max_codepoint=126))),
+                min_size=1, max_size=12))
+def test_line_noise_never_escapes_the_driver(noise: list[tuple[int, str]]) -> None:
+    # Characters flipped anywhere: the telegram is refused with our error, or still parses;
+    # the reading task never dies of a foreign exception.
+    chars = list(_NOISY)
+    for pos, char in noise:
+        chars[pos - 1 if chars[pos] == "\r" and char == "!" else pos] = char
+    meter = P1Meter("p1", url="socket://unused:1", dsmr_version="5", clock=VirtualClock())
+    meter.feed("".join(chars))
+    assert meter._latest is not None or meter._error is not None or not meter._arrived.is_set()
+
+
+def test_a_stray_bang_in_the_header_is_a_protocol_error() -> None:
+    # Noise turns "/XMX5L..." into "/!MX5L...": dsmr-parser reads "MX5L" as the CRC and raises
+    # ValueError; the driver must report a bad telegram, and its reading task must live on.
+    bad = "/!" + SESSION[0][2:]
+    with pytest.raises(DeviceProtocolError, match="bad P1 telegram"):
+        parse_telegram(bad)
+    meter = P1Meter("p1", url="socket://unused:1", dsmr_version="5", clock=VirtualClock())
+    meter.feed(bad)
+    assert meter._error is not None

@@ -104,7 +104,7 @@ def parse_telegram(text: str, dsmr_version: str = "5") -> Any:
     spec = _SPECS[dsmr_version][0]
     try:
         return TelegramParser(spec).parse(text, throw_ex=True)
-    except (ParseError, InvalidChecksumError) as exc:
+    except (ParseError, InvalidChecksumError, ValueError) as exc:
         raise DeviceProtocolError(f"bad P1 telegram: {exc}") from None
 
 
@@ -180,7 +180,8 @@ class P1Meter:
                 self._latest = reading_from_values(self._meter_id, self._clock.now_s(),
                                                    telegram_values(telegram))
                 self._error = None
-            except (ParseError, InvalidChecksumError, DeviceProtocolError) as exc:
+            except (ParseError, InvalidChecksumError, DeviceProtocolError, ValueError) as exc:
+                # ValueError: dsmr-parser's, when noise puts a '!' before letters (read as CRC).
                 self._error = DeviceProtocolError(f"meter {self._meter_id}: bad P1 telegram: "
                                                   f"{exc}")
             self._arrived.set()
