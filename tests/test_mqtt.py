@@ -19,6 +19,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ampshare.adapters.meters import MqttMeter, Quantity, TopicValue, check_conformance
 from ampshare.adapters.meters._mqtt import extract_value
@@ -113,6 +115,26 @@ def test_value_paths() -> None:
                      (b'{"a":[1]}', "/a/x")]:
         with pytest.raises(DeviceProtocolError):
             extract_value(bad, ptr)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=64), st.recursive(
+           st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=8)),
+           lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                   st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+           max_leaves=10).map(lambda doc: json.dumps(doc).encode())),
+       st.one_of(st.just(""), st.text(alphabet="/ab01~", max_size=8)))
+def test_any_payload_gives_a_number_or_our_error(payload: bytes, pointer: str) -> None:
+    try:
+        value = extract_value(payload, pointer)
+    except DeviceProtocolError:
+        return
+    assert isinstance(value, float)
+
+
+def test_a_deeply_nested_payload_is_our_error() -> None:
+    with pytest.raises(DeviceProtocolError):
+        extract_value(b"[" * 100_000 + b"]" * 100_000, "/0")
 
 
 def _shelly(prefix: str, clock: VirtualClock, broker: Broker) -> MqttMeter:

@@ -68,7 +68,7 @@ def extract_value(payload: bytes | str, pointer: str) -> float:
     try:
         document = json.loads(text)
         value = resolve_pointer(document, pointer)
-    except (ValueError, KeyError, IndexError):
+    except (ValueError, KeyError, IndexError, RecursionError):  # RecursionError: [[[[...
         raise DeviceProtocolError(
             f"payload {text[:80]!r} has no value at {pointer or 'its root'!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
