@@ -268,6 +268,32 @@ def test_bad_commands_say_why(topic: str, payload: str, text: str) -> None:
         parse_command("p", topic, payload, NOW)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["p/charger/c/set", "p/charger/c/set/departure",
+                        "p/charger/c/set/energy_kwh", "p/charger/c/set/priority",
+                        "p/charger/c/set/x", "p/charger//set", "p/other"]),
+       st.one_of(st.binary(max_size=40), st.text(max_size=40).map(str.encode),
+                 st.dictionaries(st.sampled_from(["departure", "energy_kwh", "priority", "x"]),
+                                 st.one_of(st.none(), st.floats(), st.integers(), st.text(
+                                     max_size=30), st.lists(st.integers(), max_size=2)),
+                                 max_size=3).map(lambda d: json.dumps(d).encode())))
+def test_any_command_message_is_commands_or_input_error(topic: str, payload: bytes) -> None:
+    try:
+        commands = parse_command("p", topic, payload, NOW)
+    except InputError:
+        return
+    for c in commands:
+        assert c.field in ("departure", "energy_kwh", "priority")
+        assert c.value is None or (c.value == c.value and abs(c.value) != float("inf"))
+        if c.field == "departure" and c.value is not None:
+            assert c.value > NOW
+
+
+def test_a_deeply_nested_command_is_refused() -> None:
+    with pytest.raises(InputError, match="not JSON"):
+        parse_command("p", "p/charger/c/set", b"[" * 100_000 + b"]" * 100_000, NOW)
+
+
 def test_apply_command_changes_only_its_field() -> None:
     s = Session(session_id="s1", charger_id="c", arrival_s=NOW - 60, energy_wanted_wh=5000.0)
     s2 = apply_command(s, SessionCommand(charger_id="c", field="priority", value=3.0,

@@ -114,7 +114,7 @@ def parse_command(prefix: str, topic: str, payload: bytes | str, now_s: float
     if len(parts) == 2 and parts[1] == "set":
         try:
             doc = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InputError(f"{topic}: payload is not JSON") from None
         if not isinstance(doc, dict) or not doc:
             raise InputError(f"{topic}: send a JSON object with any of {', '.join(FIELDS)}")
