@@ -276,6 +276,26 @@ def test_admin_policy_and_caps(client: httpx.Client, store: SqlStore) -> None:
     assert client.get("/api/v1/events?alerts_only=true&open_only=true", headers=READ).json() == []
 
 
+def test_a_session_named_again_is_resumed_not_overwritten(
+    runtime: InMemoryRuntime, store: SqlStore
+) -> None:
+    # A restart or a reconnect: the charger names a transaction the store already holds.
+    runtime.edit_session("s1", {"departure_s": T0 + 3600.0}, by="manager")
+    runtime.update(energy_wh={"s1": 5000.0})
+    runtime.end_session("s1")
+    runtime.start_session(Session(session_id="s1", charger_id="cp01", arrival_s=T0 + 100))
+    rec = store.session("s1")
+    assert rec is not None
+    assert rec.active
+    assert (rec.session.departure_s, rec.edited_by) == (T0 + 3600.0, "manager")
+    assert (rec.session.arrival_s, rec.session.energy_delivered_wh) == (T0 - 600, 5000.0)
+    assert rec.session.energy_wanted_wh == 20_000.0
+    live = runtime.view().session_at("cp01")
+    assert live is not None
+    assert live.departure_s == T0 + 3600.0
+    assert store.events(limit=1)[0].kind == "session_resumed"
+
+
 def test_sessions_list_and_limit_events_with_reasons(
     client: httpx.Client, runtime: InMemoryRuntime
 ) -> None:

@@ -406,6 +406,34 @@ async def test_a_paused_car_is_reported_suspended_and_resumes(
     await cp.close()
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_restarted_central_system_learns_the_running_transaction_at_once(
+        clock: VirtualClock, protocol: str) -> None:
+    settings = OcppSection(host="127.0.0.1", port=0, min_write_interval_s=0, call_timeout_s=5)
+    options = LinkOptions(boot_wait_s=0.1)
+    async with CentralSystem(site=make_site(), settings=settings, clock=clock,
+                             options=options) as first:
+        cp = await join(first, "cp1", protocol, clock)
+        tx = await cp.start_transaction()
+        port = first.port
+    # The first process is gone; a new one listens on the same port. The charger reconnects
+    # without rebooting and says nothing by itself: the new one asks (TriggerMessage).
+    again = settings.model_copy(update={"port": port})
+    async with CentralSystem(site=make_site(), settings=again, clock=clock,
+                             options=options) as second:
+        await cp.reconnect(f"ws://127.0.0.1:{port}/ocpp")
+        await second.wait_ready("cp1")
+        await until(lambda: second.snapshot().session("cp1") is not None)
+        assert second.snapshot().session("cp1").session_id == f"cp1:{tx}"  # type: ignore[union-attr]
+        await until(lambda: second.snapshot().state("cp1").status  # type: ignore[union-attr]
+                    is ChargerStatus.CHARGING)
+        # ... so the first live limit is a TxProfile for that transaction.
+        assert (await second.set_limit(SetLimit(charger_id="cp1", limit_a=12.0,
+                                                phases=3))).purpose is ProfilePurpose.TX
+        assert cp.received[-1].transaction_id == tx
+        await cp.close()
+
+
 async def test_a_charger_not_yet_joined_is_offline_since_the_start(
         cs: CentralSystem, clock: VirtualClock) -> None:
     clock.advance(30)

@@ -22,6 +22,7 @@ from ampshare.adapters.ocpp._v16 import capabilities_from_config
 from ampshare.adapters.ocpp._v201 import capabilities_from_variables
 from ampshare.adapters.ocpp.port import ProfilePurpose
 from ampshare.core.site import Charger, Connection, Line
+from ampshare.core.snapshot import ChargerStatus
 from ampshare.errors import InputError
 
 T0 = 1_700_000_000.0
@@ -138,6 +139,25 @@ def test_tracker_places_late_samples_by_time() -> None:
     assert tr.session().energy_delivered_wh == 500.0  # type: ignore[union-attr]
     assert [s.t_s for s in tr.history] == sorted(s.t_s for s in tr.history)
     assert len(tr.history) == 6
+
+
+def test_tracker_status_is_not_hopeful_before_the_charger_reports_it() -> None:
+    tr = ChargerTracker(CH, since_s=T0)
+    assert tr.state().status is ChargerStatus.OFFLINE
+    assert tr.state().t_s == T0  # offline since the central system started
+    tr.connected()
+    tr.seen(T0 + 5)
+    # Connected, nothing reported: never "Available" (that would end a running session).
+    assert tr.state().status is ChargerStatus.UNAVAILABLE
+    tr.start_tx(tx_id="7", connector_id=1, t_s=T0, meter_start_wh=None)
+    assert tr.state().status is ChargerStatus.PREPARING
+    tr.on_status(ChargerStatus.CHARGING, T0 + 6)
+    assert tr.state().status is ChargerStatus.CHARGING
+    tr.gone(T0 + 9)
+    assert (tr.state().status, tr.state().t_s) == (ChargerStatus.OFFLINE, T0 + 9)
+    tr.connected()
+    tr.seen(T0 + 20)
+    assert tr.state().status is ChargerStatus.PREPARING  # may have changed while away
 
 
 def test_capabilities_parsed() -> None:

@@ -45,20 +45,41 @@ async def _connect_all(url: str, ids: list[str], protocol: str, opts: SimOptions
     return cps
 
 
-async def _charge(cp: Any, stagger_s: float) -> None:
+async def _charge(cp: Any, url: str, stagger_s: float) -> None:
+    """Plug a car in, then report meter values; when the central system goes away, reconnect
+    (keeping the transaction, as a charger does) with a growing pause between attempts."""
     await asyncio.sleep(stagger_s)
-    await cp.start_transaction()
     while True:
-        await asyncio.sleep(cp.opts.meter_interval_s)
-        await cp.meter_values()
+        try:
+            if cp.tx_id is None:
+                await cp.start_transaction()
+            await asyncio.sleep(cp.opts.meter_interval_s)
+            await cp.meter_values()
+        except DeviceError:
+            await _reconnect(cp, url)
+
+
+async def _reconnect(cp: Any, url: str) -> None:
+    pause_s = 1.0
+    while True:
+        await asyncio.sleep(pause_s)
+        try:
+            await cp.reconnect(url)
+            return
+        except DeviceError:
+            pause_s = min(30.0, 2 * pause_s)
+
+
+def _connected(cp: Any) -> bool:
+    return cp.run_task is not None and not cp.run_task.done()
 
 
 def _summary(cps: list[Any]) -> str:
     charging = [cp for cp in cps if cp.tx_id is not None]
     offered = sum(cp.offered_a() for cp in charging)
     drawn = sum(cp.current_a() for cp in charging)
-    return (f"{len(cps)} connected, {len(charging)} charging, offered {offered:.1f} A, "
-            f"drawing {drawn:.1f} A (per phase, summed)")
+    return (f"{sum(map(_connected, cps))} of {len(cps)} connected, {len(charging)} charging, "
+            f"offered {offered:.1f} A, drawing {drawn:.1f} A (per phase, summed)")
 
 
 async def _fleet(url: str, ids: list[str], protocol: str, opts: SimOptions, *,
@@ -74,7 +95,8 @@ async def _fleet(url: str, ids: list[str], protocol: str, opts: SimOptions, *,
     if not cps:
         raise DeviceError(f"no simulated charger could connect to {url}")
     n = len(cps)
-    tasks = [asyncio.create_task(_charge(cp, stagger_s * i / n)) for i, cp in enumerate(cps)]
+    tasks = [asyncio.create_task(_charge(cp, url, stagger_s * i / n))
+             for i, cp in enumerate(cps)]
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), min(10.0, max(1.0, opts.meter_interval_s)))

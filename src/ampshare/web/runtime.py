@@ -243,15 +243,25 @@ class InMemoryRuntime:
             self._changed()
 
     def start_session(self, session: Session) -> None:
-        """A car plugged in (persisted before it becomes visible)."""
+        """A car plugged in (persisted before it becomes visible).
+
+        A session the store already holds (its charger named the same transaction again,
+        e.g. after a restart or a reconnect) is *resumed*: what drivers and managers set, the
+        arrival and the energy delivered are kept, not overwritten by the charger's view."""
         if session.charger_id not in {c.id for c in self._site.chargers}:
             raise InputError(f"session {session.session_id}: unknown charger {session.charger_id}")
-        self._store.save_session(SessionRecord(session=session))
+        old = self._store.session(session.session_id)
+        if old is not None and old.session.charger_id == session.charger_id:
+            session = _resumed(session, old.session)
+            self._store.save_session(
+                SessionRecord(session=session, edited_by=old.edited_by, edited_s=old.edited_s)
+            )
+            kind, what = "session_resumed", f"car on {session.charger_id} again: session resumed"
+        else:
+            self._store.save_session(SessionRecord(session=session))
+            kind, what = "session_started", f"car plugged into {session.charger_id}"
         self._event(
-            "session_started",
-            f"car plugged into {session.charger_id}",
-            subject=session.charger_id,
-            data={"session_id": session.session_id},
+            kind, what, subject=session.charger_id, data={"session_id": session.session_id}
         )
         with self._lock:
             self._sessions[session.session_id] = session
@@ -482,6 +492,19 @@ class InMemoryRuntime:
                 data=dict(data or {}),
             )
         )
+
+
+def _resumed(new: Session, stored: Session) -> Session:
+    """``new`` (the charger's view) with what the store kept: declared inputs where the store
+    has them, the earlier arrival, the larger energy delivered."""
+    kept = {k: getattr(stored, k) for k in EDITABLE_SESSION_FIELDS
+            if getattr(stored, k) is not None}
+    return replace(
+        new,
+        **kept,
+        arrival_s=min(new.arrival_s, stored.arrival_s),
+        energy_delivered_wh=max(new.energy_delivered_wh, stored.energy_delivered_wh),
+    )
 
 
 def _describe(field_name: str, value: float | int | None) -> str:

@@ -60,6 +60,7 @@ class LinkBase:
     _handle_call: Callable[[Any], Awaitable[Any]]
     _response_queue: asyncio.Queue[Any]
     _protocol_error_code = "FormatViolation"
+    _TX_REPORT = "TransactionEvent"  # the message that names a running transaction
 
     def _init_link(self, hub: Hub) -> None:
         self.hub = hub
@@ -87,6 +88,10 @@ class LinkBase:
 
     async def composite_limit(self, connector_id: int) -> float | None:
         """The limit the charger says it applies now (GetCompositeSchedule), in its unit."""
+        raise NotImplementedError
+
+    async def _trigger(self, message: str) -> str:
+        """Ask the charger to send ``message`` now (TriggerMessage); returns its status."""
         raise NotImplementedError
 
     # --- tasks --------------------------------------------------------------------------
@@ -119,8 +124,22 @@ class LinkBase:
                 await self._configure_metering()
             except DeviceError as e:
                 log.info("%s: metering configuration failed: %s", self.id, e)
+            await self._ask_for_news()
             await self.reassert()
         self.ready.set()
+
+    async def _ask_for_news(self) -> None:
+        """A charger that reconnects without rebooting repeats neither its status nor its
+        transaction: ask for both (TriggerMessage) rather than wait for its next meter values,
+        so that a restarted central system knows the running transaction at once."""
+        for message in ("StatusNotification", self._TX_REPORT):
+            try:
+                status = await self._trigger(message)
+            except DeviceError as e:
+                log.info("%s: TriggerMessage %s failed: %s", self.id, message, e)
+                continue
+            if status != "Accepted":
+                log.info("%s: TriggerMessage %s: %s", self.id, message, status)
 
     async def reassert(self) -> None:
         """Send the fallback and the live limit again (reconnect, SuspendedEVSE->Charging)."""

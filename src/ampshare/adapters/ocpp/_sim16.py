@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ocpp.v16 import ChargePoint as _Cp16
@@ -11,6 +12,7 @@ from ampshare.adapters.ocpp._lib import after, on
 from ampshare.adapters.ocpp._lib import call as ocpp_call
 from ampshare.adapters.ocpp.sim import SimBase, SimOptions, _profile_from, stamp
 from ampshare.clock import Clock
+from ampshare.errors import DeviceError
 
 __all__ = ["SimChargePoint16"]
 
@@ -122,6 +124,21 @@ class SimChargePoint16(SimBase, _Cp16):  # type: ignore[misc]
     @after("ClearChargingProfile")
     async def after_clear_charging_profile(self, **_: Any) -> None:
         await self.report_state()
+
+    @on("TriggerMessage")
+    def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
+        known = requested_message in ("StatusNotification", "MeterValues", "Heartbeat")
+        return call_result.TriggerMessage(status="Accepted" if known else "NotImplemented")
+
+    @after("TriggerMessage")
+    async def after_trigger_message(self, requested_message: str, **_: Any) -> None:
+        with contextlib.suppress(DeviceError):  # the socket closed meanwhile
+            if requested_message == "StatusNotification":
+                await self.status(self.car_state() or "Available")
+            elif requested_message == "MeterValues":
+                await self.meter_values()
+            elif requested_message == "Heartbeat":
+                await ocpp_call(self, call.Heartbeat())
 
     @on("GetCompositeSchedule")
     def on_get_composite_schedule(self, connector_id: int, duration: int,

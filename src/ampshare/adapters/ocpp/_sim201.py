@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Any
 
@@ -12,6 +13,7 @@ from ampshare.adapters.ocpp._lib import after, on
 from ampshare.adapters.ocpp._lib import call as ocpp_call
 from ampshare.adapters.ocpp.sim import SimBase, SimOptions, _profile_from, stamp
 from ampshare.clock import Clock
+from ampshare.errors import DeviceError
 
 __all__ = ["SimChargePoint201"]
 
@@ -176,6 +178,25 @@ class SimChargePoint201(SimBase, _Cp201):  # type: ignore[misc]
     @after("ClearChargingProfile")
     async def after_clear_charging_profile(self, **_: Any) -> None:
         await self.report_state()
+
+    @on("TriggerMessage")
+    def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
+        known = requested_message in ("StatusNotification", "TransactionEvent", "MeterValues",
+                                      "Heartbeat")
+        return call_result.TriggerMessage(status="Accepted" if known else "NotImplemented")
+
+    @after("TriggerMessage")
+    async def after_trigger_message(self, requested_message: str, **_: Any) -> None:
+        with contextlib.suppress(DeviceError):  # the socket closed meanwhile
+            if requested_message == "StatusNotification":
+                await self.status("Occupied" if self.tx_id else "Available")
+            elif requested_message == "TransactionEvent" and self.tx_id is not None:
+                self.reported_state = self.car_state()
+                await self._event("Updated", "Trigger", self.reported_state)
+            elif requested_message == "MeterValues":
+                await self.meter_values()
+            elif requested_message == "Heartbeat":
+                await ocpp_call(self, call.Heartbeat())
 
     @on("GetCompositeSchedule")
     def on_get_composite_schedule(self, duration: int, evse_id: int,

@@ -38,6 +38,9 @@ class ChargerTracker:
         self.status = ChargerStatus.AVAILABLE
         self.last_seen_s = 0.0
         self.offline_since_s = since_s
+        # Whether the status was reported on this connection: a charger reconnecting without
+        # a reboot does not repeat it, and what it said before may no longer hold.
+        self.status_known = False
         self.installed_limit_a: float | None = None
         self.hard_cap_a: float | None = None
         self.history: list[Sample] = []
@@ -50,6 +53,10 @@ class ChargerTracker:
         self.online = True
         self.last_seen_s = max(self.last_seen_s, t_s)
 
+    def connected(self) -> None:
+        """A new connection: the status is unknown until the charger reports it."""
+        self.status_known = False
+
     def gone(self, t_s: float) -> None:
         """The connection closed at ``t_s``."""
         self.online = False
@@ -60,8 +67,18 @@ class ChargerTracker:
         resumed = (self.status is ChargerStatus.SUSPENDED_EVSE
                    and status is ChargerStatus.CHARGING)
         self.status = status
+        self.status_known = True
         self.seen(t_s)
         return resumed
+
+    def _status(self) -> ChargerStatus:
+        if not self.online:
+            return ChargerStatus.OFFLINE
+        if self.status_known:
+            return self.status
+        # Not reported yet on this connection: a car we know of is plugged in; otherwise
+        # say nothing hopeful ("Available" would end a session that is still running).
+        return ChargerStatus.PREPARING if self.transaction else ChargerStatus.UNAVAILABLE
 
     # --- samples ------------------------------------------------------------------------
     def on_samples(self, samples: list[Sample], tx_id: str | None = None) -> None:
@@ -183,7 +200,7 @@ class ChargerTracker:
             # not joined since the start, so an "offline" event is dated when it was noticed).
             t_s=self.last_seen_s if self.online else max(self.last_seen_s, self.offline_since_s),
             online=self.online,
-            status=self.status if self.online else ChargerStatus.OFFLINE,
+            status=self._status(),
             measured_current_a=self._site_currents(),
             offered_current_a=offered.value if offered else None,
             power_w=self._power_w(),

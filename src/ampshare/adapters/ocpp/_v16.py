@@ -66,6 +66,7 @@ class CsmsV16(LinkBase, _Cp16):  # type: ignore[misc]
     """One connected 1.6J charge point, seen from the central system."""
 
     _protocol_error_code = "FormationViolation"  # sic: the 1.6 JSON spec's spelling
+    _TX_REPORT = "MeterValues"  # sent with the transactionId of a running transaction
 
     def __init__(self, cp_id: str, connection: Any, hub: Hub) -> None:
         _Cp16.__init__(self, cp_id, connection, response_timeout=hub.settings.call_timeout_s)
@@ -166,6 +167,10 @@ class CsmsV16(LinkBase, _Cp16):  # type: ignore[misc]
         res = await fast_call(self, "SetChargingProfile", {
             "connectorId": spec.connector_id, "csChargingProfiles": profile_v16(spec)})
         return checked_status(self.id, res.get("status"), _PROFILE_STATUSES)
+
+    async def _trigger(self, message: str) -> str:
+        res = await ocpp_call(self, call.TriggerMessage(requested_message=message))
+        return str(res.status)
 
     async def composite_limit(self, connector_id: int) -> float | None:
         res = await ocpp_call(self, call.GetCompositeSchedule(

@@ -206,6 +206,10 @@ class CsmsV201(LinkBase, _Cp201):  # type: ignore[misc]
             "evseId": spec.connector_id, "chargingProfile": profile_v201(spec)})
         return checked_status(self.id, res.get("status"), _PROFILE_STATUSES)
 
+    async def _trigger(self, message: str) -> str:
+        res = await ocpp_call(self, call.TriggerMessage(requested_message=message))
+        return str(res.status)
+
     async def composite_limit(self, connector_id: int) -> float | None:
         res = await ocpp_call(self, call.GetCompositeSchedule(
             duration=60, evse_id=connector_id, charging_rate_unit=self._unit()))

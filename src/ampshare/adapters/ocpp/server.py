@@ -216,6 +216,7 @@ class CentralSystem:
             old.cancel_tasks()
             await old.socket.close(1000, "replaced by a new connection")
         self.hub.links[cp] = link
+        link.tracker.connected()
         link.tracker.seen(self.hub.clock.now_s())
         self.hub.notify()
         link.spawn(link.startup())
