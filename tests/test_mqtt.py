@@ -117,7 +117,7 @@ def test_value_paths() -> None:
             extract_value(bad, ptr)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.one_of(st.binary(max_size=64), st.recursive(
            st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=8)),
            lambda inner: st.one_of(st.lists(inner, max_size=3),
@@ -268,7 +268,7 @@ def test_bad_commands_say_why(topic: str, payload: str, text: str) -> None:
         parse_command("p", topic, payload, NOW)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(["p/charger/c/set", "p/charger/c/set/departure",
                         "p/charger/c/set/energy_kwh", "p/charger/c/set/priority",
                         "p/charger/c/set/x", "p/charger//set", "p/other"]),
