@@ -9,7 +9,10 @@ reading arrives showing the building load jumped so that every car must be lower
 Prints JSON: {"results": [{"chargers": N, "decision_median_ms": x, "decision_p99_ms": y,
 "decision_cpu_median_ms": CPU time of the step (less sensitive to a shared machine),
 "allocate_median_ms": z (the allocator's share of the step), "control_cpu_median_ms": CPU
-time of the step without ``allocate`` (measured inside each timed step), ...}, ...]}
+time of the step without ``allocate`` (measured inside each timed step),
+"tracks_read_cpu_median_ms": CPU time to read every charger's track of the new state once
+(``state.tracks`` builds a ``ChargerTrack`` when first read: what a reader of all of them,
+such as the MQTT publisher or the simulator, pays after the step), ...}, ...]}
 Run: python3 bench/control.py [--repeat 200]
 """
 
@@ -166,6 +169,7 @@ def measure(n: int, repeat: int) -> dict[str, float | int]:
     finally:
         _step_module.allocate = real
     alloc_ms = _allocate_alone(site, settings, policy, state, overload, now + 0.5, repeat)
+    read = _tracks_read(site, settings, policy, state, overload, now + 0.5, repeat)
     decreases = [
         c for c in res.commands if isinstance(c, SetLimit) and c.limit_a < limits[c.charger_id]
     ]
@@ -178,6 +182,7 @@ def measure(n: int, repeat: int) -> dict[str, float | int]:
         "decision_cpu_median_ms": round(statistics.median(cpu), 3),
         "allocate_median_ms": round(alloc_ms, 3),
         "control_cpu_median_ms": round(statistics.median(rest), 3),
+        "tracks_read_cpu_median_ms": round(read, 3),
         "repeat": repeat,
     }
 
@@ -201,6 +206,18 @@ def _allocate_alone(site, settings, policy, state, inputs, now, repeat):  # type
         t = time.perf_counter()
         real(captured[0])
         times.append((time.perf_counter() - t) * 1000.0)
+    return statistics.median(times)
+
+
+def _tracks_read(site, settings, policy, state, inputs, now, repeat):  # type: ignore[no-untyped-def]
+    """Median CPU time of reading every track of a fresh step's new state once."""
+    times = []
+    for _ in range(repeat):
+        res = step(site, settings, policy, state, inputs, now)
+        c = time.process_time()
+        for track in res.state.tracks.values():
+            assert track.limit_a is not None
+        times.append((time.process_time() - c) * 1000.0)
     return statistics.median(times)
 
 

@@ -11,7 +11,7 @@ their own shares it is not. So no assumption about how long a car takes to start
   could run out, the charger is counted in the allocation at what it would offer a car
   (``FixedLoad``), so the others only get what is left beside it;
 * a charger that gets a session while no acknowledged lease is known in force is counted at
-  its fallback too (``lapsed``), so its share is taken from the others first (decreases first).
+  its fallback too (``lapse``), so its share is taken from the others first (decreases first).
 
 The fallback on connector/EVSE 0 still holds when the hold's lease runs out: a controller
 that is gone leaves every charger at its fallback, which is safe on its own.
@@ -19,11 +19,9 @@ that is gone leaves every charger at its fallback, which is safe on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 from ampshare.control._index import SiteIndex
 from ampshare.control._settings import ControlSettings
-from ampshare.control._types import ChargerTrack, evolve
+from ampshare.control._table import TrackTable
 from ampshare.core.allocation import ChargerLimit, FixedLoad, Reason, ReasonKind
 
 __all__ = [
@@ -31,8 +29,7 @@ __all__ = [
     "idle_limit_a",
     "idle_loads",
     "idle_targets",
-    "lapsed",
-    "lease_known",
+    "lapse",
     "settle_idle",
 ]
 
@@ -46,39 +43,33 @@ def guard_s(settings: ControlSettings) -> float:
     return min(settings.ack_timeout_s + settings.ev_reaction_s, settings.lease_s / 4)
 
 
-def lease_known(t: ChargerTrack, now_s: float, settings: ControlSettings) -> bool:
-    """An acknowledged lease is in force for at least ``guard_s`` more."""
-    return now_s < t.held_until_s - guard_s(settings)
-
-
 def idle_limit_a(index: SiteIndex, charger_id: str) -> float:
     c = index.chargers[charger_id]
     return 0.0 if c.zero_pauses else c.min_current_a
 
 
-def _offer_a(t: ChargerTrack, now_s: float, settings: ControlSettings) -> float:
-    """Per phase, the most the idle charger may offer a car plugging in now."""
-    if t.limit_a is not None and lease_known(t, now_s, settings):
-        # acknowledged: an arriving car sees this limit at once (a decrease still "pending"
-        # only waits for a car that has left); a draw it still reports counts as well
-        return max(t.limit_a, t.measured_a)
-    return max(t.fallback_a, t.high_a, t.limit_a or 0.0)
-
-
 def idle_loads(
     index: SiteIndex,
-    tracks: Mapping[str, ChargerTrack],
-    idle: Iterable[str],
+    table: TrackTable,
+    idle: list[int],
     now_s: float,
     settings: ControlSettings,
 ) -> list[FixedLoad]:
-    """Idle online chargers counted at their offer (none for an offer of 0 A)."""
+    """Idle online chargers (rows ``idle``) counted at the most they may offer a car
+    plugging in now (none for an offer of 0 A): an acknowledged limit if its lease is known
+    in force (a decrease still "pending" only waits for a car that has left; a draw it still
+    reports counts as well), else the highest of its fallback and what it may offer."""
     out = []
-    for cid in idle:
-        t = tracks[cid]
-        value = _offer_a(t, now_s, settings)
+    guard = guard_s(settings)
+    for i in idle:
+        limit = table.limit_a[i]
+        if limit is not None and now_s < table.held_until_s[i] - guard:
+            value = max(limit, table.measured_a[i])
+        else:
+            value = max(table.fallback_a[i], table.high_a[i], limit or 0.0)
         if value <= 0.0:
             continue
+        cid = table.ids[i]
         lines = index.lines[cid]
         per_line = (
             value if 0 in lines else 0.0,
@@ -91,44 +82,58 @@ def idle_loads(
 
 
 def idle_targets(
-    index: SiteIndex, tracks: Mapping[str, ChargerTrack], idle: Iterable[str]
-) -> dict[str, ChargerLimit]:
-    """The idle limit for every idle online charger that could offer more than it (its
-    fallback, or a limit left from a session that ended)."""
-    out: dict[str, ChargerLimit] = {}
-    for cid in idle:
-        t = tracks[cid]
+    index: SiteIndex, table: TrackTable, idle: list[int]
+) -> list[tuple[int, ChargerLimit]]:
+    """The idle limit for every idle online charger (rows ``idle``) that could offer more
+    than it (its fallback, or a limit left from a session that ended), as (row, limit)."""
+    out: list[tuple[int, ChargerLimit]] = []
+    for i in idle:
+        cid = table.ids[i]
         low = idle_limit_a(index, cid)
-        if max(t.fallback_a, t.high_a, t.limit_a or 0.0) <= low + 1e-9:
+        limit = table.limit_a[i]
+        if max(table.fallback_a[i], table.high_a[i], limit or 0.0) <= low + 1e-9:
             continue
         detail = f"idle: held at {low:g} A so that a car plugging in waits for its share"
-        out[cid] = ChargerLimit(
+        lim = ChargerLimit(
             charger_id=cid,
             limit_a=low,
             phases=len(index.lines[cid]) or 1,
             reason=Reason(kind=ReasonKind.NO_SESSION, detail=detail),
         )
+        out.append((i, lim))
     return out
 
 
-def lapsed(t: ChargerTrack, now_s: float, settings: ControlSettings) -> ChargerTrack:
+def lapse(
+    table: TrackTable, with_session: set[str], now_s: float, settings: ControlSettings
+) -> None:
     """A charger with a car and no acknowledged lease known in force may be offering its
     fallback: count it at that (with what it is seen drawing), and send it a limit afresh
     when its last lease ran out (a new session on an idle charger, or a lost refresh)."""
-    if not t.online or lease_known(t, now_s, settings):
-        return t
-    high = max(t.high_a, t.measured_a, t.fallback_a)
-    limit = None if now_s >= t.lease_until_s else t.limit_a
-    if high == t.high_a and limit == t.limit_a:
-        return t
-    new: ChargerTrack = evolve(t, high_a=high, limit_a=limit)
-    return new
+    guard = guard_s(settings)
+    if not table.ids or min(table.held_until_s) - guard > now_s:
+        return  # every lease known in force (the common case skips the loop)
+    pos, online, held_until = table.pos, table.online, table.held_until_s
+    high_a, limit_a = table.high_a, table.limit_a
+    for cid in with_session:
+        i = pos[cid]
+        if not online[i] or now_s < held_until[i] - guard:
+            continue
+        high = max(high_a[i], table.measured_a[i], table.fallback_a[i])
+        limit = None if now_s >= table.lease_until_s[i] else limit_a[i]
+        if high == high_a[i] and limit == limit_a[i]:
+            continue
+        high_a[i] = high
+        limit_a[i] = limit
+        table.obj[i] = None
 
 
-def settle_idle(t: ChargerTrack) -> ChargerTrack:
+def settle_idle(table: TrackTable, idle: list[int]) -> None:
     """An idle charger's acknowledged decrease needs no EV reaction time: no car is left to
     obey it (a car that still draws is counted by ``idle_loads`` at its measured draw)."""
-    if t.pending and t.acked_s is not None and t.limit_a is not None:
-        settled: ChargerTrack = evolve(t, high_a=t.limit_a)
-        return settled
-    return t
+    limit_a, high_a = table.limit_a, table.high_a
+    for i in idle:
+        limit = limit_a[i]
+        if limit is not None and high_a[i] > limit + 1e-9 and table.acked_s[i] is not None:
+            high_a[i] = limit
+            table.obj[i] = None

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ampshare.control._index import SiteIndex
-from ampshare.control._types import ChargerTrack, ControllerState, Event, EventKind, Severity
+from ampshare.control._table import TrackTable
+from ampshare.control._types import ControllerState, Event, EventKind, Severity
 from ampshare.core.allocation import Allocation, NodeHeadroom, NodeMeasurement
 
 __all__ = ["overload_events"]
@@ -20,7 +21,7 @@ def _flowing_a(
     node: NodeHeadroom,
     measured: Mapping[str, NodeMeasurement],
     index: SiteIndex,
-    tracks: Mapping[str, ChargerTrack],
+    table: TrackTable,
 ) -> tuple[float, float, float] | None:
     """Per line, the current known to flow through the node: a fresh meter's reading; for a
     node without one, its assumed other load plus what online chargers below report. None
@@ -31,9 +32,10 @@ def _flowing_a(
             return None
         return (m.current_a[0] or 0.0, m.current_a[1] or 0.0, m.current_a[2] or 0.0)
     flow = list(node.other_load_a)
-    for cid, t in tracks.items():
-        if t.online and node.node_id in index.ancestors[cid]:
-            flow = [f + v for f, v in zip(flow, t.measured_line_a, strict=True)]
+    rows = zip(table.ids, table.online, table.measured_line_a, strict=True)
+    for cid, online, line_a in rows:
+        if online and node.node_id in index.ancestors[cid]:
+            flow = [f + v for f, v in zip(flow, line_a, strict=True)]
     return (flow[0], flow[1], flow[2])
 
 
@@ -43,7 +45,7 @@ def overload_events(
     state: ControllerState,
     measured: tuple[NodeMeasurement, ...],
     index: SiteIndex,
-    tracks: Mapping[str, ChargerTrack],
+    table: TrackTable,
     now_s: float,
 ) -> tuple[list[Event], frozenset[str]]:
     """An overload is current that flows above a limit, not the pessimism of counting an
@@ -55,7 +57,7 @@ def overload_events(
     for h in alloc.headroom:
         if min(h.headroom_a) >= -1e-6:
             continue
-        flow = _flowing_a(h, by_node, index, tracks)
+        flow = _flowing_a(h, by_node, index, table)
         if flow is not None and any(f > lim + 1e-6 for f, lim in zip(flow, h.limit_a, strict=True)):
             over.add(h.node_id)
     out = [

@@ -17,21 +17,22 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 
 from ampshare.control._index import SiteIndex
 from ampshare.control._settings import ControlSettings
+from ampshare.control._table import TrackTable
 from ampshare.control._types import (
     ChargerTrack,
     Event,
     EventKind,
     SetLimit,
     Severity,
-    make_setter,
+    new_set_limit,
 )
 from ampshare.core.allocation import ChargerLimit, ReasonKind
 
-__all__ = ["Plan", "clean_limit", "plan_commands"]
+__all__ = ["Plan", "clean_limit", "plan_commands", "plan_rows"]
 
 PerLine = tuple[float, float, float]
 EPS = 1e-6
@@ -46,79 +47,148 @@ class Plan:
     held: tuple[str, ...]
 
 
-_SENT = make_setter(
+class _Send:
+    """Sends limits for one plan: ``send(rows, lims, values, highs, events)`` sends
+    ``values[k]`` to row ``rows[k]`` (the allocated limit ``lims[k]`` floored, see
+    ``clean_limit``, or 0 A for a hold) with that limit's reason, and writes the row:
+    ``highs[k]`` is what the charger may draw until the change is confirmed. A pause or a
+    resume is also an event (``events``; None for holds, which are not pause decisions).
+    Reason texts are cached by reason object (chargers share them)."""
+
+    __slots__ = ("lease", "now_s", "table", "texts")
+
+    def __init__(self, table: TrackTable, now_s: float, lease: float, texts: dict[int, str]):
+        self.table = table
+        self.now_s = now_s
+        self.lease = lease
+        self.texts = texts
+
+    def __call__(
+        self,
+        rows: list[int],
+        lims: list[ChargerLimit],
+        values: list[float],
+        highs: list[float],
+        events: list[Event] | None,
+    ) -> list[SetLimit]:
+        tb, now_s, lease, texts = self.table, self.now_s, self.lease, self.texts
+        ids, limit_a, high_a, phases = tb.ids, tb.limit_a, tb.high_a, tb.phases
+        paused_since, charging_since = tb.paused_since_s, tb.charging_since_s
+        raised_s, reasons, sent_s = tb.raised_s, tb.reason, tb.sent_s
+        acked_s, lease_until_s, obj = tb.acked_s, tb.lease_until_s, tb.obj
+        no_session = ReasonKind.NO_SESSION
+        out: list[SetLimit] = []
+        last_reason: object = None
+        text = ""
+        for i, lim, limit, high in zip(rows, lims, values, highs, strict=True):
+            old = limit_a[i]
+            if events is not None and (limit <= 0) != ((old or 0.0) <= 0):
+                ev = _pause_event(ids[i], old, lim, limit, now_s)  # only then can it (un)pause
+                if ev is not None:
+                    events.append(ev)
+            reason = lim.reason
+            if reason is not last_reason:  # neighbours mostly share one reason object
+                last_reason = reason
+                known_text = texts.get(id(reason))
+                if known_text is None:
+                    known_text = texts[id(reason)] = reason.text
+                text = known_text
+            power = lim.power_w
+            if power is not None:
+                power = _floor_power(power)
+            # SetLimit(charger_id=..., limit_a=..., phases=..., lease_until_s=..., reason=...,
+            # power_w=...) through its slots' setters (see ``_types.new_set_limit``)
+            cmd = _new(SetLimit)
+            _set_charger_id(cmd, ids[i])
+            _set_limit_a(cmd, limit)
+            _set_phases(cmd, lim.phases)
+            _set_lease_until_s(cmd, lease)
+            _set_reason(cmd, text)
+            _set_power_w(cmd, power)
+            out.append(cmd)
+            if reason.kind is no_session:
+                # no car: an idle hold is not a pause decision, so no minimum pause follows it
+                paused_since[i] = charging_since[i] = None
+            elif limit <= 0 and (old is None or old > 0):
+                paused_since[i], charging_since[i] = now_s, None
+            elif limit > 0 and (old is None or old <= 0):
+                paused_since[i], charging_since[i] = None, now_s
+            if limit > (old or 0.0):
+                raised_s[i] = now_s
+            limit_a[i] = limit
+            high_a[i] = high if high > limit else limit
+            phases[i] = lim.phases
+            reasons[i] = text
+            sent_s[i] = now_s
+            acked_s[i] = None
+            lease_until_s[i] = lease
+            obj[i] = None
+        return out
+
+
+if tuple(f.name for f in fields(SetLimit)) != (  # pragma: no cover - caught at import
+    "charger_id",
     "limit_a",
-    "high_a",
     "phases",
-    "reason",
-    "sent_s",
-    "raised_s",
-    "acked_s",
     "lease_until_s",
-    "paused_since_s",
-    "charging_since_s",
-)
+    "reason",
+    "power_w",
+):
+    raise RuntimeError("_Send must set every SetLimit field")
+_new = object.__new__
+_set_charger_id = SetLimit.__dict__["charger_id"].__set__
+_set_limit_a = SetLimit.__dict__["limit_a"].__set__
+_set_phases = SetLimit.__dict__["phases"].__set__
+_set_lease_until_s = SetLimit.__dict__["lease_until_s"].__set__
+_set_reason = SetLimit.__dict__["reason"].__set__
+_set_power_w = SetLimit.__dict__["power_w"].__set__
 
 
-def _send(  # noqa: PLR0917 - the hot path: one call per command, no keyword parsing
-    t: ChargerTrack,
-    lim: ChargerLimit,
-    limit: float,
-    now_s: float,
-    lease: float,
-    high_a: float,
-    texts: dict[int, str],
-) -> tuple[ChargerTrack, SetLimit]:
-    """Send ``limit`` (``lim`` cleaned, see ``clean_limit``) with ``lim``'s reason; ``texts``
-    caches reason texts by object for this plan (chargers share reason objects)."""
-    reason = lim.reason
-    text = texts.get(id(reason))
-    if text is None:
-        text = texts[id(reason)] = reason.text
-    power = lim.power_w
-    if power is not None:
-        power = _floor_power(power)
-    cmd = SetLimit(
-        charger_id=t.charger_id,
-        limit_a=limit,
-        phases=lim.phases,
-        lease_until_s=lease,
-        reason=text,
-        power_w=power,
+def _hold(send: _Send, i: int, lim: ChargerLimit) -> SetLimit:
+    """A charger offering its fallback (new session, lease over) whose increase must wait:
+    hold it at 0 A rather than let its car start at the fallback beside in-flight decreases.
+    A hold is not a pause decision, so no minimum pause applies to it."""
+    table = send.table
+    paused = table.paused_since_s[i]
+    (cmd,) = send([i], [lim], [0.0], [table.high_a[i]], None)
+    table.paused_since_s[i] = paused
+    return cmd
+
+
+def _refresh(table: TrackTable, i: int, now_s: float, lease: float) -> SetLimit:
+    """The same limit again, with a new lease."""
+    limit = table.limit_a[i]
+    assert limit is not None
+    cmd: SetLimit = new_set_limit(
+        table.ids[i], limit, table.phases[i], lease, table.reason[i], None
     )
-    paused = t.paused_since_s
-    charging = t.charging_since_s
-    old = t.limit_a
-    if reason.kind is ReasonKind.NO_SESSION:
-        # no car: an idle hold is not a pause decision, so no minimum pause follows it
-        paused, charging = None, None
-    elif limit <= 0 and (old is None or old > 0):
-        paused, charging = now_s, None
-    elif limit > 0 and (old is None or old <= 0):
-        paused, charging = None, now_s
-    new: ChargerTrack = _SENT(
-        t,
-        limit,
-        high_a if high_a > limit else limit,
-        lim.phases,
-        text,
-        now_s,
-        now_s if limit > (old or 0.0) else t.raised_s,
-        None,
-        lease,
-        paused,
-        charging,
-    )
-    return new, cmd
+    table.lease_until_s[i] = lease
+    table.sent_s[i] = now_s
+    table.obj[i] = None
+    return cmd
 
 
-def _excess(index: SiteIndex, tracks: Mapping[str, ChargerTrack]) -> dict[tuple[str, int], float]:
+def _goal(floors: dict[float, dict[float, float]], limit_a: float, resolution_a: float) -> float:
+    """``limit_a`` floored to the charger's resolution (``clean_limit``), remembered in
+    ``floors`` per (resolution, limit): with ``equal`` most cars share a handful of values,
+    and ``round(x, 3)`` is slow. (``plan_rows`` looks the cache up inline first.)"""
+    if type(resolution_a) is not float:  # an int resolution gives int results: not cached
+        return _floor_limit(limit_a, resolution_a)
+    by_limit = floors.setdefault(resolution_a, {})
+    goal = by_limit.get(limit_a)
+    if goal is None:
+        goal = by_limit[limit_a] = _floor_limit(limit_a, resolution_a)
+    return goal
+
+
+def _excess(index: SiteIndex, table: TrackTable) -> dict[tuple[str, int], float]:
     out: dict[tuple[str, int], float] = defaultdict(float)
-    for cid, t in tracks.items():
-        if not t.pending:
+    high_a = table.high_a
+    for i, limit in enumerate(table.limit_a):
+        if limit is None or not high_a[i] > limit + 1e-9:
             continue
-        assert t.limit_a is not None
-        extra = t.high_a - t.limit_a
+        extra = high_a[i] - limit
+        cid = table.ids[i]
         for nid in index.ancestors[cid]:
             for ln in index.lines[cid]:
                 out[(nid, ln)] += extra
@@ -127,13 +197,15 @@ def _excess(index: SiteIndex, tracks: Mapping[str, ChargerTrack]) -> dict[tuple[
 
 def _fits(
     index: SiteIndex,
-    t: ChargerTrack,
+    table: TrackTable,
+    i: int,
     excess: Mapping[tuple[str, int], float],
     headroom: Mapping[str, PerLine],
 ) -> bool:
     """The charger's own in-flight excess does not count: its new limit replaces it."""
-    own = t.high_a - t.limit_a if t.pending and t.limit_a is not None else 0.0
-    cid = t.charger_id
+    limit, high = table.limit_a[i], table.high_a[i]
+    own = high - limit if limit is not None and high > limit + 1e-9 else 0.0
+    cid = table.ids[i]
     for nid in index.ancestors[cid]:
         room = headroom.get(nid, (0.0, 0.0, 0.0))
         for ln in index.lines[cid]:
@@ -170,80 +242,75 @@ def clean_limit(lim: ChargerLimit, resolution_a: float) -> ChargerLimit:
     )
 
 
-def _due_again(t: ChargerTrack, now_s: float, settings: ControlSettings) -> bool:
+def _due_again(table: TrackTable, i: int, now_s: float, settings: ControlSettings) -> bool:
     """The current limit must be sent again: its lease is half over, or the charger never
     acknowledged it (lost on the way; until it is, it stays counted at the higher value)."""
-    if t.limit_a is None:
+    if table.limit_a[i] is None:
         return False
-    if now_s >= t.lease_until_s - settings.lease_s / 2:
+    if now_s >= table.lease_until_s[i] - settings.lease_s / 2:
         return True
-    return t.acked_s is None and now_s - (t.sent_s or now_s) >= settings.ack_timeout_s
+    sent = table.sent_s[i]
+    return table.acked_s[i] is None and now_s - (sent or now_s) >= settings.ack_timeout_s
 
 
-def _pause_event(t: ChargerTrack, lim: ChargerLimit, limit: float, now_s: float) -> Event | None:
+def _pause_event(
+    charger_id: str, old: float | None, lim: ChargerLimit, limit: float, now_s: float
+) -> Event | None:
     if lim.reason.kind is ReasonKind.NO_SESSION:
         return None
-    if limit <= 0 < (t.limit_a or 0.0):
+    if limit <= 0 < (old or 0.0):
         return Event(
             t_s=now_s,
             kind=EventKind.PAUSED,
             severity=Severity.INFO,
-            subject=t.charger_id,
+            subject=charger_id,
             message=f"paused: {lim.reason.text}",
         )
-    if limit > 0 >= (t.limit_a if t.limit_a is not None else 0.0):
+    if limit > 0 >= (old if old is not None else 0.0):
         return Event(
             t_s=now_s,
             kind=EventKind.RESUMED,
             severity=Severity.INFO,
-            subject=t.charger_id,
+            subject=charger_id,
             message=f"charging at {limit:g} A: {lim.reason.text}",
         )
     return None
 
 
-def _change(  # noqa: PLR0917 - the hot path, see _send
-    t: ChargerTrack,
-    lim: ChargerLimit,
-    limit: float,
-    now_s: float,
-    lease: float,
-    high_a: float,
-    texts: dict[int, str],
+def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
+    index: SiteIndex,
+    send: _Send,
+    increases: list[tuple[int, ChargerLimit, float]],
+    headroom: Mapping[str, PerLine],
+    down: list[SetLimit],
+    refresh: list[int],
+    settings: ControlSettings,
     events: list[Event],
-) -> tuple[ChargerTrack, SetLimit]:
-    """Send ``limit``; a pause or a resume is also an event."""
-    if (limit <= 0) != ((t.limit_a or 0.0) <= 0):  # only then can it pause or resume
-        ev = _pause_event(t, lim, limit, now_s)
-        if ev is not None:
-            events.append(ev)
-    return _send(t, lim, limit, now_s, lease, high_a, texts)
-
-
-def _hold(
-    t: ChargerTrack, lim: ChargerLimit, now_s: float, lease: float, texts: dict[int, str]
-) -> tuple[ChargerTrack, SetLimit]:
-    """A charger offering its fallback (new session, lease over) whose increase must wait:
-    hold it at 0 A rather than let its car start at the fallback beside in-flight decreases.
-    A hold is not a pause decision, so no minimum pause applies to it."""
-    held, cmd = _send(t, lim, 0.0, now_s, lease, t.high_a, texts)
-    return replace(held, paused_since_s=t.paused_since_s), cmd
-
-
-def _refresh(
-    t: ChargerTrack, now_s: float, settings: ControlSettings
-) -> tuple[ChargerTrack, SetLimit]:
-    """The same limit again, with a new lease."""
-    assert t.limit_a is not None
-    lease = now_s + settings.lease_s
-    cmd = SetLimit(
-        charger_id=t.charger_id,
-        limit_a=t.limit_a,
-        phases=t.phases,
-        lease_until_s=lease,
-        reason=t.reason,
-    )
-    return replace(t, lease_until_s=lease, sent_s=now_s), cmd
+) -> tuple[list[SetLimit], list[str]]:
+    """Send the increases that fit beside the decreases still in flight (after this plan's
+    decreases); the others wait (returned as held), an unknown limit held at 0 A (appended
+    to ``down``), an unacknowledged one due again (appended to ``refresh``)."""
+    table = send.table
+    excess = _excess(index, table) if increases else {}
+    rows: list[int] = []
+    lims: list[ChargerLimit] = []
+    values: list[float] = []
+    highs: list[float] = []
+    held: list[str] = []
+    for i, lim, goal in increases:
+        high = table.high_a[i]
+        if goal > high + EPS and not _fits(index, table, i, excess, headroom):
+            held.append(table.ids[i])
+            if table.limit_a[i] is None:
+                down.append(_hold(send, i, lim))
+            elif _due_again(table, i, send.now_s, settings):  # its own unacknowledged command
+                refresh.append(i)  # blocks others
+            continue
+        rows.append(i)
+        lims.append(lim)
+        values.append(goal)
+        highs.append(high if high > goal else goal)
+    return send(rows, lims, values, highs, events), held
 
 
 def plan_commands(
@@ -256,48 +323,77 @@ def plan_commands(
     settings: ControlSettings,
     events: list[Event],
 ) -> Plan:
-    """Compare each controllable charger's target with what it was told; update ``tracks`` in
-    place and return the commands. ``targets`` holds only chargers the controller may command
-    now (online, compliant, with a session or a limit to withdraw)."""
-    down: list[SetLimit] = []
-    increases: list[tuple[ChargerLimit, float]] = []
-    refresh: list[str] = []
+    """``plan_rows`` on a mapping of tracks (updated in place) and targets by charger id."""
+    table = TrackTable.of(tracks)
+    rows = [table.pos[cid] for cid in targets]
+    plan = plan_rows(
+        index,
+        table,
+        rows,
+        list(targets.values()),
+        headroom,
+        now_s=now_s,
+        settings=settings,
+        events=events,
+    )
+    table.write_to(tracks)
+    return plan
+
+
+def plan_rows(
+    index: SiteIndex,
+    table: TrackTable,
+    rows: list[int],
+    limits: list[ChargerLimit],
+    headroom: Mapping[str, PerLine],
+    *,
+    now_s: float,
+    settings: ControlSettings,
+    events: list[Event],
+) -> Plan:
+    """Compare each controllable charger's target (``limits[k]`` for row ``rows[k]``) with
+    what it was told; update ``table`` in place and return the commands. The targets are
+    only chargers the controller may command now (online, compliant, with a session or a
+    limit to withdraw).
+
+    Every decision reads only its own row, so each kind of command is decided first and sent
+    (written) after, in the same order. Commands to send are kept as parallel lists of
+    (row, allocated limit, value, high), not a tuple each: at 1,000 chargers those tuples
+    alone set off garbage collections."""
+    down_rows: list[int] = []
+    down_lims: list[ChargerLimit] = []
+    down_values: list[float] = []
+    down_highs: list[float] = []
+    increases: list[tuple[int, ChargerLimit, float]] = []
+    refresh: list[int] = []
     lease = now_s + settings.lease_s
     texts: dict[int, str] = {}
-    chargers = index.chargers
+    limit_a, high_a = table.limit_a, table.high_a
     deadband = settings.deadband_a - EPS
-    for cid, raw in targets.items():
-        t = tracks[cid]
-        goal = _floor_limit(raw.limit_a, chargers[cid].resolution_a)
-        known = t.limit_a
-        base = known if known is not None else t.high_a
+    chargers, ids = index.chargers, table.ids
+    floors: dict[float, dict[float, float]] = {}  # see _goal
+    for i, raw in zip(rows, limits, strict=True):
+        res = chargers[ids[i]].resolution_a
+        if type(res) is float and (by_limit := floors.get(res)) is not None:
+            goal = by_limit.get(raw.limit_a)
+            if goal is None:
+                goal = by_limit[raw.limit_a] = _floor_limit(raw.limit_a, res)
+        else:
+            goal = _goal(floors, raw.limit_a, res)
+        known = limit_a[i]
+        high = high_a[i]
+        base = known if known is not None else high
         if goal < base - EPS or (known is None and goal <= base + EPS):
-            high = t.high_a if t.high_a > base else base
-            tracks[cid], cmd = _change(t, raw, goal, now_s, lease, high, texts, events)
-            down.append(cmd)
-        elif goal > base + EPS and (goal - base >= deadband or base <= 0 or goal <= t.high_a + EPS):
-            increases.append((raw, goal))
-        elif _due_again(t, now_s, settings):
-            refresh.append(cid)
-    excess = _excess(index, tracks) if increases else {}
-    up: list[SetLimit] = []
-    held: list[str] = []
-    for lim, goal in increases:
-        cid = lim.charger_id
-        t = tracks[cid]
-        if goal > t.high_a + EPS and not _fits(index, t, excess, headroom):
-            held.append(cid)
-            if t.limit_a is None:
-                tracks[cid], cmd = _hold(t, lim, now_s, lease, texts)
-                down.append(cmd)
-            elif _due_again(t, now_s, settings):  # its own unacknowledged command blocks others
-                refresh.append(cid)
-            continue
-        high = t.high_a if t.high_a > goal else goal
-        tracks[cid], cmd = _change(t, lim, goal, now_s, lease, high, texts, events)
-        up.append(cmd)
-    again = []
-    for cid in refresh:
-        tracks[cid], cmd = _refresh(tracks[cid], now_s, settings)
-        again.append(cmd)
+            down_rows.append(i)
+            down_lims.append(raw)
+            down_values.append(goal)
+            down_highs.append(high if high > base else base)
+        elif goal > base + EPS and (goal - base >= deadband or base <= 0 or goal <= high + EPS):
+            increases.append((i, raw, goal))
+        elif _due_again(table, i, now_s, settings):
+            refresh.append(i)
+    send = _Send(table, now_s, lease, texts)
+    down = send(down_rows, down_lims, down_values, down_highs, events)
+    up, held = _raise(index, send, increases, headroom, down, refresh, settings, events)
+    again = [_refresh(table, i, now_s, lease) for i in refresh]
     return Plan(commands=(*down, *up, *again), held=tuple(held))

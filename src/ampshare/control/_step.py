@@ -13,11 +13,12 @@ from dataclasses import replace
 from types import MappingProxyType
 
 from ampshare.control._fallback import fallback_causes, fallback_limits
-from ampshare.control._idle import guard_s, idle_loads, idle_targets, lapsed, settle_idle
+from ampshare.control._idle import guard_s, idle_loads, idle_targets, lapse, settle_idle
 from ampshare.control._index import SiteIndex, index_site
 from ampshare.control._overload import overload_events
-from ampshare.control._sequence import plan_commands
+from ampshare.control._sequence import plan_rows
 from ampshare.control._settings import ControlSettings
+from ampshare.control._table import TrackTable, TrackView
 from ampshare.control._types import (
     ChargerTrack,
     Command,
@@ -31,10 +32,10 @@ from ampshare.control._types import (
     StepResult,
 )
 from ampshare.control._watch import (
-    apply_acks,
+    apply_ack_rows,
     apply_charger_state,
     apply_readings,
-    expire_pending,
+    expire_pending_rows,
     measurements,
     meter_deadline_s,
     per_line_or_zero,
@@ -90,7 +91,7 @@ def initial_state(site: Site, settings: ControlSettings) -> ControllerState:
     index = index_site(site)
     del settings  # accepted for symmetry with rebuild_state; nothing depends on it yet
     return ControllerState(
-        tracks=MappingProxyType(_new_tracks(site, index)),
+        tracks=TrackView(TrackTable.of(_new_tracks(site, index))),
         meters=MappingProxyType({m.id: MeterTrack(meter_id=m.id) for m in site.meters}),
     )
 
@@ -148,7 +149,7 @@ def rebuild_state(
     )
     return replace(
         base,
-        tracks=MappingProxyType(tracks),
+        tracks=TrackView(TrackTable.of(tracks)),
         meters=MappingProxyType(meters),
         charger_states=MappingProxyType({k: v for k, v in states.items() if k in tracks}),
         sessions=tuple(sessions),
@@ -185,39 +186,62 @@ def _fixed_load(
 
 def _caps(
     index: SiteIndex,
-    tracks: dict[str, ChargerTrack],
-    with_session: Iterable[str],
+    table: TrackTable,
+    with_session: set[str],
     *,
     now_s: float,
     settings: ControlSettings,
     events: list[Event],
 ) -> dict[str, float]:
     """Per-charger caps for the allocator: reclaim of unused current (lifted for a probe
-    every ``probe_interval_s``), the minimum pause, and the ramp."""
+    every ``probe_interval_s``), the minimum pause, and the ramp (chargers in id order)."""
+    ramp = settings.ramp_up_a_per_s
+    n = len(table.ids)
+    cap_a, cap_set_s, paused = table.cap_a, table.cap_set_s, table.paused_since_s
+    if (
+        ramp is None
+        and (cap_a.count(None) == n or cap_set_s.count(None) == n)
+        and paused.count(None) == n
+    ):
+        return {}  # nobody capped, paused or ramping (the common case skips the loop)
+    pos, limit_a = table.pos, table.limit_a
+    capped = [
+        cid
+        for cid in with_session
+        if (cap_a[i := pos[cid]] is not None and cap_set_s[i] is not None)
+        or paused[i] is not None
+        or (ramp is not None and limit_a[i] is not None)
+    ]
     caps: dict[str, float] = {}
-    for cid in with_session:
-        t = tracks[cid]
+    for cid in sorted(capped):  # the others get no cap and raise no event
+        i = pos[cid]
         cap = float("inf")
-        if t.cap_a is not None and t.cap_set_s is not None:
-            if now_s - t.cap_set_s >= settings.probe_interval_s - 1e-9:
+        capped_a, cap_set = cap_a[i], cap_set_s[i]
+        if capped_a is not None and cap_set is not None:
+            if now_s - cap_set >= settings.probe_interval_s - 1e-9:
                 events.append(
                     Event(
                         t_s=now_s,
                         kind=EventKind.PROBE,
                         severity=Severity.INFO,
                         subject=cid,
-                        message=f"cap {t.cap_a:.1f} A lifted to see whether the car takes more",
+                        message=f"cap {capped_a:.1f} A lifted to see whether the car takes more",
                     )
                 )
-                tracks[cid] = t = replace(t, cap_a=None, cap_set_s=None, under_since_s=now_s)
+                cap_a[i] = cap_set_s[i] = None
+                table.under_since_s[i] = now_s
+                table.obj[i] = None
             else:
-                cap = t.cap_a if t.cap_a is not None else cap
-        if t.paused_since_s is not None and now_s - t.paused_since_s < settings.min_pause_s:
+                cap = capped_a
+        since_pause = paused[i]
+        if since_pause is not None and now_s - since_pause < settings.min_pause_s:
             cap = 0.0
-        if settings.ramp_up_a_per_s is not None and t.limit_a is not None:
-            since = now_s - (t.sent_s if t.sent_s is not None else now_s)
+        limit = limit_a[i]
+        if ramp is not None and limit is not None:
+            sent = table.sent_s[i]
+            since = now_s - (sent if sent is not None else now_s)
             floor = index.chargers[cid].min_current_a
-            cap = min(cap, max(floor, t.limit_a + settings.ramp_up_a_per_s * since))
+            cap = min(cap, max(floor, limit + ramp * since))
         if cap != float("inf"):
             caps[cid] = cap
     return caps
@@ -225,25 +249,19 @@ def _caps(
 
 def _next_wakeup(
     site: Site,
-    state_tracks: Mapping[str, ChargerTrack],
+    table: TrackTable,
     meters: Mapping[str, MeterTrack],
     with_session: set[str],
     *,
     now_s: float,
     settings: ControlSettings,
 ) -> float:
-    wake = now_s + settings.max_period_s
-    guard = guard_s(settings)
-    for cid, t in state_tracks.items():
-        if t.pending and t.acked_s is not None:
-            wake = min(wake, t.acked_s + settings.ev_reaction_s)
-        if t.paused_since_s is not None and cid in with_session:
-            end = t.paused_since_s + settings.min_pause_s
-            wake = min(wake, end) if end > now_s else wake
-        if t.limit_a is not None and (cid in with_session or t.held_until_s > now_s):
-            wake = min(wake, t.lease_until_s - settings.lease_s / 2)
-        if t.held_until_s - guard > now_s:  # from then on its fallback counts again
-            wake = min(wake, t.held_until_s - guard)
+    """The earliest of: a pending decrease's confirmation (acknowledged + EV reaction time),
+    the end of a minimum pause, a lease's half-life (a charger with a car, or an idle one
+    whose acknowledged hold is in force), the moment an idle hold stops being relied on
+    (``guard_s`` before its lease), a meter's deadline or recovery; at most ``max_period_s``
+    from now."""
+    wake = min(now_s + settings.max_period_s, _track_wakeup(table, with_session, now_s, settings))
     for spec in site.meters:
         m = meters[spec.id]
         if not m.stale:
@@ -251,6 +269,46 @@ def _next_wakeup(
         elif m.fresh_since_s is not None:
             wake = min(wake, m.fresh_since_s + settings.meter_recover_s)
     return max(wake, now_s)
+
+
+def _track_wakeup(
+    table: TrackTable, with_session: set[str], now_s: float, settings: ControlSettings
+) -> float:
+    """``_next_wakeup``'s per-charger times (inf for none). Each kind is a minimum over rows,
+    taken with ``min`` over a whole column when every row qualifies (subtracting a constant
+    keeps the order of floats, so the minimum is the same)."""
+    n = len(table.ids)
+    wake = float("inf")
+    if n == 0:
+        return wake
+    ids, limit_a, high_a = table.ids, table.limit_a, table.high_a
+    if table.acked_s.count(None) < n:  # pending and acknowledged: confirmed by then
+        ev_reaction = settings.ev_reaction_s
+        for acked, limit, high in zip(table.acked_s, limit_a, high_a, strict=True):
+            if acked is not None and limit is not None and high > limit + 1e-9:
+                wake = min(wake, acked + ev_reaction)
+    if table.paused_since_s.count(None) < n:  # a minimum pause ends
+        for cid, paused in zip(ids, table.paused_since_s, strict=True):
+            if paused is not None and cid in with_session:
+                end = paused + settings.min_pause_s
+                wake = min(wake, end) if end > now_s else wake
+    half_lease = settings.lease_s / 2
+    held_until = table.held_until_s
+    if len(with_session) == n and limit_a.count(None) == 0:  # a car and a limit everywhere
+        wake = min(wake, min(table.lease_until_s) - half_lease)
+    else:
+        rows = zip(ids, limit_a, table.lease_until_s, held_until, strict=True)
+        for cid, limit, lease, held in rows:
+            if limit is not None and (cid in with_session or held > now_s):
+                wake = min(wake, lease - half_lease)
+    guard = guard_s(settings)
+    first_lapse = min(held_until) - guard
+    if first_lapse > now_s:  # every hold relied on until then: its fallback counts again
+        return min(wake, first_lapse)
+    for held in held_until:
+        if held - guard > now_s:
+            wake = min(wake, held - guard)
+    return wake
 
 
 def _fold_inputs(
@@ -262,57 +320,99 @@ def _fold_inputs(
     inputs: ControlInputs,
     now_s: float,
     events: list[Event],
-) -> tuple[dict[str, ChargerTrack], dict[str, MeterTrack], dict[str, ChargerState]]:
-    tracks = dict(state.tracks)
+) -> tuple[TrackTable, dict[str, MeterTrack], Mapping[str, ChargerState]]:
+    table = TrackTable.of(state.tracks)
     meters = dict(state.meters)
-    cstates = dict(state.charger_states)
+    cstates: Mapping[str, ChargerState] = state.charger_states  # copied only when written
     apply_readings(meters, inputs.readings)
     update_meter_staleness(site, settings, meters, now_s, events)
-    apply_acks(tracks, inputs.acks, events)
-    for s in inputs.charger_states:
-        t = tracks.get(s.charger_id)
-        if t is None:
-            continue  # a charger the site does not know: the OCPP layer reports it
-        cstates[s.charger_id] = s
-        min_a = index.chargers[s.charger_id].min_current_a
-        tracks[s.charger_id] = apply_charger_state(t, s, min_a, settings, events)
-    for cid, t in tracks.items():
-        if t.pending:
-            tracks[cid] = expire_pending(t, now_s, settings)
-    return tracks, meters, cstates
+    apply_ack_rows(table, inputs.acks, events)
+    if inputs.charger_states:
+        reported = dict(cstates)
+        for s in inputs.charger_states:
+            i = table.pos.get(s.charger_id)
+            if i is None:
+                continue  # a charger the site does not know: the OCPP layer reports it
+            reported[s.charger_id] = s
+            min_a = index.chargers[s.charger_id].min_current_a
+            t = table.row(i)
+            new = apply_charger_state(t, s, min_a, settings, events)
+            if new is not t:
+                table.put(i, new)
+        cstates = reported
+    expire_pending_rows(table, now_s, settings)
+    return table, meters, cstates
+
+
+def _uncontrolled(
+    index: SiteIndex, table: TrackTable, now_s: float, settings: ControlSettings
+) -> list[FixedLoad]:
+    """Offline and non-compliant chargers, counted at fixed worst cases (``_fixed_load``)."""
+    if (
+        all(table.online)
+        and not any(table.noncompliant)
+        and table.over_since_s.count(None) == len(table.ids)
+    ):
+        return []  # the common case skips the loop
+    rows = zip(table.online, table.noncompliant, table.over_since_s, strict=True)
+    return [
+        f
+        for i, (online, noncompliant, over_since) in enumerate(rows)
+        if (not online or noncompliant or over_since is not None)
+        and (f := _fixed_load(index, table.row(i), now_s, settings))
+    ]
+
+
+def _idle_rows(table: TrackTable, with_session: set[str], uncontrolled: set[str]) -> list[int]:
+    """Online chargers without a car that the controller commands (rows)."""
+    if len(with_session) == len(table.ids):
+        return []  # a car at every charger (``with_session`` only names known chargers)
+    return [
+        i
+        for i, (cid, online) in enumerate(zip(table.ids, table.online, strict=True))
+        if online and cid not in with_session and cid not in uncontrolled
+    ]
 
 
 def _targets(
     alloc: Allocation,
-    tracks: Mapping[str, ChargerTrack],
-    fixed_ids: set[str],
+    table: TrackTable,
+    skip: set[str],
     with_session: set[str],
-) -> dict[str, ChargerLimit]:
-    """The chargers to command now: controllable ones with a car, or with a limit to withdraw
-    or an unknown one to assert (after a restart)."""
-    targets: dict[str, ChargerLimit] = {}
+) -> tuple[list[int], list[ChargerLimit]]:
+    """The chargers to command now, as rows and their limits: controllable ones with a car,
+    or with a limit to withdraw or an unknown one to assert (after a restart)."""
+    pos, limit_a, high_a = table.pos, table.limit_a, table.high_a
+    rows: list[int] = []
+    limits: list[ChargerLimit] = []
     for lim in alloc.limits:
-        t = tracks.get(lim.charger_id)
-        if t is None or lim.charger_id in fixed_ids:
+        cid = lim.charger_id
+        i = pos.get(cid)
+        if i is None or cid in skip:
             continue
         if (
-            lim.charger_id in with_session
-            or (t.limit_a is None and t.high_a > 0)
-            or (t.limit_a or 0.0) > 0
+            cid in with_session
+            or (limit_a[i] is None and high_a[i] > 0)
+            or (limit_a[i] or 0.0) > 0
         ):
-            targets[lim.charger_id] = lim
-    return targets
+            rows.append(i)
+            limits.append(lim)
+    return rows, limits
 
 
-def _fallback_commands(index: SiteIndex, tracks: dict[str, ChargerTrack]) -> list[InstallFallback]:
+def _fallback_commands(index: SiteIndex, table: TrackTable) -> list[InstallFallback]:
     """Install the fallback on every online charger that has not been sent it (first step,
     after a restart, when it comes back online: it may have rebooted)."""
-    out = []
-    for cid, t in tracks.items():
-        if t.online and not t.fallback_sent:
+    out: list[InstallFallback] = []
+    sent = table.fallback_sent
+    if all(sent):
+        return out
+    for i, (cid, online) in enumerate(zip(table.ids, table.online, strict=True)):
+        if online and not sent[i]:
             phases = len(index.lines[cid]) or 1
-            out.append(InstallFallback(charger_id=cid, limit_a=t.fallback_a, phases=phases))
-            tracks[cid] = replace(t, fallback_sent=True)
+            out.append(InstallFallback(charger_id=cid, limit_a=table.fallback_a[i], phases=phases))
+            sent[i] = True
+            table.obj[i] = None
     return out
 
 
@@ -359,40 +459,29 @@ def step(  # noqa: PLR0917 - the documented public signature
     index = index_site(site, state.site_index)
     events = _fallback_events(site, index, now_s) if state.last_step_s is None else []
     # measure
-    tracks, meters, cstates = _fold_inputs(
+    table, meters, cstates = _fold_inputs(
         site, index, settings, state=state, inputs=inputs, now_s=now_s, events=events
     )
+    pos = table.pos
     sessions = tuple(
-        s
-        for s in (state.sessions if inputs.sessions is None else inputs.sessions)
-        if s.charger_id in tracks
+        [
+            s
+            for s in (state.sessions if inputs.sessions is None else inputs.sessions)
+            if s.charger_id in pos
+        ]
     )
     ext = state.external_caps if inputs.external_caps is None else inputs.external_caps
     ext = tuple(c for c in ext if c.until_s is None or c.until_s > now_s)
     with_session = {s.charger_id for s in sessions}
-    guard = guard_s(settings)
-    for cid in with_session:
-        t = tracks[cid]
-        if t.online and now_s >= t.held_until_s - guard:  # the common case skips the call
-            tracks[cid] = lapsed(t, now_s, settings)
+    lapse(table, with_session, now_s, settings)
     # subtract: what cannot be controlled, what idle chargers would offer an arriving car,
     # and the controller's own caps
-    fixed = [
-        f
-        for t in tracks.values()
-        if (not t.online or t.noncompliant or t.over_since_s is not None)
-        and (f := _fixed_load(index, t, now_s, settings))
-    ]
+    fixed = _uncontrolled(index, table, now_s, settings)
     uncontrolled = {f.charger_id for f in fixed}
-    idle = [
-        cid
-        for cid, t in tracks.items()
-        if t.online and cid not in with_session and cid not in uncontrolled
-    ]
-    for cid in idle:
-        tracks[cid] = settle_idle(tracks[cid])
-    fixed.extend(idle_loads(index, tracks, idle, now_s, settings))
-    caps = _caps(index, tracks, sorted(with_session), now_s=now_s, settings=settings, events=events)
+    idle = _idle_rows(table, with_session, uncontrolled)
+    settle_idle(table, idle)
+    fixed.extend(idle_loads(index, table, idle, now_s, settings))
+    caps = _caps(index, table, with_session, now_s=now_s, settings=settings, events=events)
     # calculate
     ainput = _allocation_input(
         site,
@@ -409,26 +498,31 @@ def step(  # noqa: PLR0917 - the documented public signature
     )
     alloc = allocate(ainput)
     # distribute
-    targets = _targets(alloc, tracks, uncontrolled.union(idle), with_session)
-    targets.update(idle_targets(index, tracks, idle))
+    skip = uncontrolled.union([table.ids[i] for i in idle])
+    rows, limits = _targets(alloc, table, skip, with_session)
+    for i, lim in idle_targets(index, table, idle):
+        rows.append(i)
+        limits.append(lim)
     headroom = {h.node_id: h.headroom_a for h in alloc.headroom}
-    plan = plan_commands(
-        index, tracks, targets, headroom, now_s=now_s, settings=settings, events=events
+    plan = plan_rows(
+        index, table, rows, limits, headroom, now_s=now_s, settings=settings, events=events
     )
-    commands: list[Command] = [*plan.commands, *_fallback_commands(index, tracks)]
+    commands: list[Command] = [*plan.commands, *_fallback_commands(index, table)]
     over_events, overloaded = overload_events(
         alloc,
         state=state,
         measured=ainput.measurements,
         index=index,
-        tracks=tracks,
+        table=table,
         now_s=now_s,
     )
     events.extend(over_events)
     new_state = ControllerState(
-        tracks=MappingProxyType(tracks),
+        tracks=TrackView(table),  # the table is not written after this
         meters=MappingProxyType(meters),
-        charger_states=MappingProxyType(cstates),
+        charger_states=(
+            cstates if cstates is state.charger_states else MappingProxyType(cstates)
+        ),
         sessions=sessions,
         external_caps=ext,
         rotation=alloc.rotation,
@@ -438,7 +532,7 @@ def step(  # noqa: PLR0917 - the documented public signature
         overloaded_nodes=overloaded,
         site_index=(site, index),
     )
-    wake = _next_wakeup(site, tracks, meters, with_session, now_s=now_s, settings=settings)
+    wake = _next_wakeup(site, table, meters, with_session, now_s=now_s, settings=settings)
     return StepResult(
         state=new_state,
         commands=tuple(commands),

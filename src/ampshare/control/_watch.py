@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from ampshare.control._settings import ControlSettings
+from ampshare.control._table import TrackTable
 from ampshare.control._types import (
     ChargerTrack,
     CommandAck,
@@ -14,16 +15,19 @@ from ampshare.control._types import (
     EventKind,
     MeterTrack,
     Severity,
+    evolve,
 )
 from ampshare.core.allocation import NodeMeasurement
 from ampshare.core.site import MeterSpec, Site
 from ampshare.core.snapshot import ChargerState, MeterReading
 
 __all__ = [
+    "apply_ack_rows",
     "apply_acks",
     "apply_charger_state",
     "apply_readings",
     "expire_pending",
+    "expire_pending_rows",
     "measurements",
     "meter_deadline_s",
     "per_line_or_zero",
@@ -151,35 +155,45 @@ def measurements(site: Site, meters: Mapping[str, MeterTrack]) -> tuple[NodeMeas
 # --- chargers -----------------------------------------------------------------------------
 
 
-def _held_until(t: ChargerTrack, a: CommandAck) -> float:
-    """The lease now known to be in force: the answered command's own lease when the ack
-    carries it; else, for an answer after the latest send, that send's lease (a charger link
-    answers its commands in order); else what was known before."""
-    if a.lease_until_s is not None:
-        lease = a.lease_until_s
-    elif t.sent_s is not None and a.t_s >= t.sent_s:
-        lease = t.lease_until_s
-    else:
-        lease = t.held_until_s
-    return max(t.held_until_s, lease)
-
-
 def apply_acks(
     tracks: dict[str, ChargerTrack], acks: Iterable[CommandAck], events: list[Event]
 ) -> None:
+    """``apply_ack_rows`` on a mapping of tracks (updated in place)."""
+    table = TrackTable.of(tracks)
+    apply_ack_rows(table, acks, events)
+    table.write_to(tracks)
+
+
+def apply_ack_rows(table: TrackTable, acks: Iterable[CommandAck], events: list[Event]) -> None:
     """Record acknowledgements of the limit currently commanded; a rejection keeps the
-    charger counted at the higher value and forgets the limit, so that it is sent again."""
+    charger counted at the higher value and forgets the limit, so that it is sent again.
+
+    The lease now known to be in force (``held_until_s``) is the answered command's own lease
+    when the ack carries it; else, for an answer after the latest send, that send's lease (a
+    charger link answers its commands in order); else what was known before."""
+    pos, limit, obj = table.pos, table.limit_a, table.obj
     for a in acks:
-        t = tracks.get(a.charger_id)
-        if t is None:
+        i = pos.get(a.charger_id)
+        if i is None:
             continue
         if a.fallback:
-            tracks[a.charger_id] = replace(t, fallback_acked=a.accepted)
+            table.fallback_acked[i] = a.accepted
+            obj[i] = None
             continue
-        if t.limit_a is None or abs(a.limit_a - t.limit_a) > 1e-6:
+        known = limit[i]
+        if known is None or abs(a.limit_a - known) > 1e-6:
             continue  # an answer to an older command: the newer one is still in flight
         if a.accepted:
-            tracks[a.charger_id] = replace(t, acked_s=a.t_s, held_until_s=_held_until(t, a))
+            held = table.held_until_s[i]
+            sent = table.sent_s[i]
+            if a.lease_until_s is not None:
+                lease = a.lease_until_s
+            elif sent is not None and a.t_s >= sent:
+                lease = table.lease_until_s[i]
+            else:
+                lease = held
+            table.acked_s[i] = a.t_s
+            table.held_until_s[i] = max(held, lease)
         else:
             _ev(
                 events,
@@ -187,9 +201,11 @@ def apply_acks(
                 kind=EventKind.COMMAND_REJECTED,
                 sev=Severity.ALERT,
                 subj=a.charger_id,
-                msg=f"rejected limit {a.limit_a:g} A; still counted at {t.high_a:g} A",
+                msg=f"rejected limit {a.limit_a:g} A; still counted at {table.high_a[i]:g} A",
             )
-            tracks[a.charger_id] = replace(t, limit_a=None, acked_s=None)
+            limit[i] = None
+            table.acked_s[i] = None
+        obj[i] = None
 
 
 def _confirm(
@@ -210,7 +226,7 @@ def _confirm(
         return t
     if measured is not None and measured <= t.limit_a + settings.confirm_tolerance_a:
         high = min(t.high_a, max(t.limit_a, measured))
-        return replace(t, high_a=high) if high != t.high_a else t
+        return evolve(t, high_a=high) if high != t.high_a else t
     return t
 
 
@@ -225,7 +241,7 @@ def _compliance(
     over = measured > allowed + settings.noncompliance_tolerance_a
     if over:
         since = t.over_since_s if t.over_since_s is not None else s.t_s
-        t = replace(t, over_since_s=since, compliant_since_s=None)
+        t = evolve(t, over_since_s=since, compliant_since_s=None)
         if not t.noncompliant and s.t_s - since >= settings.noncompliance_s - 1e-9:
             _ev(
                 events,
@@ -236,12 +252,12 @@ def _compliance(
                 msg=f"draws {measured:.1f} A over its limit {allowed:g} A for "
                 f"{s.t_s - since:.0f} s: counted at its draw, others lowered",
             )
-            t = replace(t, noncompliant=True)
+            t = evolve(t, noncompliant=True)
         return t
-    t = replace(t, over_since_s=None) if t.over_since_s is not None else t
+    t = evolve(t, over_since_s=None) if t.over_since_s is not None else t
     if t.noncompliant:
         since = t.compliant_since_s if t.compliant_since_s is not None else s.t_s
-        t = replace(t, compliant_since_s=since)
+        t = evolve(t, compliant_since_s=since)
         if s.t_s - since >= settings.noncompliance_s - 1e-9:
             _ev(
                 events,
@@ -251,7 +267,7 @@ def _compliance(
                 subj=t.charger_id,
                 msg=f"back under its limit for {s.t_s - since:.0f} s",
             )
-            t = replace(t, noncompliant=False, compliant_since_s=None)
+            t = evolve(t, noncompliant=False, compliant_since_s=None)
     return t
 
 
@@ -267,11 +283,11 @@ def _reclaim(
     """Cap a car that leaves current unused; lift the cap when it draws up to it."""
     lim = t.limit_a
     if t.cap_a is not None and measured >= t.cap_a - settings.reclaim_margin_a / 2:
-        return replace(t, cap_a=None, cap_set_s=None, under_since_s=None)
+        return evolve(t, cap_a=None, cap_set_s=None, under_since_s=None)
     if lim is None or lim < min_a or t.pending or measured < 0.5:
-        return replace(t, under_since_s=None) if t.under_since_s is not None else t
+        return evolve(t, under_since_s=None) if t.under_since_s is not None else t
     if measured > lim - settings.reclaim_below_a:
-        return replace(t, under_since_s=None) if t.under_since_s is not None else t
+        return evolve(t, under_since_s=None) if t.under_since_s is not None else t
     since = t.under_since_s if t.under_since_s is not None else s.t_s
     if t.cap_a is None and s.t_s - since >= settings.reclaim_after_s - 1e-9:
         cap = max(min_a, measured + settings.reclaim_margin_a)
@@ -285,8 +301,8 @@ def _reclaim(
                 msg=f"draws {measured:.1f} A of {lim:g} A for {s.t_s - since:.0f} s: capped at "
                 f"{cap:.1f} A, the rest goes to others",
             )
-            return replace(t, cap_a=cap, cap_set_s=s.t_s, under_since_s=since)
-    return replace(t, under_since_s=since) if t.under_since_s != since else t
+            return evolve(t, cap_a=cap, cap_set_s=s.t_s, under_since_s=since)
+    return evolve(t, under_since_s=since) if t.under_since_s != since else t
 
 
 def apply_charger_state(
@@ -310,7 +326,7 @@ def apply_charger_state(
         )
         _ev(events, s.t_s, kind=kind, sev=sev, subj=t.charger_id, msg=msg)
         # back online: resend the fallback and the limit (the charger may have rebooted)
-        t = replace(
+        t = evolve(
             t,
             online=s.online,
             limit_a=None if s.online else t.limit_a,
@@ -318,10 +334,10 @@ def apply_charger_state(
             held_until_s=float("-inf") if s.online else t.held_until_s,
         )
     if not s.online:
-        return replace(t, report_s=s.t_s)
+        return evolve(t, report_s=s.t_s)
     measured = _max_line(s.measured_current_a)
     lines = s.measured_current_a
-    t = replace(
+    t = evolve(
         t,
         report_s=s.t_s,
         measured_a=measured if measured is not None else t.measured_a,
@@ -335,8 +351,21 @@ def apply_charger_state(
 
 
 def expire_pending(t: ChargerTrack, now_s: float, settings: ControlSettings) -> ChargerTrack:
+    """``expire_pending_rows`` for one track."""
+    table = TrackTable.of({t.charger_id: t})
+    expire_pending_rows(table, now_s, settings)
+    return table.row(0)
+
+
+def expire_pending_rows(table: TrackTable, now_s: float, settings: ControlSettings) -> None:
     """A decrease acknowledged ``ev_reaction_s`` ago is obeyed by any conforming EV."""
-    if t.pending and t.acked_s is not None and now_s - t.acked_s >= settings.ev_reaction_s - 1e-9:
-        assert t.limit_a is not None
-        return replace(t, high_a=t.limit_a)
-    return t
+    if table.high_a == table.limit_a or table.acked_s.count(None) == len(table.ids):
+        return  # nothing in flight, or nothing acknowledged: nothing to expire
+    limit, high, acked, obj = table.limit_a, table.high_a, table.acked_s, table.obj
+    after = settings.ev_reaction_s - 1e-9
+    for i, a in enumerate(acked):
+        if a is not None and now_s - a >= after:
+            lim = limit[i]
+            if lim is not None and high[i] > lim + 1e-9:
+                high[i] = lim
+                obj[i] = None
