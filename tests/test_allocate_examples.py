@@ -411,3 +411,29 @@ def test_measured_ev_current_is_subtracted_as_a_phasor_sum_and_missing_lines_cou
         )
     )
     assert alloc.headroom[0].other_load_a == pytest.approx((20.0, 20.0, 20.0))
+
+
+def test_inputs_read_again_when_new_and_reused_only_when_the_very_same() -> None:
+    """``allocate`` remembers what it read from the last sessions and charger-state tuples;
+    a new tuple (even an equal-looking one with other values) is read afresh."""
+    site = _site(32.0, 2)
+    states = (
+        ChargerState(charger_id="c0", t_s=0.0, measured_current_a=(10.0, 10.0, 10.0)),
+    )
+    meas = (NodeMeasurement(node_id="main", current_a=(30.0, 30.0, 30.0)),)
+    first = AllocationInput(
+        site=site, now_s=1.0, sessions=_sessions(2), charger_states=states, measurements=meas
+    )
+    # 30 A measured, 10 A of it the EV: 20 A building, 12 A left for two cars.
+    assert _limits(first) == {"c0": 6.0, "c1": 6.0}
+    assert _limits(first) == {"c0": 6.0, "c1": 6.0}
+    slower = _sessions(2, vehicle_max_current_a=7.0)
+    assert _limits(AllocationInput(
+        site=site, now_s=2.0, sessions=slower[:1], charger_states=states, measurements=meas
+    )) == {"c0": 7.0, "c1": 0.0}
+    more_ev = (ChargerState(charger_id="c0", t_s=1.0, measured_current_a=(16.0, 16.0, 16.0)),)
+    # The same 30 A with 16 A of EV in it: 14 A building, 18 A left.
+    assert _limits(AllocationInput(
+        site=site, now_s=3.0, sessions=_sessions(2), charger_states=more_ev, measurements=meas
+    )) == {"c0": 9.0, "c1": 9.0}
+    assert _limits(first) == {"c0": 6.0, "c1": 6.0}

@@ -23,7 +23,15 @@ from operator import attrgetter, is_not
 import numpy as np
 import numpy.typing as npt
 
-from ampshare.core._compiled import COL_POWER, COL_PRIMARY, COL_SUM, CompiledSite, K
+from ampshare.core._compiled import (
+    COL_POWER,
+    COL_PRIMARY,
+    COL_SUM,
+    CompiledSite,
+    K,
+    freeze,
+    last_read,
+)
 from ampshare.core.allocation import AllocationInput, NodeMeasurement
 from ampshare.core.snapshot import ChargerState
 
@@ -73,7 +81,8 @@ def _ev_measured(cs: CompiledSite, inp: AllocationInput) -> tuple[F64, F64]:
     n = len(cs.charger_ids)
     meas = np.zeros((n, 3))
     power = np.full(n, np.nan)
-    idx, rows, watts = _readings(cs, inp.charger_states)
+    states = inp.charger_states
+    idx, rows, watts = last_read(cs, "charger_states", states, lambda: _readings(cs, states))
     if len(idx):
         meas[idx] = np.nan_to_num(rows, nan=0.0)
         power[idx] = watts
@@ -111,7 +120,9 @@ def _readings(cs: CompiledSite, states: Sequence[ChargerState]) -> tuple[I64, F6
         pw = np.full(len(watts), np.nan)
     else:
         pw = np.array(watts, dtype=np.float64)
-    return idx[keep], rows, pw
+    out = (idx[keep], rows, pw)
+    freeze(*out)
+    return out
 
 
 def _metered_other(

@@ -15,7 +15,7 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
-from ampshare.core._compiled import CompiledSite
+from ampshare.core._compiled import CompiledSite, freeze, last_read
 from ampshare.core.snapshot import Session
 
 __all__ = ["SessionFacts", "session_facts"]
@@ -49,6 +49,11 @@ def _column(kept: list[Session], name: str, none_as: float) -> F64:
 
 
 def session_facts(cs: CompiledSite, sessions: tuple[Session, ...]) -> SessionFacts:
+    """The facts of ``sessions`` (read again only when a new tuple is passed)."""
+    return last_read(cs, "sessions", sessions, lambda: _read(cs, sessions))
+
+
+def _read(cs: CompiledSite, sessions: tuple[Session, ...]) -> SessionFacts:
     n = len(cs.charger_ids)
     idx = np.fromiter(
         map(cs.charger_index.get, map(attrgetter("charger_id"), sessions), repeat(-1)),
@@ -79,7 +84,7 @@ def session_facts(cs: CompiledSite, sessions: tuple[Session, ...]) -> SessionFac
         full[at] = vals
         return full
 
-    return SessionFacts(
+    facts = SessionFacts(
         sessions=tuple(out),
         has=has,
         weight=spread(np.maximum(_column(kept, "weight", 1.0), MIN_WEIGHT), 1.0),
@@ -88,3 +93,12 @@ def session_facts(cs: CompiledSite, sessions: tuple[Session, ...]) -> SessionFac
         vehicle_max_a=spread(_column(kept, "vehicle_max_current_a", np.inf), np.inf),
         one_phase_car=spread(_column(kept, "vehicle_phases", 0.0), 0.0) == 1.0,
     )
+    freeze(
+        facts.has,
+        facts.weight,
+        facts.arrival_s,
+        facts.priority,
+        facts.vehicle_max_a,
+        facts.one_phase_car,
+    )
+    return facts
