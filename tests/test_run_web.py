@@ -4,6 +4,7 @@ edit (a departure time) reaches the controller's next step."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -155,3 +156,54 @@ def test_web_bridge_resumes_a_used_store(tmp_path: Path) -> None:
     assert changed.policy().name is PolicyName.PRIORITY  # the file's policy was edited
     assert changed.installed_limits_a() == {"cp1": 8.0}
     changed.close()
+
+
+async def test_a_restarted_controller_keeps_the_car_charging(tmp_path: Path) -> None:
+    """Killed and restarted on the same store, the controller plans for the stored session
+    until the charger names its transaction again (an older 1.6 charger without
+    TriggerMessage does so only with its next meter values): the car is never sent 0 A."""
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE.format(port=_free_port(), db=tmp_path / "s.db", token=hash_token("t"))
+                    .replace("port: 0,", f"port: {_free_port()},"), encoding="utf-8")
+    config = load_config(path)
+    sent: list[SetLimit | InstallFallback] = []
+
+    async def start() -> tuple[Supervisor, asyncio.Event, asyncio.Task[None]]:
+        sup = Supervisor(config, options=SupervisorOptions(
+            web=True, poll_meters=False, link=LinkOptions(boot_wait_s=0.1)),
+            on_step=lambda r: sent.extend(r.commands))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sup.run(stop))
+        await asyncio.wait_for(sup.started.wait(), 10)
+        return sup, stop, task
+
+    sup, _, task = await start()
+    url = f"ws://127.0.0.1:{config.ocpp.port}/ocpp"
+    cp = await connect_sim(url, "cp1", "1.6", options=SimOptions(
+        answers_triggers=False, ev=EvSpec(max_current_a=32.0, reaction_s=0.1)))
+    await cp.start_transaction()
+    await until(lambda: any(p.purpose == "TxProfile" and p.limit == 32.0 for p in cp.received))
+    await until(lambda: bool(sup.web and sup.web.store.sessions(active=True)))
+    task.cancel()  # a crash: no shutdown, the charger keeps its transaction and profiles
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    sent.clear()
+
+    sup, stop, task = await start()
+    await cp.reconnect(url)
+    cs = sup.link
+    assert isinstance(cs, CentralSystem)
+    await cs.wait_ready("cp1")
+    await asyncio.sleep(1.0)  # steps run; the charger has not named its transaction yet
+    assert cs.snapshot().session("cp1") is None
+    assert cp.offered_a() == 32.0, (sent, cp.received)
+    await cp.meter_values()  # now it does
+    await until(lambda: cs.snapshot().session("cp1") is not None)
+    await asyncio.sleep(0.5)
+    lives = [c.limit_a for c in sent if isinstance(c, SetLimit) and c.charger_id == "cp1"]
+    assert lives
+    assert min(lives) == 32.0, lives  # never 0 A "no session" while it was away
+    assert cp.offered_a() == 32.0
+    await cp.close()
+    stop.set()
+    await asyncio.wait_for(task, 10)

@@ -148,6 +148,15 @@ class WebBridge:
                                                        e.energy_delivered_wh)))
         return tuple(out)
 
+    def pending_restored(self, reported: Sequence[Session]) -> tuple[Session, ...]:
+        """Sessions restored from the store whose charger has not named its transaction yet
+        (1.6 chargers do with their next meter values). The controller keeps planning for
+        them meanwhile: a restart must not hold a charging car at 0 A as if it had left."""
+        busy = {s.charger_id for s in reported}
+        edited = {s.session_id: s for s in self.runtime.view().sessions}
+        return tuple(edited.get(sid, s) for sid, s in self._restored.items()
+                     if s.charger_id not in busy)
+
     def policy(self) -> Policy:
         return self.runtime.view().policy
 

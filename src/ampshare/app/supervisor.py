@@ -280,11 +280,12 @@ class Supervisor:
         all_sessions = (self.web.overlay(snap.sessions) if self.web
                         else self._edits.overlay(snap.sessions))
         self._all_sessions = all_sessions
-        sessions: tuple[Session, ...] | None = all_sessions
-        if all_sessions == self._passed_sessions:
+        planned = all_sessions + (self.web.pending_restored(all_sessions) if self.web else ())
+        sessions: tuple[Session, ...] | None = planned
+        if planned == self._passed_sessions:
             sessions = None
         else:
-            self._passed_sessions = all_sessions
+            self._passed_sessions = planned
         caps: tuple[ExternalCap, ...] | None = None
         if self.web is not None:
             self.policy = self.web.policy()

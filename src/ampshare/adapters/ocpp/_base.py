@@ -191,15 +191,21 @@ class LinkBase:
             await asyncio.sleep(wait)
 
     async def write_live(self, cmd: LimitCommand) -> CommandOutcome:
-        """Send a leased live limit; a newer command supersedes one still waiting."""
+        """Send a leased live limit; a newer command supersedes one still waiting.
+
+        "Newer" is by when the controller issued it (``hub.lives`` holds the latest), not by
+        when it got here: commands that waited for the charger's startup wake up in any order.
+        """
+        if self.hub.lives.get(self.id, cmd) is not cmd:
+            return self._outcome(OutcomeStatus.SUPERSEDED)
         self._seq += 1
         seq = self._seq
         async with self._write_lock:
-            if seq != self._seq:
+            if seq != self._seq or self.hub.lives.get(self.id, cmd) is not cmd:
                 return self._outcome(OutcomeStatus.SUPERSEDED)
             amps, value, unit = self._limit(cmd)
             await self._pace(amps)
-            if seq != self._seq:
+            if seq != self._seq or self.hub.lives.get(self.id, cmd) is not cmd:
                 return self._outcome(OutcomeStatus.SUPERSEDED)
             return await self._send_live(cmd, amps, value, unit)
 
@@ -252,8 +258,11 @@ class LinkBase:
             return f"CallError {e}"
 
     async def write_fallback(self, cmd: FallbackCommand) -> CommandOutcome:
-        """Install the site-safe TxDefaultProfile on connector/EVSE 0 (never expires)."""
+        """Install the site-safe TxDefaultProfile on connector/EVSE 0 (never expires); one
+        superseded by a newer fallback while it waited is not sent (the newer one is)."""
         async with self._write_lock:
+            if self.hub.fallbacks.get(self.id, cmd) is not cmd:
+                return self._outcome(OutcomeStatus.SUPERSEDED)
             if not self.caps.smart_charging:
                 return self._outcome(OutcomeStatus.REJECTED, detail="no SmartCharging support")
             _, value, unit = self._limit(cmd)

@@ -128,10 +128,13 @@ class SimChargePoint16(SimBase, _Cp16):  # type: ignore[misc]
     @on("TriggerMessage")
     def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
         known = requested_message in ("StatusNotification", "MeterValues", "Heartbeat")
+        known = known and self.opts.answers_triggers
         return call_result.TriggerMessage(status="Accepted" if known else "NotImplemented")
 
     @after("TriggerMessage")
     async def after_trigger_message(self, requested_message: str, **_: Any) -> None:
+        if not self.opts.answers_triggers:
+            return
         with contextlib.suppress(DeviceError):  # the socket closed meanwhile
             if requested_message == "StatusNotification":
                 await self.status(self.car_state() or "Available")

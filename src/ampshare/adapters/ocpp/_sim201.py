@@ -183,10 +183,13 @@ class SimChargePoint201(SimBase, _Cp201):  # type: ignore[misc]
     def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
         known = requested_message in ("StatusNotification", "TransactionEvent", "MeterValues",
                                       "Heartbeat")
+        known = known and self.opts.answers_triggers
         return call_result.TriggerMessage(status="Accepted" if known else "NotImplemented")
 
     @after("TriggerMessage")
     async def after_trigger_message(self, requested_message: str, **_: Any) -> None:
+        if not self.opts.answers_triggers:
+            return
         with contextlib.suppress(DeviceError):  # the socket closed meanwhile
             if requested_message == "StatusNotification":
                 await self.status("Occupied" if self.tx_id else "Available")

@@ -53,6 +53,7 @@ class SimOptions:
     response_timeout_s: float = 10.0  # how long it waits for the central system's answers
     ignores_limit: bool = False  # accepts every profile, then offers its maximum anyway
     reports_offered: bool = True  # False: no Current.Offered in its meter values
+    answers_triggers: bool = True  # False: TriggerMessage is NotImplemented (older firmware)
     validate: bool = True  # schema-check what the central system sends (off: bench speed)
     vendor: str = "ampshare"
     model: str = "sim"
