@@ -198,6 +198,27 @@ def test_migrations_recorded_and_newer_schema_refused(tmp_path: Path) -> None:
         open_store(str(path))
 
 
+@pytest.mark.service
+def test_postgres_migrations_recorded_and_newer_schema_refused() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    gen = _pg_url()
+    url = next(gen)
+    try:
+        s = open_store(url)
+        assert s.schema_version == MIGRATIONS[-1][0]
+        s.close()
+        open_store(url).close()  # reopening does not re-run migrations
+        with psycopg.connect(url, autocommit=True) as con:
+            count = con.execute("SELECT COUNT(*) FROM schema_version").fetchone()
+            assert count == (len(MIGRATIONS),)
+            con.execute("INSERT INTO schema_version VALUES (999, 'from the future')")
+        with pytest.raises(StoreError, match="newer than this ampshare"):
+            open_store(url)
+    finally:
+        with pytest.raises(StopIteration):
+            next(gen)
+
+
 def test_sqlite_uses_wal_and_bad_urls_are_explained(tmp_path: Path) -> None:
     s = open_store(f"sqlite:///{tmp_path / 'w.db'}")
     s.close()

@@ -38,8 +38,14 @@ _HISTORY_RES_S = 60
 
 
 def open_store(url: str, **kwargs: float) -> SqlStore:
-    """Open (and migrate) the store at ``url``; see ``open_backend`` for the URL forms."""
-    return SqlStore(open_backend(url), **kwargs)
+    """Open (and migrate) the store at ``url``; see ``open_backend`` for the URL forms.
+    A store that cannot be migrated (e.g. from a newer ampshare) is closed again."""
+    backend = open_backend(url)
+    try:
+        return SqlStore(backend, **kwargs)
+    except BaseException:
+        backend.close()
+        raise
 
 
 class SqlStore:
