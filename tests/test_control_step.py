@@ -3,6 +3,8 @@ and decrease-before-increase as a Hypothesis property over random session change
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -354,3 +356,29 @@ def test_every_charger_offline_is_no_overload_while_the_meter_shows_none() -> No
     assert [e.subject for e in hot.events if e.kind.value == "overload"] == ["main"]
     again = step(site, S, P, hot.state, ControlInputs(readings=(_reading(T0 + 4, 70.0),)), T0 + 4)
     assert "overload" not in [e.kind.value for e in again.events]  # once per episode
+
+
+def test_a_meter_reading_alone_hands_allocate_the_very_same_inputs_again() -> None:
+    """While no charger reports and the sessions stand, the next cycle passes ``allocate``
+    the same session and charger-state tuples (it reuses what it read from them); a report
+    or new sessions make new ones."""
+    site = _site()
+    sessions = _sessions(["c0", "c1"])
+    report = ChargerState(charger_id="c0", t_s=T0, measured_current_a=(8.0, 8.0, 8.0))
+    first = step(
+        site, S, P, initial_state(site, S),
+        ControlInputs(readings=(_reading(T0, 10.0),), sessions=sessions,
+                      charger_states=(report,)),
+        T0,
+    )
+    assert first.state.sessions is sessions
+    reading_only = step(site, S, P, first.state, ControlInputs(readings=(_reading(T0 + 1, 30.0),)),
+                        T0 + 1)
+    assert reading_only.state.sessions is first.state.sessions
+    assert reading_only.state.charger_state_values is first.state.charger_state_values
+    assert reading_only.state.charger_state_values == (report,)
+    newer = replace(report, t_s=T0 + 2, measured_current_a=(9.0, 9.0, 9.0))
+    reported = step(site, S, P, reading_only.state, ControlInputs(charger_states=(newer,)), T0 + 2)
+    assert reported.state.charger_state_values == (newer,)
+    fewer = step(site, S, P, reported.state, ControlInputs(sessions=sessions[:1]), T0 + 3)
+    assert fewer.state.sessions == sessions[:1]

@@ -437,7 +437,7 @@ def _allocation_input(
         site=site,
         now_s=now_s,
         sessions=sessions,
-        charger_states=tuple(cstates.values()),
+        charger_states=_state_values(state, cstates),
         measurements=measurements(site, meters),
         external_caps=ext,
         fixed_loads=tuple(fixed),
@@ -445,6 +445,25 @@ def _allocation_input(
         policy=policy,
         rotation=state.rotation,
     )
+
+
+def _known_sessions(sessions: tuple[Session, ...], pos: Mapping[str, int]) -> tuple[Session, ...]:
+    """The sessions of chargers the site has; the very same tuple when that is all of them,
+    so that ``allocate`` reuses what it read from it last cycle (``core._compiled.last_read``)."""
+    if all(s.charger_id in pos for s in sessions):
+        return tuple(sessions)  # a tuple is returned as it is
+    return tuple([s for s in sessions if s.charger_id in pos])
+
+
+def _state_values(
+    state: ControllerState, cstates: Mapping[str, ChargerState]
+) -> tuple[ChargerState, ...]:
+    """The charger states as ``allocate`` takes them: the previous step's tuple while no
+    charger reported (a cycle triggered by a meter reading), so ``allocate`` need not read
+    them again."""
+    if cstates is state.charger_states and state.charger_state_values is not None:
+        return state.charger_state_values
+    return tuple(cstates.values())
 
 
 def step(  # noqa: PLR0917 - the documented public signature
@@ -463,12 +482,8 @@ def step(  # noqa: PLR0917 - the documented public signature
         site, index, settings, state=state, inputs=inputs, now_s=now_s, events=events
     )
     pos = table.pos
-    sessions = tuple(
-        [
-            s
-            for s in (state.sessions if inputs.sessions is None else inputs.sessions)
-            if s.charger_id in pos
-        ]
+    sessions = _known_sessions(
+        state.sessions if inputs.sessions is None else inputs.sessions, pos
     )
     ext = state.external_caps if inputs.external_caps is None else inputs.external_caps
     ext = tuple(c for c in ext if c.until_s is None or c.until_s > now_s)
@@ -524,6 +539,7 @@ def step(  # noqa: PLR0917 - the documented public signature
             cstates if cstates is state.charger_states else MappingProxyType(cstates)
         ),
         sessions=sessions,
+        charger_state_values=ainput.charger_states,
         external_caps=ext,
         rotation=alloc.rotation,
         recent_events=(*state.recent_events, *events)[-RECENT_EVENTS:],

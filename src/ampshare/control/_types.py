@@ -212,6 +212,11 @@ class ControllerState:
     meters: Mapping[str, MeterTrack] = field(default_factory=_empty_map)  # type: ignore[arg-type]
     charger_states: Mapping[str, ChargerState] = field(default_factory=_empty_map)  # type: ignore[arg-type]
     sessions: tuple[Session, ...] = ()
+    # ``charger_states`` as the tuple the last allocation read, handed to the next one while
+    # no charger reported (so ``allocate`` can reuse what it read from it).
+    charger_state_values: tuple[ChargerState, ...] | None = field(
+        default=None, compare=False, repr=False
+    )
     external_caps: tuple[ExternalCap, ...] = ()
     rotation: RotationState = field(default_factory=RotationState)
     recent_events: tuple[Event, ...] = ()
