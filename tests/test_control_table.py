@@ -17,7 +17,7 @@ from ampshare.control import (
     initial_state,
     step,
 )
-from ampshare.control._table import FIELDS, TrackTable, TrackView
+from ampshare.control._table import FIELDS, TrackTable, TrackView, sent_limits
 from ampshare.control._types import new_set_limit
 from ampshare.core.allocation import Policy
 from ampshare.core.site import (
@@ -245,3 +245,26 @@ def test_commands_built_by_the_step_are_whole_set_limits() -> None:
     for cmd in limits:
         again = SetLimit(**{f.name: getattr(cmd, f.name) for f in fields(SetLimit)})
         assert repr(again) == repr(cmd)
+
+
+def test_sent_limits_reads_the_column_without_building_tracks() -> None:
+    site = _site(3)
+    s, p = ControlSettings(), Policy()
+    res = step(
+        site, s, p, initial_state(site, s),
+        ControlInputs(
+            readings=(MeterReading(meter_id="m", t_s=T0, current_a=(10.0,) * 3),),
+            sessions=(Session(session_id="s", charger_id="c1", arrival_s=T0),),
+        ),
+        T0,
+    )
+    view = res.state.tracks
+    assert isinstance(view, TrackView)
+    before = view.table.obj.count(None)
+    limits = sent_limits(view)
+    assert view.table.obj.count(None) == before  # nothing was built to answer
+    sent = {c.charger_id: c.limit_a for c in res.commands if isinstance(c, SetLimit)}
+    assert limits == {cid: sent.get(cid) for cid in view}
+    assert limits["c1"] is not None and limits["c1"] > 0
+    plain = {cid: view[cid] for cid in view}
+    assert sent_limits(plain) == limits

@@ -48,6 +48,7 @@ from ampshare.control import (
     Trigger,
     initial_state,
     rebuild_state,
+    sent_limits,
     step,
 )
 from ampshare.core.allocation import Policy, PolicyName
@@ -326,11 +327,13 @@ class Supervisor:
     async def _dispatch(self, link: ChargerLink, before: ControllerState,
                         commands: Sequence[SetLimit | InstallFallback]) -> None:
         """Decreases (and fallbacks) first, all confirmed, then the rest."""
+        sent = sent_limits(before.tracks)
+
         def lowers(c: SetLimit | InstallFallback) -> bool:
             if isinstance(c, InstallFallback):
                 return True
-            old = before.tracks.get(c.charger_id)
-            return old is None or old.limit_a is None or c.limit_a < old.limit_a
+            old = sent.get(c.charger_id)
+            return old is None or c.limit_a < old
         first = [c for c in commands if lowers(c)]
         then = [c for c in commands if not lowers(c)]
         for batch in (first, then):

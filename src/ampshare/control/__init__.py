@@ -12,6 +12,7 @@ from ampshare.control._index import SiteIndex, charger_lines, index_site
 from ampshare.control._sequence import Plan, plan_commands
 from ampshare.control._settings import ControlSettings
 from ampshare.control._step import initial_state, rebuild_state, step
+from ampshare.control._table import sent_limits
 from ampshare.control._trigger import Trigger
 from ampshare.control._types import (
     ChargerTrack,
@@ -52,5 +53,6 @@ __all__ = [
     "plan_commands",
     "rebuild_state",
     "round_down_to_charger",
+    "sent_limits",
     "step",
 ]

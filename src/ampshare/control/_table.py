@@ -21,7 +21,7 @@ from typing import Any
 
 from ampshare.control._types import ChargerTrack, PerLine
 
-__all__ = ["FIELDS", "TrackTable", "TrackView"]
+__all__ = ["FIELDS", "TrackTable", "TrackView", "sent_limits"]
 
 #: ``ChargerTrack``'s fields in order; ``charger_id`` is the table's ``ids``, every other
 #: field has a column of the same name.
@@ -226,3 +226,12 @@ class _Items(ItemsView[str, ChargerTrack]):
     def __iter__(self) -> Iterator[tuple[str, ChargerTrack]]:
         table = self._view.table
         return zip(table.ids, table.rows(), strict=True)
+
+
+def sent_limits(tracks: Mapping[str, ChargerTrack]) -> dict[str, float | None]:
+    """Charger id -> the last limit sent (``ChargerTrack.limit_a``), read straight from the
+    column when ``tracks`` is a step's ``TrackView`` (no ``ChargerTrack`` is built: the
+    supervisor asks this for every command, before the decreases go out)."""
+    if isinstance(tracks, TrackView):
+        return dict(zip(tracks.table.ids, tracks.table.limit_a, strict=True))
+    return {cid: t.limit_a for cid, t in tracks.items()}
