@@ -265,6 +265,8 @@ def test_sent_limits_reads_the_column_without_building_tracks() -> None:
     assert view.table.obj.count(None) == before  # nothing was built to answer
     sent = {c.charger_id: c.limit_a for c in res.commands if isinstance(c, SetLimit)}
     assert limits == {cid: sent.get(cid) for cid in view}
-    assert limits["c1"] is not None and limits["c1"] > 0
+    c1 = limits["c1"]
+    assert c1 is not None
+    assert c1 > 0
     plain = {cid: view[cid] for cid in view}
     assert sent_limits(plain) == limits
