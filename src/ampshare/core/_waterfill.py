@@ -22,6 +22,7 @@ from ampshare.core._compiled import COL_PRIMARY, CompiledSite, summing_matrix
 __all__ = [
     "Profiles",
     "alone_slack",
+    "can_bind",
     "fill",
     "node_sums",
     "prefix_accept",
@@ -132,11 +133,14 @@ def alone_slack(cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B) -> t
     return np.asarray(slack, dtype=np.float64), node, column
 
 
-def slack_only(cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B) -> F64:
+def slack_only(
+    cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B, *, nodes: B | None = None
+) -> F64:
     """``alone_slack``'s first answer alone (no search for the row that binds): the top-up
-    and the floor ask only how far each car could rise."""
+    and the floor ask only how far each car could rise. ``nodes``: only these nodes' rows
+    (``can_bind``: the others cannot stop a car below its maximum)."""
     n = len(cs.charger_ids)
-    sel = idx[cs.pair_c]
+    sel = idx[cs.pair_c] if nodes is None else idx[cs.pair_c] & nodes[cs.pair_n]
     if n == 0 or not sel.any():
         return np.full(n, np.inf)
     pn = cs.pair_n[sel]
@@ -146,16 +150,26 @@ def slack_only(cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B) -> F6
 
 
 def prefix_accept(
-    cs: CompiledSite, pcoef: C128, v: C128, limit: F64, order: I64, *, delta: F64
+    cs: CompiledSite,
+    pcoef: C128,
+    v: C128,
+    limit: F64,
+    order: I64,
+    *,
+    delta: F64,
+    nodes: B | None = None,
 ) -> B:
     """Which chargers of ``order`` (best first) can add ``delta`` each, taken greedily in that
     order per node: a charger is accepted when every prefix up to it fits at every node above
     it. Exact for rows whose load only grows with each charger; rows where phasors can cancel
-    (transformer primaries) are re-checked by the caller."""
+    (transformer primaries) are re-checked by the caller. ``nodes``: only these nodes are
+    checked (``can_bind``, for steps that end at or below every car's maximum)."""
     n = len(cs.charger_ids)
     pos = np.full(n, -1, dtype=np.int64)
     pos[order] = np.arange(len(order))
     sel = pos[cs.pair_c] >= 0
+    if nodes is not None:
+        sel &= nodes[cs.pair_n]
     pc, pn = cs.pair_c[sel], cs.pair_n[sel]
     srt = np.lexsort((pos[pc], pn))
     pc, pn = pc[srt], pn[srt]
@@ -286,16 +300,18 @@ def _independent_rows(cs: CompiledSite, tc: F64) -> list[tuple[int, int, float]]
     return picked
 
 
-def _rows_that_can_bind(cs: CompiledSite, pcoef: C128, lim: F64, x_end: F64, cols: I64) -> B:
-    """Nodes (m,) with a row that may reach its limit before every charger reaches its end.
+def can_bind(v_end: C128, lim: F64, cols: I64) -> B:
+    """Nodes (m,) with a row that may reach its limit before every charger reaches its end,
+    given the rows' sums ``v_end`` with everyone at the end (their maximum).
 
     Line, power and line-sum rows only grow as any charger rises (every contribution to a line
     lies within 30 degrees of that line's voltage, so no two are more than 60 degrees apart), so
-    a row that fits with everyone at the end of their profile never binds and its breakpoints
-    need not be tracked. Transformer primary rows mix lines 120 degrees apart and can dip on the
-    way, so they are always tracked."""
-    over = np.abs(node_sums(cs, pcoef, x_end)) > lim - TOL_A
-    over[:, (cols >= COL_PRIMARY) & (cols < COL_PRIMARY + 3)] = True
+    a row that fits with everyone at the end of their profile never binds: neither in the
+    filling nor for a car that rises alone from below its end. Transformer primary rows mix
+    lines 120 degrees apart and can dip on the way, so every limited one is always kept."""
+    over = np.abs(v_end) > lim - TOL_A
+    prim = (cols >= COL_PRIMARY) & (cols < COL_PRIMARY + 3)
+    over[:, prim] |= lim[:, prim] < BIG_LIMIT
     return np.asarray(over.any(axis=1), dtype=np.bool_)
 
 
@@ -351,7 +367,7 @@ def fill(
     bind_col = np.full(n, -1, dtype=np.int64)
     if not active.any():
         return x, bind_node, bind_col
-    loud = _rows_that_can_bind(cs, pcoef, lim, np.where(active, prof.end(), x_fixed), cols)
+    loud = can_bind(node_sums(cs, pcoef, np.where(active, prof.end(), x_fixed)), lim, cols)
     br = _events(cs, pcoef, active, prof, loud)
     m = len(cs.node_ids)
     frozen = ~active

@@ -40,6 +40,7 @@ from ampshare.core._headroom import headroom
 from ampshare.core._policies import Cars, keep_order, profiles
 from ampshare.core._sessions import session_facts
 from ampshare.core._waterfill import (
+    can_bind,
     fill,
     node_sums,
     prefix_accept,
@@ -80,7 +81,8 @@ def allocate(inp: AllocationInput) -> Allocation:
     pcoef = site_pair_coefficients(cs, floor.one_phase, cols)
     grid = replace(grid, hi=hi)
     x = np.where(floor.running, hi, 0.0)
-    if violations(node_sums(cs, pcoef, x), avail).any():
+    v_hi = node_sums(cs, pcoef, x)
+    if violations(v_hi, avail).any():
         # Not everyone fits at their maximum: share (most cycles of a site with spare
         # capacity skip this; the maxima are on each charger's grid already).
         cars = Cars(lo=grid.lo, hi=hi, volt=grid.volt_for(floor.one_phase), facts=facts)
@@ -99,6 +101,7 @@ def allocate(inp: AllocationInput) -> Allocation:
             order=order,
             level=level,
             cols=cols,
+            loud=can_bind(v_hi, avail, cols),
         )
     return _reasons.explain(
         avail=avail,
@@ -124,10 +127,12 @@ def _round_and_top_up(
     order: I64,
     level: F64 | None,
     cols: I64,
+    loud: B,
 ) -> F64:
     """Round down to each charger's grid, repair rows where phasors cancel (rounding one car
     down can raise a transformer primary row), then give remaining slack out in policy order
-    in whole grid steps until no single car can take one more step."""
+    in whole grid steps until no single car can take one more step. Only the rows of the
+    ``loud`` nodes can stop a car below its maximum (``can_bind``)."""
     running = floor.running
     x = np.where(running, grid.down(x, floor.one_phase), 0.0)
     exact = not can_cancel(cols)  # rounding down and greedy prefixes cannot overshoot a row
@@ -136,7 +141,7 @@ def _round_and_top_up(
     v = node_sums(cs, pcoef, x)
     for rnd in range(_TOPUP_ROUNDS):
         open_ = running & (x < grid.hi - 1e-9)
-        slack = slack_only(cs, pcoef, v, avail, open_)
+        slack = slack_only(cs, pcoef, v, avail, open_, nodes=loud)
         reach = np.minimum(x + np.where(open_, slack, 0.0), grid.hi)
         if level is not None and rnd < _TOPUP_ROUNDS // 2:
             # equal: one step per car per round, so remainders spread instead of going to one
@@ -150,7 +155,7 @@ def _round_and_top_up(
         if level is not None:
             # equal: remainders go to the cars that are lowest now (max-min fair to a step)
             cand = cand[np.lexsort((np.arange(len(cand)), x[cand] / level[cand]))]
-        acc = prefix_accept(cs, pcoef, v, avail, cand, delta=delta)
+        acc = prefix_accept(cs, pcoef, v, avail, cand, delta=delta, nodes=loud)
         trial = x + np.where(acc, delta, 0.0)
         v_trial = node_sums(cs, pcoef, trial)
         if not exact and (violations(v_trial, avail) & ~violations(v, avail)).any():
