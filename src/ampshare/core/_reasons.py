@@ -123,11 +123,15 @@ def explain(
     x: F64,
     avail: F64,
     cols: I64,
+    loud: B,
 ) -> Allocation:
-    """``pcoef`` and ``avail`` carry only the columns ``cols``."""
+    """``pcoef`` and ``avail`` carry only the columns ``cols``; only the rows of ``loud``
+    nodes can have stopped a car below its maximum (``_waterfill.can_bind``)."""
     charging = floor.running & (x > 0)
     paused = grid.candidate & ~charging
-    keys = _keys(cs=cs, grid=grid, floor=floor, pcoef=pcoef, x=x, avail=avail, cols=cols)
+    keys = _keys(
+        cs=cs, grid=grid, floor=floor, pcoef=pcoef, x=x, avail=avail, cols=cols, loud=loud
+    )
     reasons = _reasons(cs, hr, keys)
     xs = x.tolist()
     fixed = {fl.charger_id: fl for fl in inp.fixed_loads}
@@ -171,6 +175,7 @@ def _keys(
     x: F64,
     avail: F64,
     cols: I64,
+    loud: B,
 ) -> I64:
     """One integer per charger naming its reason: (category, node or kind, column, detail)
     packed, so that equal reasons are found with one ``np.unique`` instead of a loop."""
@@ -178,8 +183,12 @@ def _keys(
     charging = floor.running & (x > 0)
     paused = grid.candidate & ~charging
     at_max = charging & (x >= grid.hi_for(floor.one_phase) - 1e-6)
-    _, bnode, bcol = alone_slack(cs, pcoef, v, avail, (charging & ~at_max) | paused)
+    # A charging car below its maximum was stopped by a row of a ``loud`` node; a paused car
+    # (not among the cars ``loud`` was judged with) may be kept out by any row.
+    _, bnode, bcol = alone_slack(cs, pcoef, v, avail, charging & ~at_max, nodes=loud)
     if paused.any():
+        _, pnode, pcol = alone_slack(cs, pcoef, v, avail, paused)
+        bnode, bcol = np.where(paused, pnode, bnode), np.where(paused, pcol, bcol)
         v_forced = node_sums(cs, pcoef, np.where(floor.forced, grid.lo, 0.0))
         alone, anode, acol = alone_slack(cs, pcoef, v_forced, avail, paused)
     else:  # nobody paused: nothing to explain about a pause

@@ -103,14 +103,16 @@ def _max_step(vv: C128, c: C128, lim: F64) -> F64:
     return np.asarray(np.where(a > EPS_COEF, root, np.inf), dtype=np.float64)
 
 
-def alone_slack(cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B) -> tuple[F64, I64, I64]:
+def alone_slack(
+    cs: CompiledSite, pcoef: C128, v: C128, limit: F64, idx: B, *, nodes: B | None = None
+) -> tuple[F64, I64, I64]:
     """For chargers in ``idx``: how far each alone could rise with everything else fixed, and
     the (node, column) that stops it (-1 where nothing does; on a tie the node nearest the
-    root, then the lowest column). Shapes (n,)."""
+    root, then the lowest column). Shapes (n,). ``nodes``: only these nodes' rows."""
     n = len(cs.charger_ids)
     node = np.full(n, -1, dtype=np.int64)
     column = np.full(n, -1, dtype=np.int64)
-    sel = idx[cs.pair_c]
+    sel = idx[cs.pair_c] if nodes is None else idx[cs.pair_c] & nodes[cs.pair_n]
     if n == 0 or not sel.any():
         return np.full(n, np.inf), node, column
     pn = cs.pair_n[sel]

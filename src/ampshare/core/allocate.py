@@ -82,6 +82,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     grid = replace(grid, hi=hi)
     x = np.where(floor.running, hi, 0.0)
     v_hi = node_sums(cs, pcoef, x)
+    loud = can_bind(v_hi, avail, cols)
     if violations(v_hi, avail).any():
         # Not everyone fits at their maximum: share (most cycles of a site with spare
         # capacity skip this; the maxima are on each charger's grid already).
@@ -101,7 +102,7 @@ def allocate(inp: AllocationInput) -> Allocation:
             order=order,
             level=level,
             cols=cols,
-            loud=can_bind(v_hi, avail, cols),
+            loud=loud,
         )
     return _reasons.explain(
         avail=avail,
@@ -113,6 +114,7 @@ def allocate(inp: AllocationInput) -> Allocation:
         floor=floor,
         pcoef=pcoef,
         x=x,
+        loud=loud,
     )
 
 
