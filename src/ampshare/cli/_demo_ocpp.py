@@ -84,13 +84,28 @@ def _lines(c: Charger, phases: int) -> list[int]:
 
 
 def site_config(
-    site: Site, *, policy: str, host: str, port: int, store_url: str, tokens: Mapping[str, str]
+    site: Site,
+    *,
+    policy: str,
+    host: str,
+    port: int,
+    store_url: str,
+    tokens: Mapping[str, str],
+    speed: float = 1.0,
 ) -> SiteConfig:
-    """The demo as a site file would say it (``tokens``: plain token -> role, hashed here)."""
+    """The demo as a site file would say it (``tokens``: plain token -> role, hashed here).
+
+    The controller's clock runs ``speed`` times faster than the messages on the wire, so the
+    timers that wait for a charger's answer are stretched to stay a few real seconds long: a
+    lease of 2 real seconds (120 s at x60) would lapse between two paced writes and drop the
+    chargers to their fallback."""
+    control = ControlSection(
+        lease_s=max(120.0, 10.0 * speed), ack_timeout_s=min(300.0, max(10.0, 2.0 * speed))
+    )
     return SiteConfig(
         site=site,
         policy=PolicySection(name=policy),
-        control=ControlSection(),
+        control=control,
         planner=PlannerSection(),
         ocpp=OcppSection(host="127.0.0.1", port=0),
         web=WebSection(
@@ -261,11 +276,13 @@ async def run_ocpp_demo(
     policy: str,
     history_h: float,
 ) -> None:
-    from ampshare.cli.demo import demo_site
+    from ampshare.cli.demo import demo_limits_a, demo_site
 
     listen_socket(host, port, what="the dashboard").close()  # a port in use: fail at once
     # The site meter is polled once per real second, ``speed`` simulated seconds apart.
-    site = demo_site(chargers, meter_timeout_s=max(10.0, 3.0 * speed, 360.0))
+    site = demo_site(
+        chargers, meter_timeout_s=max(10.0, 3.0 * speed, 360.0), **demo_limits_a(chargers)
+    )
     now = time.time()
     fresh = not open_store_has_sessions(store_url)
     if history_h > 0 and fresh:
@@ -281,6 +298,7 @@ async def run_ocpp_demo(
         port=port,
         store_url=store_url,
         tokens={admin: "admin", reader: "read"},
+        speed=speed,
     )
     banner = [
         f"ampshare demo: {chargers} OCPP chargers, time x{speed:g}, store {store_url}",

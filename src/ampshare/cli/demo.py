@@ -53,13 +53,21 @@ from ampshare.web import (
     run_recorder,
 )
 
-__all__ = ["BuildingProfile", "DemoCars", "DemoClock", "demo_site"]
+__all__ = ["BuildingProfile", "DemoCars", "DemoClock", "demo_limits_a", "demo_site"]
 
 _ROTATIONS = (PhaseRotation.L1L2L3, PhaseRotation.L2L3L1, PhaseRotation.L3L1L2)
 _PROFILE = "building_load_ucam_b57_2019-06-03_week.csv"
 _WEEK_S = 7 * 86400.0
 _MONDAY_EPOCH_OFFSET_S = 4 * 86400.0  # 1970-01-01 was a Thursday; Monday 00:00 is +4 days
 _UNBALANCE = (1.12, 1.0, 0.88)  # building loads are never balanced; L1 carries the most
+
+
+def demo_limits_a(chargers: int) -> dict[str, float]:
+    """Service and garage limits for ``chargers`` wallboxes: the 6-bay garage's 3x63 A / 3x50 A,
+    grown in proportion beyond 6 bays so that a bigger demo still shares rather than pauses
+    nearly every car."""
+    garage = round(50.0 * max(1.0, chargers / 6.0))
+    return {"main_a": garage + 13.0, "garage_a": float(garage)}
 
 
 def demo_site(
@@ -71,7 +79,7 @@ def demo_site(
 ) -> Site:
     """A 230/400 V building: main service ``main_a`` per line, a garage sub-panel ``garage_a``
     per line with ``chargers`` wallboxes (16 A three-phase; every third one 32 A single-phase,
-    phases rotated), and one meter on the main service that sees building plus EVs."""
+    spread over the lines), and one meter on the main service that sees building plus EVs."""
     if chargers < 1:
         raise ValueError("the demo needs at least one charger")
     nodes = (
@@ -98,7 +106,9 @@ def demo_site(
             node_id="garage",
             name=f"Bay {i + 1}",
             connection=Connection.L1 if i % 3 == 2 else Connection.THREE_PHASE,
-            phase_rotation=_ROTATIONS[i % 3],
+            # Single-phase wallboxes are spread over the site's lines (bays 3, 6, 9 on L1, L2,
+            # L3, ...), three-phase ones rotated so that one-phase cars do not all load L1.
+            phase_rotation=_ROTATIONS[(i // 3) % 3 if i % 3 == 2 else i % 3],
             max_current_a=16.0 if i % 3 != 2 else 32.0,
             protocol="ocpp1.6" if i % 2 == 0 else "ocpp2.0.1",
         )
@@ -389,7 +399,11 @@ async def _run_demo(
     step_s = 120.0
     # The simulated meter reports once per real second (``speed`` simulated seconds), and once
     # per ``step_s`` while back-filling: its timeout must cover that or it would look stale.
-    site = demo_site(chargers, meter_timeout_s=max(10.0, 3.0 * speed, 3.0 * step_s))
+    site = demo_site(
+        chargers,
+        meter_timeout_s=max(10.0, 3.0 * speed, 3.0 * step_s),
+        **demo_limits_a(chargers),
+    )
     now = time.time()
     clock = DemoClock(now - history_h * 3600.0)
     store = open_store(store_url)
