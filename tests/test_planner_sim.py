@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
-from ampshare.core.snapshot import Session
+from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.core.tariff import PriceSeries, Tariff
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.engine import EvOptions
@@ -103,12 +103,28 @@ def test_late_solves_fall_back_to_deadline_targets() -> None:
     assert targets == pytest.approx(deadline_targets(site, cars, 0.0))
 
 
-def test_a_car_that_stops_drawing_is_treated_as_full() -> None:
+def _state(status: ChargerStatus, draw_a: float, offered_a: float) -> ChargerState:
+    return ChargerState(
+        charger_id="c0",
+        t_s=0.0,
+        status=status,
+        measured_current_a=(draw_a, 0.0, 0.0),
+        offered_current_a=offered_a,
+    )
+
+
+def test_a_car_its_charger_reports_full_gets_no_more_plan() -> None:
     site = garage()
     provider = PlannerProvider(site=site, time_limit_s=None)
     car = Session(session_id="a", charger_id="c0", arrival_s=0.0, departure_s=8 * H)
-    first = provider(0.0, site, (car,))
+    first = provider(0.0, site, (car,), (_state(ChargerStatus.SUSPENDED_EVSE, 0.0, 0.0),))
     assert first["a"] == pytest.approx(30.0)  # the whole 30 A line
-    # Ten minutes later it has taken nothing: full, so the plan stops reserving for it.
-    again = provider(600.0, site, (car,))
-    assert again["a"] == pytest.approx(0.0)
+    # Not offered current (paused, or an increase held back): drawing nothing proves nothing.
+    again = provider(600.0, site, (car,), (_state(ChargerStatus.SUSPENDED_EVSE, 0.0, 0.0),))
+    assert again["a"] == pytest.approx(30.0)
+    # Offered 30 A, takes none (SuspendedEV): full, so the plan stops reserving for it ...
+    full = provider(900.0, site, (car,), (_state(ChargerStatus.SUSPENDED_EV, 0.0, 30.0),))
+    assert full["a"] == pytest.approx(0.0)
+    # ... until it draws again.
+    back = provider(1200.0, site, (car,), (_state(ChargerStatus.CHARGING, 6.0, 6.0),))
+    assert back["a"] == pytest.approx(30.0)

@@ -34,7 +34,7 @@ from ampshare.core.site import (
 from ampshare.core.snapshot import Session
 from ampshare.sim._compiled import compile_site
 from ampshare.sim.baselines import allstop_waterfill, greedy_clamp
-from ampshare.sim.data import load_series, load_sessions
+from ampshare.sim.data import SessionRecord, load_series, load_sessions
 from ampshare.sim.engine import EvOptions, metered_site
 from ampshare.sim.run import SimSpec, simulate
 from ampshare.sim.trace import write_trace
@@ -246,8 +246,13 @@ def test_plan_provider_hook_is_called_on_changes_and_every_replan(tiny_spec: Sim
     ``replan_s``; its targets reach the allocator through ``Policy.planned_targets_a``."""
     calls: list[tuple[float, tuple[str, ...], tuple[float | None, ...]]] = []
 
-    def provider(now_s: float, site: object, sessions: tuple[Session, ...]) -> dict[str, float]:
+    def provider(
+        now_s: float, site: object, sessions: tuple[Session, ...], states: tuple[object, ...]
+    ) -> dict[str, float]:
         del site
+        assert {getattr(st, "charger_id", None) for st in states} == {
+            s.charger_id for s in sessions
+        }  # one report per charger with a car
         calls.append(
             (now_s, tuple(s.session_id for s in sessions), tuple(s.departure_s for s in sessions))
         )
@@ -263,4 +268,28 @@ def test_plan_provider_hook_is_called_on_changes_and_every_replan(tiny_spec: Sim
     assert 1800.0 in times  # and on the re-plan interval
     # s2 is unclaimed: the hook never sees a departure for it
     assert all(dep[1] is None for _, ids, dep in calls if len(ids) == 3)
+    assert out.metrics["violation_amp_seconds"] == 0.0
+
+
+def test_a_car_plugging_in_starts_at_the_lease_its_charger_holds(tiny_spec: SimSpec) -> None:
+    """s1 leaves c1 at 01:00 and s2 plugs into c1 in that same grid step. The charger still
+    holds s1's leased 16 A, so s2 draws it at once (as it would live, and as the controller
+    counts it) instead of waiting for the next change or lease refresh."""
+    t0 = 1_570_000_200.0  # on the 5-minute grid
+    recs = tuple(
+        SessionRecord(
+            session_id=sid,
+            station_id="c1",
+            arrival_s=t0 + a * 3600,
+            departure_s=t0 + d * 3600,
+            energy_wh=50_000.0,
+        )
+        for sid, a, d in (("s1", 0.0, 1.0), ("s2", 1.0, 2.0))
+    )
+    spec = dataclasses.replace(
+        tiny_spec, sessions=recs, building=None, policy="equal", step_s=300.0
+    )
+    out = simulate(spec)
+    full_kwh = 16 * 3 * 230 / 1000  # 11.04 kW for an hour, less s1's first 5 s reaction
+    assert out.replay.delivered_wh / 1000 == pytest.approx([full_kwh] * 2, rel=0.003)
     assert out.metrics["violation_amp_seconds"] == 0.0

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ampshare.core.site import Site
-from ampshare.core.snapshot import Session
+from ampshare.core.snapshot import ChargerState, Session
 from ampshare.sim._compiled import CompiledSite
 from ampshare.sim.data import SessionRecord
 
@@ -23,11 +23,18 @@ class PlanProvider(Protocol):
 
     Called every ``replan_s`` and whenever a car arrives or leaves; the targets go into
     ``Policy.planned_targets_a`` until the next call. ``sessions`` carry only what the
-    controller may know (declared departure and energy, energy delivered so far).
+    controller may know (declared departure and energy, energy delivered so far); ``states``
+    what the chargers with a car report (status, offered and measured current), as a live
+    controller sees them — how a planner tells a full car from one that was not offered
+    current.
     """
 
     def __call__(
-        self, now_s: float, site: Site, sessions: tuple[Session, ...]
+        self,
+        now_s: float,
+        site: Site,
+        sessions: tuple[Session, ...],
+        states: tuple[ChargerState, ...],
     ) -> dict[str, float]: ...
 
 

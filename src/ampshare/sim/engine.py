@@ -89,6 +89,10 @@ class _Loop:
         n_ch = len(site.chargers)
         self.plugs: dict[int, _Plug] = {}  # charger index -> plug
         self.fallback_a = np.zeros(n_ch)
+        # What each charger was last told and until when, plugged or not: a car plugging in
+        # starts at once at the leased limit in force (else the fallback), as it would live.
+        self.held_a = np.zeros(n_ch)
+        self.held_until_s = np.full(n_ch, -math.inf)
         self.delivered = np.zeros(len(self.records))
         self.charger_of = np.full(len(self.records), -1, dtype=np.int64)
         self.ids = {c.id: j for j, c in enumerate(site.chargers)}
@@ -136,14 +140,25 @@ class _Loop:
         )
         return spec, cap * o.target_soc - wanted_wh
 
-    def arrive(self, i: int) -> bool:
+    def arrive(self, i: int, now_s: float) -> bool:
         rec = self.records[i]
         j = self._free_charger(rec.station_id)
         if j is None:
             return False
         spec, stored = self._ev_spec(j, rec.energy_wh)
         ev = ev_plug_in(spec, stored_wh=stored, wanted_wh=rec.energy_wh)
-        self.plugs[j] = _Plug(rec=rec, index=i, charger=j, ev=ev, pilot_a=0.0)
+        leased = now_s < self.held_until_s[j]
+        offer = float(self.held_a[j] if leased else self.fallback_a[j])
+        self.plugs[j] = _Plug(
+            rec=rec,
+            index=i,
+            charger=j,
+            ev=ev_follow_pilot(ev, offer, now_s) if offer > 0 else ev,
+            pilot_a=offer,
+            lease_until_s=float(self.held_until_s[j]) if leased else math.inf,
+            charging=offer > 0,
+            starts=int(offer > 0),
+        )
         self.charger_of[i] = j
         return True
 
@@ -199,6 +214,11 @@ class _Loop:
             if j not in self.plugs
         ]
         self.freed.clear()
+        return (*out, *self._plug_states(now_s))
+
+    def _plug_states(self, now_s: float) -> list[ChargerState]:
+        """What each charger with a car plugged in reports."""
+        out = []
         for j, p in self.plugs.items():
             ch = self.site.chargers[j]
             meas = [0.0, 0.0, 0.0]
@@ -224,7 +244,7 @@ class _Loop:
                     installed_limit_a=p.pilot_a,
                 )
             )
-        return tuple(out)
+        return out
 
     def _sessions(self) -> tuple[Session, ...]:
         # Only what a real controller can know: never the true departure.
@@ -267,7 +287,8 @@ class _Loop:
         if self.plan_provider is None:
             return self.policy
         if changed or now_s >= self.next_plan_s:
-            self.targets = self.plan_provider(now_s, self.site, sessions)
+            states = tuple(self._plug_states(now_s))
+            self.targets = self.plan_provider(now_s, self.site, sessions, states)
             self.next_plan_s = now_s + self.replan_s
         return dataclasses.replace(self.policy, planned_targets_a=dict(self.targets))
 
@@ -283,6 +304,8 @@ class _Loop:
         for cid, fb in d.fallbacks_a.items():
             self.fallback_a[self.ids[cid]] = fb
         for cid, pilot in d.pilots.items():
+            self.held_a[self.ids[cid]] = pilot.limit_a
+            self.held_until_s[self.ids[cid]] = pilot.lease_until_s
             p = self.plugs.get(self.ids[cid])
             if p is not None:
                 self._apply(p, pilot, now_s)
@@ -414,7 +437,7 @@ def _run(loop: _Loop, start: float, end: float, progress: Callable[[float], None
     while t < end - 1e-9:
         changed = loop.depart(t)
         while i < n and recs[i].arrival_s <= t:
-            changed |= loop.arrive(i)
+            changed |= loop.arrive(i, t)
             i += 1
         if not loop.plugs:
             nxt = min(end, _grid_up(recs[i].arrival_s, start, loop.step_s)) if i < n else end

@@ -3,10 +3,11 @@
 ``PlannerProvider`` wraps ``core.planner.RecedingHorizonPlanner`` for a replay: it sees only
 what a live controller would (declared departures and energies, energy delivered so far),
 forecasts the building load from the replay's *past* (same weekday and time, safety
-quantile), learns default stays and energies from the sessions it has seen leave (and how their true
-stay compared with the declared one, which makes the plan front-load energy), tracks the
-demand peak already set in the billing period, and keeps each session's latest expected energy
-and "will not be ready" warning. A late or failed solve yields deadline-style targets (energy
+quantile), learns default stays and energies from the sessions it has seen leave (and how
+their true stay compared with the declared one, which makes the plan front-load energy),
+treats a car as full while its charger reports SuspendedEV, tracks the demand peak already
+set in the billing period, and keeps each session's latest expected energy and "will not be
+ready" warning. A late or failed solve yields deadline-style targets (energy
 still needed over time left), the same fallback the live controller takes.
 """
 
@@ -32,7 +33,7 @@ from ampshare.core.planner import (
     targets_at,
 )
 from ampshare.core.site import Site
-from ampshare.core.snapshot import Session
+from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.core.tariff import Tariff
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.series import TimeSeries
@@ -92,7 +93,6 @@ class PlannerProvider:
     _finished: list[Session] = field(default_factory=list)
     _ratios: list[float] = field(default_factory=list)
     _full: set[str] = field(default_factory=set)
-    _targets: dict[str, float] = field(default_factory=dict)
     _last_s: float | None = None
     _peak_kw: float = 0.0
     _period: int | None = None
@@ -130,8 +130,14 @@ class PlannerProvider:
             linearisation=self.linearisation,
         )
 
-    def __call__(self, now_s: float, site: Site, sessions: tuple[Session, ...]) -> dict[str, float]:
-        self._mark_full(now_s, sessions)
+    def __call__(
+        self,
+        now_s: float,
+        site: Site,
+        sessions: tuple[Session, ...],
+        states: tuple[ChargerState, ...] = (),
+    ) -> dict[str, float]:
+        self._mark_full(sessions, states)
         self._track(now_s, sessions)
         known = tuple(
             dataclasses.replace(s, energy_wanted_wh=s.energy_delivered_wh)
@@ -147,27 +153,25 @@ class PlannerProvider:
         if not targets:
             self.fallbacks += 1
             targets = deadline_targets(site, known, now_s, self.mpc.defaults.dwell_s)
-        self._targets = targets
         return targets
 
-    def _mark_full(self, now_s: float, sessions: Sequence[Session]) -> None:
-        """A car that took (almost) nothing while offered a real target is full — what a live
-        controller sees as an EV drawing less than offered. Its need drops to zero so that
-        the plan stops reserving capacity for it; it comes back if it draws again."""
-        if self._last_s is None or now_s - self._last_s < 60.0:
-            return
-        hours = (now_s - self._last_s) / 3600.0
-        for s in sessions:
-            seen = self._seen.get(s.session_id)
-            target = self._targets.get(s.session_id, 0.0)
-            if seen is None or target < 1.0:
+    def _mark_full(self, sessions: Sequence[Session], states: Sequence[ChargerState]) -> None:
+        """A car whose charger reports SuspendedEV (offered current, the car takes none) is
+        full: its need drops to zero so that the plan stops reserving capacity for it. It is
+        wanting again as soon as it draws. A car that was not offered current (paused by the
+        allocator, or an increase still held back) keeps its verdict: drawing nothing then
+        says nothing about its battery."""
+        by_charger = {s.charger_id: s.session_id for s in sessions}
+        for st in states:
+            sid = by_charger.get(st.charger_id)
+            if sid is None:
                 continue
-            volts = charger_voltage_v(self.site, self.site.charger(s.charger_id))
-            got = s.energy_delivered_wh - seen.session.energy_delivered_wh
-            if got < 0.05 * target * volts * hours:
-                self._full.add(s.session_id)
-            else:
-                self._full.discard(s.session_id)
+            drawing = max((a or 0.0 for a in st.measured_current_a or ()), default=0.0) > 0.5
+            if st.status is ChargerStatus.SUSPENDED_EV and not drawing:
+                self._full.add(sid)
+            elif drawing:
+                self._full.discard(sid)
+        self._full &= set(by_charger.values())
 
     @property
     def warnings(self) -> list[SessionPlan]:
