@@ -12,10 +12,12 @@ The step itself is pure (``ampshare.control``); this module only moves data and 
 the one place that catches broadly: a failed dispatch is logged and the loop goes on, because
 the chargers' fallbacks keep the site safe while we retry.
 
-Beside the loop: the web bridge (``web``: API, dashboard, store) and the MQTT bridge (the site
-file's ``mqtt:``). Session edits from either reach the next step the same way. With a store
-that a previous run used, the controller restarts from it: ``rebuild_state`` from the stored
-sessions and installed profiles and what the chargers report, so every limit is re-asserted.
+Beside the loop: the web bridge (``web``: API, dashboard, store), the MQTT bridge (the site
+file's ``mqtt:``) and the planner (``SupervisorOptions.planner``, from ``planner:``; its
+solves run in a worker thread, its plans reach ``GET /api/v1/plan``). Session edits from the
+web and MQTT bridges reach the next step the same way. With a store that a previous run used,
+the controller restarts from it: ``rebuild_state`` from the stored sessions and installed
+profiles and what the chargers report, so every limit is re-asserted.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ampshare.adapters.mqtt import SessionCommand
 from ampshare.adapters.ocpp import CentralSystem, ChargerLink, CommandOutcome, LinkOptions
 from ampshare.adapters.ocpp.port import OutcomeStatus
 from ampshare.app._mqtt import MqttLink, SessionEdits, command_changes, mqtt_password
+from ampshare.app._planner import LivePlanner
 from ampshare.app._web import WebBridge
 from ampshare.clock import Clock, SystemClock
 from ampshare.config import SiteConfig
@@ -52,6 +55,7 @@ from ampshare.control import (
     step,
 )
 from ampshare.core.allocation import Policy, PolicyName
+from ampshare.core.planner import RecedingHorizonPlanner
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
 from ampshare.errors import InputError
 
@@ -67,6 +71,9 @@ class SupervisorOptions:
     link: LinkOptions = field(default_factory=LinkOptions)
     poll_meters: bool = True  # False: no meter coordinators (tests, sites without meters)
     web: bool = False  # serve the API and dashboard (``web:`` section) and keep the store
+    # the ``planner:`` section's planner (``config.planner_from_section``); with policy
+    # ``planned`` the controller follows its targets, ``deadline`` while it has no plan
+    planner: RecedingHorizonPlanner | None = None
 
 
 def tune_gc() -> None:
@@ -107,6 +114,7 @@ class Supervisor:
         self.options = options or SupervisorOptions()
         self.settings = control_settings(config)
         self.policy = policy_from(config)
+        self.planner = LivePlanner(self.options.planner) if self.options.planner else None
         self.link: ChargerLink | None = link
         self._own_link = link is None
         self.state: ControllerState = initial_state(self.site, self.settings)
@@ -302,7 +310,12 @@ class Supervisor:
         """One control step on the latest inputs; its commands are sent in the background."""
         before = self.state
         inputs, sessions = self._inputs(link)
-        result = step(self.site, self.settings, self.policy, before, inputs, now_s)
+        policy = self.policy
+        if self.planner is not None:
+            policy = self.planner.policy(self.policy, now_s)
+            if self.planner.wants(now_s, sessions, tuple(self._passed_states.values())):
+                self._spawn(self._replan(self.planner, now_s, sessions))
+        result = step(self.site, self.settings, policy, before, inputs, now_s)
         self.state = result.state
         self.last_result = result
         self.trigger.ran(now_s, result.next_wakeup_s)
@@ -322,6 +335,21 @@ class Supervisor:
         if self._on_step is not None:
             self._on_step(result)
         return result
+
+    async def _replan(self, planner: LivePlanner, now_s: float,
+                      sessions: tuple[Session, ...]) -> None:
+        try:
+            plan = await planner.replan(now_s, sessions)
+        except Exception:  # a planner bug must not stop the loop: deadline goes on
+            log.exception("planning failed; the deadline policy holds until the next plan")
+            return
+        if not plan.status.usable:
+            log.warning("plan %s (%s): the deadline policy holds until the next plan",
+                        plan.status.value, plan.message)
+        if self.web is not None:
+            self.web.runtime.set_plan(plan)
+        self.trigger.notify(self.clock.now_s())  # the next step follows the new targets
+        self._wake.set()
 
     # --- commands -----------------------------------------------------------------------
     async def _dispatch(self, link: ChargerLink, before: ControllerState,

@@ -19,18 +19,21 @@ from ampshare.adapters.ocpp import hash_password
 from ampshare.app import Supervisor, SupervisorOptions, tune_gc
 from ampshare.cli._app import app
 from ampshare.config import SiteConfig, load_config
-from ampshare.errors import ConfigError
+from ampshare.config.tariff_files import planner_from_section
+from ampshare.core.planner import RecedingHorizonPlanner
+from ampshare.errors import ConfigError, InputError
 
 __all__ = ["run"]
 
 
-async def _serve(config: SiteConfig, duration_s: float, web: bool) -> None:
+async def _serve(config: SiteConfig, duration_s: float, web: bool,
+                 planner: RecedingHorizonPlanner | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on every platform
             loop.add_signal_handler(sig, stop.set)
-    sup = Supervisor(config, options=SupervisorOptions(web=web))
+    sup = Supervisor(config, options=SupervisorOptions(web=web, planner=planner))
     task = asyncio.create_task(sup.run(stop))
     started = asyncio.create_task(sup.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
@@ -50,6 +53,11 @@ async def _serve(config: SiteConfig, duration_s: float, web: bool) -> None:
     if sup.web is not None and sup.web.resumed:
         typer.echo(f"ampshare: resumed from the store: {len(sup.web.runtime.view().sessions)} "
                    "plugged-in sessions; every limit is re-asserted")
+    if planner is not None:
+        typer.echo(f"ampshare: planner on: {planner.horizon_s / 3600:g} h in "
+                   f"{planner.slot_s:g} s slots, re-planned every {planner.replan_interval_s:g} s"
+                   + (" (policy is not 'planned': plans are shown, not followed)"
+                      if config.policy.name != "planned" else ""))
     if sup.mqtt is not None:
         m = sup.mqtt.describe()
         typer.echo(f"ampshare: MQTT to {m['host']}:{m['port']}, topics {m['prefix']}/..., "
@@ -82,9 +90,16 @@ def run(  # noqa: PLR0917 - typer maps every option to a parameter
     update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if update:
         config = replace(config, ocpp=config.ocpp.model_copy(update=update))
+    planner = None
+    if config.planner.enabled:
+        try:  # tariff and price files are relative to the site file
+            planner = planner_from_section(config.planner, config.site, site.parent)
+        except InputError as e:
+            typer.echo(f"{site}: planner: {e}", err=True)
+            raise typer.Exit(2) from e
     tune_gc()
     try:
-        asyncio.run(_serve(config, duration_s, web))
+        asyncio.run(_serve(config, duration_s, web, planner))
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from e

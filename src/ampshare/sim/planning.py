@@ -29,11 +29,13 @@ from ampshare.core.planner import (
     SessionPlan,
     SiteForecast,
     forecast_profile,
+    full_sessions,
     learn_defaults,
     targets_at,
+    without_full,
 )
 from ampshare.core.site import Site
-from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
+from ampshare.core.snapshot import ChargerState, Session
 from ampshare.core.tariff import Tariff
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.series import TimeSeries
@@ -92,7 +94,7 @@ class PlannerProvider:
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _finished: list[Session] = field(default_factory=list)
     _ratios: list[float] = field(default_factory=list)
-    _full: set[str] = field(default_factory=set)
+    _full: frozenset[str] = frozenset()
     _last_s: float | None = None
     _peak_kw: float = 0.0
     _period: int | None = None
@@ -137,14 +139,9 @@ class PlannerProvider:
         sessions: tuple[Session, ...],
         states: tuple[ChargerState, ...] = (),
     ) -> dict[str, float]:
-        self._mark_full(sessions, states)
+        self._full = full_sessions(self._full, sessions, states)
         self._track(now_s, sessions)
-        known = tuple(
-            dataclasses.replace(s, energy_wanted_wh=s.energy_delivered_wh)
-            if s.session_id in self._full
-            else s
-            for s in sessions
-        )
+        known = without_full(sessions, self._full)
         plan: Plan = self.mpc.step(now_s, known, peak_so_far_kw=self._peak_kw)
         self.plans += 1
         for sp in plan.sessions:
@@ -154,24 +151,6 @@ class PlannerProvider:
             self.fallbacks += 1
             targets = deadline_targets(site, known, now_s, self.mpc.defaults.dwell_s)
         return targets
-
-    def _mark_full(self, sessions: Sequence[Session], states: Sequence[ChargerState]) -> None:
-        """A car whose charger reports SuspendedEV (offered current, the car takes none) is
-        full: its need drops to zero so that the plan stops reserving capacity for it. It is
-        wanting again as soon as it draws. A car that was not offered current (paused by the
-        allocator, or an increase still held back) keeps its verdict: drawing nothing then
-        says nothing about its battery."""
-        by_charger = {s.charger_id: s.session_id for s in sessions}
-        for st in states:
-            sid = by_charger.get(st.charger_id)
-            if sid is None:
-                continue
-            drawing = max((a or 0.0 for a in st.measured_current_a or ()), default=0.0) > 0.5
-            if st.status is ChargerStatus.SUSPENDED_EV and not drawing:
-                self._full.add(sid)
-            elif drawing:
-                self._full.discard(sid)
-        self._full &= set(by_charger.values())
 
     @property
     def warnings(self) -> list[SessionPlan]:

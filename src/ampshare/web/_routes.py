@@ -20,6 +20,7 @@ from ampshare.web._schemas import (
     EventOut,
     HistoryOut,
     MeterOut,
+    PlanOut,
     PolicyIn,
     SessionEdit,
     SessionOut,
@@ -27,6 +28,7 @@ from ampshare.web._schemas import (
     charger_out,
     event_out,
     meter_out,
+    plan_out,
     point_out,
     session_out,
     site_out,
@@ -140,6 +142,15 @@ def _reads(r: APIRouter, read: list[Any]) -> None:
     def list_meters(rt: Runtime) -> list[MeterOut]:
         v = rt.view()
         return [meter_out(v, m.id) for m in v.site.meters]
+
+    @r.get("/plan", dependencies=read, tags=["live"], responses=_doc(404))
+    def get_plan(rt: Runtime) -> PlanOut:
+        """The planner's latest plan: each plugged-in car's expected energy by its departure
+        and whether it will not be ready. 404 while no planner runs (``planner.enabled``)."""
+        p = rt.view().plan
+        if p is None:
+            raise HTTPException(404, "no plan: the planner is not enabled or has not run yet")
+        return plan_out(p)
 
     @r.get("/events", dependencies=read, tags=["history"])
     def list_events(  # noqa: PLR0917 - FastAPI query parameters

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,9 @@ from ampshare.core.site import Charger
 from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.store import EventRecord, SeriesPoint, SessionRecord
 from ampshare.web.runtime import RuntimeView
+
+if TYPE_CHECKING:  # the planner pulls in scipy; the web layer only reads its results
+    from ampshare.core.planner import Plan
 
 __all__ = [
     "Activity",
@@ -27,14 +30,17 @@ __all__ = [
     "LiveFrame",
     "MeterOut",
     "NodeOut",
+    "PlanOut",
     "PolicyIn",
     "SessionEdit",
     "SessionOut",
+    "SessionPlanOut",
     "SiteOut",
     "activity",
     "charger_out",
     "live_frame",
     "meter_out",
+    "plan_out",
     "session_out",
     "site_out",
 ]
@@ -123,6 +129,31 @@ class SessionOut(BaseModel):
     active: bool
     ended_s: float | None = None
     edited_by: str | None = None
+
+
+class SessionPlanOut(BaseModel):
+    """What the plan promises one plugged-in car by its (declared or assumed) departure."""
+
+    session_id: str
+    charger_id: str
+    departure_s: float
+    requested_wh: float | None
+    expected_wh: float = Field(description="energy delivered so far + planned by departure")
+    departure_in_horizon: bool
+    will_not_be_ready: bool = Field(description="expected short of the request (> 1 %, 50 Wh)")
+
+
+class PlanOut(BaseModel):
+    """The planner's latest plan. ``status`` other than ``optimal`` (late or failed solve):
+    the controller follows the ``deadline`` policy until the next plan."""
+
+    status: str
+    made_s: float
+    end_s: float
+    slot_s: float
+    peak_kw: float
+    sessions: list[SessionPlanOut]
+    not_ready: list[str] = Field(description="ids of the sessions that will not be ready")
 
 
 class Activity(StrEnum):
@@ -266,6 +297,29 @@ def session_out(s: Session, rec: SessionRecord | None = None, *, active: bool = 
         active=active,
         ended_s=rec.ended_s if rec else None,
         edited_by=rec.edited_by if rec else None,
+    )
+
+
+def plan_out(p: Plan) -> PlanOut:
+    return PlanOut(
+        status=p.status.value,
+        made_s=p.start_s,
+        end_s=p.end_s,
+        slot_s=p.slot_s,
+        peak_kw=round(p.peak_kw, 3),
+        sessions=[
+            SessionPlanOut(
+                session_id=sp.session_id,
+                charger_id=sp.charger_id,
+                departure_s=sp.departure_s,
+                requested_wh=sp.requested_wh,
+                expected_wh=round(sp.expected_wh, 1),
+                departure_in_horizon=sp.departure_in_horizon,
+                will_not_be_ready=sp.will_not_be_ready,
+            )
+            for sp in p.sessions
+        ],
+        not_ready=[sp.session_id for sp in p.warnings],
     )
 
 

@@ -9,7 +9,8 @@ persisted to the store first, so a change the API confirmed survives a crash.
 When an ``allocator`` is given (normally ``ampshare.core.allocate.allocate``) the runtime
 re-runs it after every change, so that an edited departure changes the limits at once; a
 deployment whose controller computes limits itself passes ``allocator=None`` and pushes each
-``Allocation`` with ``set_allocation``.
+``Allocation`` with ``set_allocation``. A supervisor running the planner pushes each new plan
+with ``set_plan`` (``GET /api/v1/plan``: expected energy by departure, "will not be ready").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ampshare.clock import Clock
 from ampshare.control import Event as ControlEvent
@@ -44,6 +45,9 @@ from ampshare.store import (
     Severity,
     SqlStore,
 )
+
+if TYPE_CHECKING:  # the planner pulls in scipy; the web layer only reads its results
+    from ampshare.core.planner import Plan
 
 __all__ = ["Allocator", "InMemoryRuntime", "RuntimeView", "SiteRuntime"]
 
@@ -76,6 +80,7 @@ class RuntimeView:
     leases_until_s: Mapping[str, float] = field(default_factory=dict)
     allocated_s: float | None = None
     allocator_error: str | None = None
+    plan: Plan | None = None  # the planner's latest plan (None: no planner, or not run yet)
     # Indexes built once per view, so that listing thousands of chargers stays linear.
     _limit_by: Mapping[str, ChargerLimit] = field(default_factory=dict, repr=False)
     _session_by: Mapping[str, Session] = field(default_factory=dict, repr=False)
@@ -135,6 +140,7 @@ class InMemoryRuntime:
         self._allocated_s: float | None = None
         self._allocator_error: str | None = None
         self._leases: dict[str, float] = {}
+        self._plan: Plan | None = None
 
     # -- reading ----------------------------------------------------------------------------
     def view(self) -> RuntimeView:
@@ -155,6 +161,7 @@ class InMemoryRuntime:
                 leases_until_s=MappingProxyType(dict(self._leases)),
                 allocated_s=self._allocated_s,
                 allocator_error=self._allocator_error,
+                plan=self._plan,
                 _limit_by={lim.charger_id: lim for lim in limits},
                 _session_by={s.charger_id: s for s in self._sessions.values()},
             )
@@ -328,6 +335,12 @@ class InMemoryRuntime:
         """Take an allocation computed elsewhere (the controller)."""
         with self._lock:
             self._install(allocation)
+
+    def set_plan(self, plan: Plan) -> None:
+        """Take the planner's newest plan (what ``GET /api/v1/plan`` shows)."""
+        with self._lock:
+            self._plan = plan
+            self._seq += 1
 
     def recompute(self) -> None:
         """Re-run the allocator on the current state (no-op without an allocator)."""

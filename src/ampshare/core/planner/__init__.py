@@ -12,14 +12,16 @@ optional stationary battery, contracted capacity.
 ``targets_at``/``policy_at`` turn a plan into the live allocator's ``planned`` policy (which
 stays within instantaneous headroom); a late or failed solve yields the ``deadline`` policy.
 ``forecast_profile`` forecasts building load from history (same weekday and time, safety
-quantile).
+quantile); ``full_sessions``/``without_full`` take full cars (SuspendedEV) out of the plan.
 """
 
 from ampshare.core.planner._mpc import (
     RecedingHorizonPlanner,
     SessionDefaults,
     apply_defaults,
+    full_sessions,
     learn_defaults,
+    without_full,
 )
 from ampshare.core.planner._plan import plan, policy_at, targets_at
 from ampshare.core.planner._polygon import cone_arc, facets
@@ -48,8 +50,10 @@ __all__ = [
     "cone_arc",
     "facets",
     "forecast_profile",
+    "full_sessions",
     "learn_defaults",
     "plan",
     "policy_at",
     "targets_at",
+    "without_full",
 ]

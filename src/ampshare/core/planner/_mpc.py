@@ -12,10 +12,17 @@ import numpy as np
 from ampshare.core.planner._plan import plan
 from ampshare.core.planner._types import Battery, Linearisation, Plan, PlanInput, SiteForecast
 from ampshare.core.site import Site
-from ampshare.core.snapshot import Session
+from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.core.tariff import Tariff
 
-__all__ = ["RecedingHorizonPlanner", "SessionDefaults", "apply_defaults", "learn_defaults"]
+__all__ = [
+    "RecedingHorizonPlanner",
+    "SessionDefaults",
+    "apply_defaults",
+    "full_sessions",
+    "learn_defaults",
+    "without_full",
+]
 
 ForecastFn = Callable[[float, float, int], SiteForecast]
 
@@ -73,6 +80,37 @@ def apply_defaults(sessions: Sequence[Session], defaults: SessionDefaults) -> tu
             )
         )
     return tuple(out)
+
+
+def full_sessions(
+    previous: frozenset[str], sessions: Sequence[Session], states: Sequence[ChargerState]
+) -> frozenset[str]:
+    """Ids of the plugged-in sessions whose car is full: its charger reports SuspendedEV
+    (offered current, the car takes none). A car is wanting again as soon as it draws; one
+    that was not offered current (paused, or an increase still held back) keeps its verdict —
+    drawing nothing then says nothing about its battery."""
+    by_charger = {s.charger_id: s.session_id for s in sessions}
+    full = set(previous) & set(by_charger.values())
+    for st in states:
+        sid = by_charger.get(st.charger_id)
+        if sid is None:
+            continue
+        drawing = max((a or 0.0 for a in st.measured_current_a or ()), default=0.0) > 0.5
+        if drawing:
+            full.discard(sid)
+        elif st.status is ChargerStatus.SUSPENDED_EV:
+            full.add(sid)
+    return frozenset(full)
+
+
+def without_full(sessions: Sequence[Session], full: frozenset[str]) -> tuple[Session, ...]:
+    """The sessions with every full car wanting nothing more (the plan reserves nothing)."""
+    return tuple(
+        dataclasses.replace(s, energy_wanted_wh=s.energy_delivered_wh)
+        if s.session_id in full
+        else s
+        for s in sessions
+    )
 
 
 def _no_forecast(start_s: float, slot_s: float, n_slots: int) -> SiteForecast:
