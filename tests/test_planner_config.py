@@ -60,8 +60,12 @@ def test_section_builds_a_planner_with_tariff_battery_and_defaults() -> None:
         battery_max_discharge_kw=5.0,
         contracted_capacity_kw=7.0,
         default_dwell_h=4.0,
+        priority_factor=10.0,
+        max_facet_deg=5.0,
     )
     mpc = planner_from_section(section, site(), SCE.parent)
+    inp = mpc._input(1.57e9, [], 0.0, None)  # what each solve gets
+    assert (inp.priority_factor, inp.max_facet_deg) == (10.0, 5.0)
     assert mpc.tariff is not None
     assert mpc.tariff.demand_charge_per_kw(1.57e9) == pytest.approx(15.51)
     assert mpc.battery is not None

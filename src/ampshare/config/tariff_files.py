@@ -182,4 +182,6 @@ def planner_from_section(
             else section.contracted_capacity_kw * 1000
         ),
         defaults=SessionDefaults(dwell_s=section.default_dwell_h * 3600, energy_wh=energy),
+        max_facet_deg=section.max_facet_deg,
+        priority_factor=section.priority_factor,
     )

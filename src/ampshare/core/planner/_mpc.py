@@ -137,6 +137,8 @@ class RecedingHorizonPlanner:
     battery: Battery | None = None
     defaults: SessionDefaults = field(default_factory=SessionDefaults)
     linearisation: Linearisation = Linearisation.INSCRIBED
+    max_facet_deg: float = 10.0
+    priority_factor: float = 4.0
     dwell_ratio_samples: tuple[float, ...] = ()
     last: Plan | None = None
     replans: int = 0
@@ -190,6 +192,8 @@ class RecedingHorizonPlanner:
             battery=battery,
             default_dwell_s=self.defaults.dwell_s,
             linearisation=self.linearisation,
+            max_facet_deg=self.max_facet_deg,
+            priority_factor=self.priority_factor,
             time_limit_s=self.time_limit_s,
             dwell_ratio_samples=self.dwell_ratio_samples,
             floor_first_slot=True,
