@@ -13,12 +13,15 @@ entered them. Cars: ideal batteries (``EvOptions(basic=True)``), like the optimu
 is seeded with the (at most 500) sessions that ended before ``--start`` (stay ratios, default
 stay and energy; none for the default window, which starts with the file) and keeps learning
 during the replay. Prints one JSON object per policy (``planned`` also gives
-``energy_vs_optimum`` when the optimum ran first).
+``energy_vs_optimum`` when the optimum ran first). ``--perfect-info`` tells the controller every
+session's true departure and demand (a diagnostic: what is lost to the drivers' declarations
+rather than to the controller).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -48,12 +51,20 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=300.0, help="replay grid [s]")
     ap.add_argument("--slot", type=float, default=900.0, help="planner slot [s]")
     ap.add_argument("--policies", default="optimum,planned,deadline,equal,uncontrolled")
+    ap.add_argument("--perfect-info", action="store_true", help="declared = true values")
     args = ap.parse_args()
     start, end = parse_time_s(args.start, TZ), parse_time_s(args.end, TZ)
     assert start is not None
     assert end is not None
     every = load_sessions(SESSIONS, "acn").records
     recs = tuple(r for r in every if start <= r.arrival_s < end)
+    if args.perfect_info:
+        recs = tuple(
+            dataclasses.replace(
+                r, declared_departure_s=r.departure_s, declared_energy_wh=r.energy_wh
+            )
+            for r in recs
+        )
     history = [r for r in every if r.departure_s < start][-500:]
     tariff = load_tariff(TARIFF, timezone=TZ)
     site = tighten_transformers(load_site(ROOT / "examples/workplace-caltech.yaml"), args.kva)
@@ -95,6 +106,7 @@ def main() -> None:
         row.update(
             policy=policy,
             kva=args.kva,
+            perfect_info=args.perfect_info,
             start=args.start,
             end=args.end,
             run_s=round(time.perf_counter() - t0, 1),
