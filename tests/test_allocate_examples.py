@@ -121,6 +121,75 @@ def test_floor_pauses_rather_than_going_below_minimum_and_rotates() -> None:
     assert len(now_paused) == 1
 
 
+def _paused(alloc: object) -> list[str]:
+    return [lim.charger_id for lim in alloc.limits if lim.limit_a == 0]  # type: ignore[attr-defined]
+
+
+def test_a_car_held_by_the_controllers_minimum_pause_keeps_its_pause_clock() -> None:
+    """The controller holds a car it just paused with a cap below the minimum (its minimum
+    pause). Its rotation clock keeps running from the allocator's pause: were the car
+    forgotten meanwhile, it came back keyed by its arrival (long ago: "paused a whole
+    interval") and pushed the next car out at once, a rotation every minimum pause."""
+    site = _site(20.0, 4, max_current_a=16.0)
+    policy = Policy(rotation_interval_s=900.0)
+    first = allocate(
+        AllocationInput(site=site, now_s=10_000.0, sessions=_sessions(4), policy=policy)
+    )
+    (paused,) = _paused(first)
+    held = allocate(
+        AllocationInput(
+            site=site,
+            now_s=10_030.0,
+            sessions=_sessions(4),
+            policy=policy,
+            caps_a={paused: 0.0},
+            rotation=first.rotation,
+        )
+    )
+    assert _paused(held) == [paused]
+    assert held.rotation.paused_since_s[paused] == 10_000.0
+    after_pause = allocate(
+        AllocationInput(
+            site=site, now_s=10_060.0, sessions=_sessions(4), policy=policy, rotation=held.rotation
+        )
+    )
+    assert _paused(after_pause) == [paused]  # it waits for its rotation interval
+    due = allocate(
+        AllocationInput(
+            site=site,
+            now_s=10_900.0,
+            sessions=_sessions(4),
+            policy=policy,
+            rotation=after_pause.rotation,
+        )
+    )
+    assert paused not in _paused(due)
+
+
+def test_a_car_rotated_in_charges_a_whole_interval_before_the_next_waiting_car() -> None:
+    """Room for one car among three: when the first has charged an interval, the car paused
+    longest takes over and keeps charging an interval, although the third has waited as
+    long (it is not stopped again at the next cycle)."""
+    site = _site(8.0, 3, max_current_a=16.0)
+    policy = Policy(rotation_interval_s=300.0)
+
+    def at(now: float, prev: object | None) -> object:
+        rot = {} if prev is None else {"rotation": prev.rotation}  # type: ignore[attr-defined]
+        return allocate(
+            AllocationInput(site=site, now_s=now, sessions=_sessions(3), policy=policy, **rot)  # type: ignore[arg-type]
+        )
+
+    first = at(1_000.0, None)
+    assert _paused(first) == ["c1", "c2"]
+    turn = at(1_300.0, first)
+    assert _paused(turn) == ["c0", "c2"]
+    for now in (1_301.0, 1_400.0, 1_599.0):
+        turn = at(now, turn)
+        assert _paused(turn) == ["c0", "c2"], now
+    turn = at(1_600.0, turn)
+    assert _paused(turn) == ["c0", "c1"]  # then the third, then the first again
+
+
 def test_not_even_one_car_fits() -> None:
     site = _site(5.0, 2)
     alloc = allocate(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2)))

@@ -82,6 +82,24 @@ def test_an_impossible_expectation_fails(tmp_path: Path) -> None:
     assert "A·s above 63 A" in result.checks[0]["detail"]
 
 
+def test_stop_and_limit_change_counts_fail_when_exceeded(tmp_path: Path) -> None:
+    f = tmp_path / "churn.yaml"
+    f.write_text(
+        f"name: strict\nbase: {ROOT / 'scenarios' / 'rotation-full-line.yaml'}\n"
+        "duration_s: 700\n"
+        "expect:\n  - never_above_limit: {}\n"
+        "  - stops_at_most: {stops: 0}\n"
+        "  - stops_at_most: {stops: 0, chargers: [c1, c2]}\n"
+        "  - limit_changes_at_most: {charger: c4, changes: 1, from_s: 5}\n"
+        "  - limit_changes_at_most: {charger: c4, changes: 2, from_s: 5}\n"
+        "  - limit_changes_at_most: {charger: nope, changes: 9}\n"
+    )
+    result = run_file(f)
+    assert [c["passed"] for c in result.checks] == [True, False, True, False, True, False]
+    assert "stopped more often: c3: 1, c4: 1" in result.checks[1]["detail"]
+    assert "c4: 2 limit change(s) from 5 s" in result.checks[3]["detail"]
+
+
 def test_invalid_file_names_every_mistake_with_path_and_line() -> None:
     with pytest.raises(ConfigError) as err:
         load_scenario(ROOT / "scenarios" / "invalid" / "bad-input.yaml")

@@ -11,8 +11,11 @@ level ``t`` of the water-filling maps to each car's current (``profiles``).
   as for ``deadline``.
 
 Pausing order (who keeps its minimum): ``equal`` and ``priority`` (within a tier) rotate —
-cars paused for at least ``rotation_interval_s`` come first, then cars that started less than
-an interval ago, then cars that have charged longer (longest last), then recently paused cars.
+cars that started less than ``rotation_interval_s`` ago come first (a car that got its turn
+charges a whole interval before a paused car takes it: were paused cars first, a second car
+paused as long as the one just started would stop it again at the next cycle), then cars
+paused for at least an interval, then cars that have charged longer (longest last), then
+recently paused cars.
 ``fcfs`` keeps the earliest arrivals, ``deadline`` the earliest deadline (least laxity),
 ``planned`` the largest targets (then rotation).
 """
@@ -62,9 +65,9 @@ def rotation_key_at(
 ) -> tuple[int, float]:
     if cid in rot.charging_since_s and cid not in rot.paused_since_s:
         since = rot.charging_since_s[cid]
-        return (1, -since) if now - since < interval else (2, -since)
+        return (0, -since) if now - since < interval else (2, -since)
     paused = rot.paused_since_s.get(cid, arrival_s)
-    return (0, paused) if now - paused >= interval else (3, paused)
+    return (1, paused) if now - paused >= interval else (3, paused)
 
 
 def _deadline_key(inp: AllocationInput, cars: Cars, i: int, sess: Session) -> float:
@@ -81,7 +84,7 @@ def _rotation_keys(inp: AllocationInput, ids: list[str], arrival: F64) -> tuple[
     """``rotation_key`` for many cars at once: (group, time) arrays."""
     rot, now, interval = inp.rotation, inp.now_s, inp.policy.rotation_interval_s
     if not rot.charging_since_s and not rot.paused_since_s:
-        group = np.where(now - arrival >= interval, 0.0, 3.0)
+        group = np.where(now - arrival >= interval, 1.0, 3.0)
         return group, arrival
     # One dictionary lookup per car and memory, then the same cases as ``rotation_key_at``
     # as array operations (a Python call per car cost ~0.4 ms per 1,000 cars).
@@ -94,8 +97,8 @@ def _rotation_keys(inp: AllocationInput, ids: list[str], arrival: F64) -> tuple[
     )
     is_charging = ~np.isnan(charging) & np.isnan(paused_at)
     paused = np.where(np.isnan(paused_at), arrival, paused_at)
-    charge_group = np.where(now - charging < interval, 1.0, 2.0)
-    pause_group = np.where(now - paused >= interval, 0.0, 3.0)
+    charge_group = np.where(now - charging < interval, 0.0, 2.0)
+    pause_group = np.where(now - paused >= interval, 1.0, 3.0)
     group = np.where(is_charging, charge_group, pause_group)
     since = np.where(is_charging, -charging, paused)
     return group, since

@@ -157,7 +157,9 @@ def explain(
     return Allocation(
         limits=limits,
         headroom=node_headroom(cs, hr, v3),
-        rotation=_rotation(cs, inp, charging, paused),
+        rotation=_rotation(
+            cs, inp, charging, paused | (grid.cap_paused & grid.has_session), grid.fixed
+        ),
     )
 
 
@@ -283,9 +285,19 @@ def _paused(cs: CompiledSite, hr: Headroom, kind: ReasonKind, j: int, k: int) ->
     )
 
 
-def _rotation(cs: CompiledSite, inp: AllocationInput, charging: B, paused: B) -> RotationState:
+def _rotation(
+    cs: CompiledSite, inp: AllocationInput, charging: B, paused: B, fixed: B
+) -> RotationState:
     """A car keeps its pause start while paused and its charging start while charging; the
-    clock of a newly paused car starts now (``RotationState``: when the allocator paused it)."""
+    clock of a newly paused car starts now (``RotationState``: when the allocator paused it).
+
+    ``paused`` includes cars a controller cap holds below their minimum (the controller's
+    minimum pause after the allocator paused them): their pause clock keeps running. Were
+    they forgotten, a car would come back from its minimum pause keyed by its arrival, as if
+    it had waited a whole rotation interval, and push the next car out at once: cars paused
+    and resumed every ``min_pause_s`` instead of every ``rotation_interval_s``. A ``fixed``
+    charger (offline, non-compliant) is not decided this cycle: its memory is kept as it was.
+    """
     prev, now = inp.rotation, inp.now_s
     ids = cs.charger_ids
     was_paused = prev.paused_since_s
@@ -298,4 +310,8 @@ def _rotation(cs: CompiledSite, inp: AllocationInput, charging: B, paused: B) ->
     if was_charging:
         keep = (ch.keys() & was_charging.keys()) - was_paused.keys()
         ch.update((c, was_charging[c]) for c in keep)
+    if fixed.any() and (was_paused or was_charging):
+        held = set(compress(ids, fixed.tolist()))
+        pz.update((c, was_paused[c]) for c in held & was_paused.keys())
+        ch.update((c, was_charging[c]) for c in held & was_charging.keys())
     return RotationState(paused_since_s=pz, charging_since_s=ch)

@@ -11,7 +11,9 @@ from ampshare.scenario._model import (
     Expectation,
     LimitAtLeast,
     LimitAtMost,
+    LimitChangesAtMost,
     NeverAbove,
+    StopsAtMost,
 )
 from ampshare.scenario._runner import RunResult
 
@@ -94,6 +96,38 @@ def _event(e: EventRaised, r: RunResult, start_s: float) -> dict[str, Any]:
     }
 
 
+def _stops(e: StopsAtMost, r: RunResult) -> dict[str, Any]:
+    chargers = e.chargers if e.chargers is not None else sorted(r.chargers)
+    counts = {c: int(r.chargers[c]["stops"]) if c in r.chargers else -1 for c in chargers}
+    bad = [
+        f"{c}: {n}" if n >= 0 else f"{c}: no such charger"
+        for c, n in counts.items()
+        if n > e.stops or n < 0
+    ]
+    most = max(counts.values(), default=0)
+    detail = f"at most {e.stops} stop(s) per car"
+    detail += f"; stopped more often: {', '.join(bad)}" if bad else f" (most: {most})"
+    return {"check": "stops_at_most", "passed": not bad, "detail": detail}
+
+
+def _limit_changes(e: LimitChangesAtMost, r: RunResult) -> dict[str, Any]:
+    history = r.limit_history.get(e.charger)
+    if history is None:
+        return {"check": "limit_changes_at_most", "passed": False,
+                "detail": f"{e.charger}: no such charger"}
+    changes, last = 0, None
+    for t, lim in history:
+        if last is not None and abs(lim - last) > 1e-9 and t >= e.from_s - 1e-9:
+            changes += 1
+        last = lim
+    return {
+        "check": "limit_changes_at_most",
+        "passed": changes <= e.changes,
+        "detail": f"{e.charger}: {changes} limit change(s) from {e.from_s:g} s "
+        f"(expected <= {e.changes})",
+    }
+
+
 def _one(e: Expectation, r: RunResult, start_s: float) -> dict[str, Any]:
     if e.never_above_limit is not None:
         return _never_above(e.never_above_limit, r)
@@ -103,6 +137,10 @@ def _one(e: Expectation, r: RunResult, start_s: float) -> dict[str, Any]:
         return _limit_at(e.limit_at_least, r)
     if e.all_charging_by is not None:
         return _charging(e.all_charging_by, r)
+    if e.stops_at_most is not None:
+        return _stops(e.stops_at_most, r)
+    if e.limit_changes_at_most is not None:
+        return _limit_changes(e.limit_changes_at_most, r)
     assert e.event_raised is not None
     return _event(e.event_raised, r, start_s)
 

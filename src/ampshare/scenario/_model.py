@@ -149,6 +149,23 @@ class EventRaised(_Strict):
     by_s: float = Field(ge=0)
 
 
+class StopsAtMost(_Strict):
+    """No car (of ``chargers``, default all) stopped charging more than ``stops`` times:
+    start/stop hysteresis spares contactors."""
+
+    stops: int = Field(ge=0)
+    chargers: list[str] | None = None
+
+
+class LimitChangesAtMost(_Strict):
+    """The limit the charger enforces changed at most ``changes`` times between ``from_s``
+    and the end (charger flash is written on every change)."""
+
+    charger: str
+    changes: int = Field(ge=0)
+    from_s: float = Field(default=0.0, ge=0)
+
+
 class Expectation(_Strict):
     """One check, exactly one key."""
 
@@ -157,6 +174,8 @@ class Expectation(_Strict):
     limit_at_least: LimitAtLeast | None = None
     all_charging_by: AllChargingBy | None = None
     event_raised: EventRaised | None = None
+    stops_at_most: StopsAtMost | None = None
+    limit_changes_at_most: LimitChangesAtMost | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Expectation:
