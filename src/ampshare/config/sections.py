@@ -84,7 +84,14 @@ class ControlSection(_Strict):
     )
     reclaim_margin_a: float = Field(default=2.0, ge=0, le=32, description="cap = draw + this")
     probe_interval_s: float = Field(
-        default=300.0, gt=0, le=86400, description="a reclaim cap is lifted after this"
+        default=300.0, gt=0, le=86400,
+        description="a reclaim cap is probed (lifted) after this; doubled after each miss",
+    )
+    startup_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="a charger not connected this long after a (re)start raises its offline alert",
     )
 
 

@@ -3,16 +3,20 @@
 The allocation counts an offline charger both in its meter's total (its draw cannot be
 subtracted: nobody reports it) and at its worst case on top; that is safe, and it may leave a
 node's headroom negative while nothing flows above its limit. Only the second is an overload.
+Likewise at a node without a meter: its assumed load in the allocation holds the fixed loads
+(offline chargers at their worst case — every charger that has not reported since a restart
+at its maximum —, idle chargers at what they would offer, non-compliant ones at their draw);
+none of that is current known to flow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ampshare.control._index import SiteIndex
 from ampshare.control._table import TrackTable
 from ampshare.control._types import ControllerState, Event, EventKind, Severity
-from ampshare.core.allocation import Allocation, NodeHeadroom, NodeMeasurement
+from ampshare.core.allocation import Allocation, FixedLoad, NodeHeadroom, NodeMeasurement
 
 __all__ = ["overload_events"]
 
@@ -22,16 +26,21 @@ def _flowing_a(
     measured: Mapping[str, NodeMeasurement],
     index: SiteIndex,
     table: TrackTable,
+    fixed: Sequence[FixedLoad],
 ) -> tuple[float, float, float] | None:
     """Per line, the current known to flow through the node: a fresh meter's reading; for a
-    node without one, its assumed other load plus what online chargers below report. None
-    when the meter is stale (its own alert says so)."""
+    node without one, its assumed other load without the fixed loads (worst cases, not
+    flows) plus what online chargers below report. None when the meter is stale (its own
+    alert says so)."""
     m = measured.get(node.node_id)
     if m is not None:
         if m.stale or m.current_a is None or not m.includes_ev_load:
             return None
         return (m.current_a[0] or 0.0, m.current_a[1] or 0.0, m.current_a[2] or 0.0)
     flow = list(node.other_load_a)
+    for f in fixed:
+        if node.node_id in index.ancestors[f.charger_id]:
+            flow = [a - b for a, b in zip(flow, f.current_a, strict=True)]
     rows = zip(table.ids, table.online, table.measured_line_a, strict=True)
     for cid, online, line_a in rows:
         if online and node.node_id in index.ancestors[cid]:
@@ -46,6 +55,7 @@ def overload_events(
     measured: tuple[NodeMeasurement, ...],
     index: SiteIndex,
     table: TrackTable,
+    fixed: Sequence[FixedLoad],
     now_s: float,
 ) -> tuple[list[Event], frozenset[str]]:
     """An overload is current that flows above a limit, not the pessimism of counting an
@@ -57,7 +67,7 @@ def overload_events(
     for h in alloc.headroom:
         if min(h.headroom_a) >= -1e-6:
             continue
-        flow = _flowing_a(h, by_node, index, table)
+        flow = _flowing_a(h, by_node, index, table, fixed)
         if flow is not None and any(f > lim + 1e-6 for f, lim in zip(flow, h.limit_a, strict=True)):
             over.add(h.node_id)
     out = [

@@ -83,7 +83,8 @@ class _Send:
         for i, lim, limit, high in zip(rows, lims, values, highs, strict=True):
             old = limit_a[i]
             if events is not None and (limit <= 0) != ((old or 0.0) <= 0):
-                ev = _pause_event(ids[i], old, lim, limit, now_s)  # only then can it (un)pause
+                # only then can it (un)pause
+                ev = _pause_event(ids[i], old, lim, limit, now_s, paused_since[i] is not None)
                 if ev is not None:
                     events.append(ev)
             reason = lim.reason
@@ -253,9 +254,17 @@ def _due_again(table: TrackTable, i: int, now_s: float, settings: ControlSetting
     return table.acked_s[i] is None and now_s - (sent or now_s) >= settings.ack_timeout_s
 
 
-def _pause_event(
-    charger_id: str, old: float | None, lim: ChargerLimit, limit: float, now_s: float
+def _pause_event(  # noqa: PLR0917 - the row's values, passed on by _Send
+    charger_id: str,
+    old: float | None,
+    lim: ChargerLimit,
+    limit: float,
+    now_s: float,
+    was_paused: bool,
 ) -> Event | None:
+    """A pause of a car that was charging, or a resume of a car this controller paused
+    (``was_paused``: a pause decision, not an idle hold nor a limit unknown since a restart,
+    a reconnect or a lapsed lease — re-asserting a limit is no resume)."""
     if lim.reason.kind is ReasonKind.NO_SESSION:
         return None
     if limit <= 0 < (old or 0.0):
@@ -266,7 +275,7 @@ def _pause_event(
             subject=charger_id,
             message=f"paused: {lim.reason.text}",
         )
-    if limit > 0 >= (old if old is not None else 0.0):
+    if was_paused and limit > 0 >= (old if old is not None else 0.0):
         return Event(
             t_s=now_s,
             kind=EventKind.RESUMED,

@@ -36,7 +36,13 @@ class ControlSettings:
       for this long makes a charger non-compliant (counted at its draw, alert).
     * ``reclaim_below_a`` / ``reclaim_after_s`` / ``reclaim_margin_a``: an EV drawing more
       than ``reclaim_below_a`` under its limit for ``reclaim_after_s`` is capped at its draw
-      plus the margin; ``probe_interval_s`` later the cap is lifted to see if it takes more.
+      plus the margin (again, lower, as it tapers further); drawing up to its cap lifts it.
+      ``probe_interval_s`` after the cap was set it is lifted to see if the car takes more,
+      if the car draws within the margin of it; each probe that finds nothing (or is
+      skipped) doubles the wait, up to 8x.
+    * ``startup_grace_s``: a charger not yet connected since the controller (re)started is
+      counted pessimistically like any offline charger, but raises its "offline" alert only
+      when it has not connected this long after the start.
     """
 
     max_period_s: float = 1.0
@@ -58,3 +64,4 @@ class ControlSettings:
     reclaim_after_s: float = 30.0
     reclaim_margin_a: float = 2.0
     probe_interval_s: float = 300.0
+    startup_grace_s: float = 120.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from operator import gt
 from types import MappingProxyType
 
 from ampshare.control._fallback import fallback_causes, fallback_limits
@@ -110,6 +111,7 @@ def _restart_track(
         t,
         high_a=high,
         online=s.online,
+        joined=s.online,
         report_s=s.t_s,
         measured_a=max(measured, default=0.0),
         measured_line_a=per_line_or_zero(s.measured_current_a),
@@ -193,8 +195,8 @@ def _caps(
     settings: ControlSettings,
     events: list[Event],
 ) -> dict[str, float]:
-    """Per-charger caps for the allocator: reclaim of unused current (lifted for a probe
-    every ``probe_interval_s``), the minimum pause, and the ramp (chargers in id order)."""
+    """Per-charger caps for the allocator: reclaim of unused current (lifted for a probe,
+    ``_probe_due``), the minimum pause, and the ramp (chargers in id order)."""
     ramp = settings.ramp_up_a_per_s
     n = len(table.ids)
     cap_a, cap_set_s, paused = table.cap_a, table.cap_set_s, table.paused_since_s
@@ -218,17 +220,8 @@ def _caps(
         cap = float("inf")
         capped_a, cap_set = cap_a[i], cap_set_s[i]
         if capped_a is not None and cap_set is not None:
-            if now_s - cap_set >= settings.probe_interval_s - 1e-9:
-                events.append(
-                    Event(
-                        t_s=now_s,
-                        kind=EventKind.PROBE,
-                        severity=Severity.INFO,
-                        subject=cid,
-                        message=f"cap {capped_a:.1f} A lifted to see whether the car takes more",
-                    )
-                )
-                cap_a[i] = cap_set_s[i] = None
+            if _probe_due(table, i, capped_a, cap_set, now_s, settings, events):
+                cap_set_s[i] = None  # lifted; ``cap_a`` remembers it until the probe ends
                 table.under_since_s[i] = now_s
                 table.obj[i] = None
             else:
@@ -245,6 +238,47 @@ def _caps(
         if cap != float("inf"):
             caps[cid] = cap
     return caps
+
+
+#: A probe that finds nothing doubles the wait for the next one, up to this many times.
+MAX_PROBE_BACKOFF = 3
+
+
+def _probe_due(  # noqa: PLR0917 - one row's values
+    table: TrackTable,
+    i: int,
+    cap_a: float,
+    cap_set_s: float,
+    now_s: float,
+    settings: ControlSettings,
+    events: list[Event],
+) -> bool:
+    """Whether the reclaim cap of row ``i`` is lifted now to see whether the car takes more:
+    ``probe_interval_s`` after it was set, doubled for each probe in a row that found
+    nothing. A car drawing more than ``reclaim_margin_a`` under its cap is not held by it
+    (were it able to take more, it would draw up to the cap, which lifts it): lifting the cap
+    would only send two limits for nothing, so the probe is skipped (and counts as found
+    nothing)."""
+    misses = table.probe_misses[i]
+    wait = settings.probe_interval_s * 2 ** min(misses, MAX_PROBE_BACKOFF)
+    if now_s - cap_set_s < wait - 1e-9:
+        return False
+    cid = table.ids[i]
+    if table.measured_a[i] < cap_a - settings.reclaim_margin_a - 1e-9:
+        table.cap_set_s[i] = now_s
+        table.probe_misses[i] = misses + 1
+        table.obj[i] = None
+        return False
+    events.append(
+        Event(
+            t_s=now_s,
+            kind=EventKind.PROBE,
+            severity=Severity.INFO,
+            subject=cid,
+            message=f"cap {cap_a:.1f} A lifted to see whether the car takes more",
+        )
+    )
+    return True
 
 
 def _next_wakeup(
@@ -327,6 +361,8 @@ def _fold_inputs(
     apply_readings(meters, inputs.readings)
     update_meter_staleness(site, settings, meters, now_s, events)
     apply_ack_rows(table, inputs.acks, events)
+    started = state.started_s if state.started_s is not None else now_s
+    in_grace = now_s - started < settings.startup_grace_s
     if inputs.charger_states:
         reported = dict(cstates)
         for s in inputs.charger_states:
@@ -336,12 +372,39 @@ def _fold_inputs(
             reported[s.charger_id] = s
             min_a = index.chargers[s.charger_id].min_current_a
             t = table.row(i)
-            new = apply_charger_state(t, s, min_a, settings, events)
+            new = apply_charger_state(t, s, min_a, settings, events, in_grace=in_grace)
             if new is not t:
                 table.put(i, new)
         cstates = reported
+    if not in_grace:
+        _not_joined(table, started, now_s, events)
     expire_pending_rows(table, now_s, settings)
     return table, meters, cstates
+
+
+def _not_joined(table: TrackTable, started_s: float, now_s: float, events: list[Event]) -> None:
+    """Once the startup grace is over, a charger still offline that has not connected since
+    the start raises its "offline" alert (once: it then counts as joined, so that connecting
+    later resolves it). It was counted pessimistically all along."""
+    joined, online = table.joined, table.online
+    if all(joined) or all(online):
+        return  # the common case skips the loop
+    for i, (is_joined, is_online) in enumerate(zip(joined, online, strict=True)):
+        if is_joined or is_online:
+            continue
+        worst = max(table.high_a[i], table.measured_a[i], table.fallback_a[i])
+        events.append(
+            Event(
+                t_s=now_s,
+                kind=EventKind.CHARGER_OFFLINE,
+                severity=Severity.ALERT,
+                subject=table.ids[i],
+                message=f"not connected {now_s - started_s:.0f} s after the controller "
+                f"started: counted at {worst:g} A until it connects",
+            )
+        )
+        joined[i] = True
+        table.obj[i] = None
 
 
 def _uncontrolled(
@@ -372,6 +435,16 @@ def _idle_rows(table: TrackTable, with_session: set[str], uncontrolled: set[str]
         for i, (cid, online) in enumerate(zip(table.ids, table.online, strict=True))
         if online and cid not in with_session and cid not in uncontrolled
     ]
+
+
+def _forget_reclaim(table: TrackTable, idle: list[int]) -> None:
+    """A charger whose car left starts the next car without the old car's reclaim cap."""
+    cap_a, misses = table.cap_a, table.probe_misses
+    for i in idle:
+        if cap_a[i] is not None or misses[i] or table.under_since_s[i] is not None:
+            cap_a[i] = table.cap_set_s[i] = table.under_since_s[i] = None
+            misses[i] = 0
+            table.obj[i] = None
 
 
 def _targets(
@@ -429,6 +502,7 @@ def _allocation_input(
     fixed: list[FixedLoad],
     caps: dict[str, float],
     settings: ControlSettings,
+    table: TrackTable,
 ) -> AllocationInput:
     if settings.min_charge_s > policy.rotation_interval_s:
         # start/stop hysteresis: nobody is rotated out before min_charge_s
@@ -437,7 +511,7 @@ def _allocation_input(
         site=site,
         now_s=now_s,
         sessions=sessions,
-        charger_states=_state_values(state, cstates),
+        charger_states=_within_high(_state_values(state, cstates), table),
         measurements=measurements(site, meters),
         external_caps=ext,
         fixed_loads=tuple(fixed),
@@ -464,6 +538,38 @@ def _state_values(
     if cstates is state.charger_states and state.charger_state_values is not None:
         return state.charger_state_values
     return tuple(cstates.values())
+
+
+def _within_high(
+    values: tuple[ChargerState, ...], table: TrackTable
+) -> tuple[ChargerState, ...]:
+    """The charger reports as the allocator subtracts them from their meters' totals, each
+    line at most what the charger may draw now (``high_a``).
+
+    A report older than a confirmed decrease still shows the old draw while a fresh meter
+    reading already shows the new one (chargers report every 10-60 s, meters every second):
+    subtracted as it is, it would make the building look smaller by the difference and give
+    that current out again (a building load step answered by lowering the cars, then undone
+    until the next charger report). Unknown means pessimistic: the car is counted at no more
+    than it may draw. Chargers drawing over their limit keep their draw (they are counted at
+    it as fixed loads), and ``values`` comes back as it is when no report needs it."""
+    measured, high = table.measured_a, table.high_a
+    if not any(map(gt, measured, high)):
+        return values  # the common case: every report within what its charger may draw
+    pos, online, over = table.pos, table.online, table.over_since_s
+    out = list(values)
+    for k, s in enumerate(values):
+        i = pos.get(s.charger_id)
+        cur = s.measured_current_a
+        if i is None or cur is None or not online[i] or table.noncompliant[i]:
+            continue
+        top = high[i]
+        if over[i] is not None or measured[i] <= top + 1e-9:
+            continue
+        lines = tuple(None if v is None else min(v, top) for v in cur)
+        power = None if s.power_w is None else s.power_w * top / measured[i]
+        out[k] = replace(s, measured_current_a=lines, power_w=power)  # type: ignore[arg-type]
+    return tuple(out)
 
 
 def step(  # noqa: PLR0917 - the documented public signature
@@ -495,6 +601,7 @@ def step(  # noqa: PLR0917 - the documented public signature
     uncontrolled = {f.charger_id for f in fixed}
     idle = _idle_rows(table, with_session, uncontrolled)
     settle_idle(table, idle)
+    _forget_reclaim(table, idle)
     fixed.extend(idle_loads(index, table, idle, now_s, settings))
     caps = _caps(index, table, with_session, now_s=now_s, settings=settings, events=events)
     # calculate
@@ -510,6 +617,7 @@ def step(  # noqa: PLR0917 - the documented public signature
         fixed=fixed,
         caps=caps,
         settings=settings,
+        table=table,
     )
     alloc = allocate(ainput)
     # distribute
@@ -529,6 +637,7 @@ def step(  # noqa: PLR0917 - the documented public signature
         measured=ainput.measurements,
         index=index,
         table=table,
+        fixed=fixed,
         now_s=now_s,
     )
     events.extend(over_events)
@@ -539,7 +648,7 @@ def step(  # noqa: PLR0917 - the documented public signature
             cstates if cstates is state.charger_states else MappingProxyType(cstates)
         ),
         sessions=sessions,
-        charger_state_values=ainput.charger_states,
+        charger_state_values=_state_values(state, cstates),
         external_caps=ext,
         rotation=alloc.rotation,
         recent_events=(*state.recent_events, *events)[-RECENT_EVENTS:],

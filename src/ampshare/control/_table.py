@@ -44,6 +44,7 @@ class TrackTable:
         "held_until_s",
         "high_a",
         "ids",
+        "joined",
         "lease_until_s",
         "limit_a",
         "measured_a",
@@ -55,6 +56,7 @@ class TrackTable:
         "paused_since_s",
         "phases",
         "pos",
+        "probe_misses",
         "raised_s",
         "reason",
         "report_s",
@@ -74,6 +76,7 @@ class TrackTable:
     lease_until_s: list[float]
     held_until_s: list[float]
     online: list[bool]
+    joined: list[bool]
     report_s: list[float | None]
     measured_a: list[float]
     measured_line_a: list[PerLine]
@@ -83,6 +86,7 @@ class TrackTable:
     under_since_s: list[float | None]
     cap_a: list[float | None]
     cap_set_s: list[float | None]
+    probe_misses: list[int]
     paused_since_s: list[float | None]
     charging_since_s: list[float | None]
     fallback_a: list[float]

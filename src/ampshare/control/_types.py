@@ -151,7 +151,12 @@ class ChargerTrack:
     last limit runs out; ``held_until_s`` until
     when an *acknowledged* lease is known to be in force (after it the charger may be back at
     its fallback). ``measured_a`` is the highest line current it last reported,
-    ``measured_line_a`` per site line.
+    ``measured_line_a`` per site line. ``joined``: seen online since the controller started
+    (or restarted), or reported missing once ``startup_grace_s`` was over; until then an
+    offline report is "not connected yet" (counted as pessimistically, without an alert).
+    ``cap_a`` caps a car that leaves current unused (in force while ``cap_set_s`` is set;
+    lifted for a probe it stays in ``cap_a`` with ``cap_set_s`` None until the probe ends);
+    ``probe_misses`` counts the probes in a row after which the car took no more.
     """
 
     charger_id: str
@@ -165,6 +170,7 @@ class ChargerTrack:
     lease_until_s: float = float("-inf")
     held_until_s: float = float("-inf")
     online: bool = True
+    joined: bool = False
     report_s: float | None = None
     measured_a: float = 0.0
     measured_line_a: PerLine = (0.0, 0.0, 0.0)
@@ -174,6 +180,7 @@ class ChargerTrack:
     under_since_s: float | None = None
     cap_a: float | None = None
     cap_set_s: float | None = None
+    probe_misses: int = 0
     paused_since_s: float | None = None
     charging_since_s: float | None = None
     fallback_a: float = 0.0

@@ -155,6 +155,19 @@ def measurements(site: Site, meters: Mapping[str, MeterTrack]) -> tuple[NodeMeas
 # --- chargers -----------------------------------------------------------------------------
 
 
+def _online_event(t: ChargerTrack, s: ChargerState, events: list[Event]) -> None:
+    kind = EventKind.CHARGER_ONLINE if s.online else EventKind.CHARGER_OFFLINE
+    sev = Severity.INFO if s.online else Severity.ALERT
+    if s.online:
+        msg = "back online: limits re-asserted" if t.joined else "connected: limits asserted"
+    else:
+        msg = (
+            f"offline: counted at {max(t.high_a, t.measured_a, t.fallback_a):g} A until its "
+            "lease and fallback say otherwise"
+        )
+    _ev(events, s.t_s, kind=kind, sev=sev, subj=t.charger_id, msg=msg)
+
+
 def apply_acks(
     tracks: dict[str, ChargerTrack], acks: Iterable[CommandAck], events: list[Event]
 ) -> None:
@@ -280,29 +293,47 @@ def _reclaim(
     settings: ControlSettings,
     events: list[Event],
 ) -> ChargerTrack:
-    """Cap a car that leaves current unused; lift the cap when it draws up to it."""
+    """Cap a car that leaves current unused, and cap it lower as it tapers further (each time
+    it leaves ``reclaim_below_a`` of its limit unused for ``reclaim_after_s``: a deadband, so
+    the limit moves in steps, not with every report); lift the cap when it draws up to it.
+
+    A probe (``_caps``) lifts the cap but keeps it in ``cap_a`` (``cap_set_s`` None): a car
+    that then draws up to that old cap takes more, and everything is forgotten; one that is
+    capped again has missed the probe, and the next one waits twice as long."""
+    margin = settings.reclaim_margin_a
+    cap = t.cap_a
+    if cap is not None and measured >= cap - margin / 2:
+        return evolve(t, cap_a=None, cap_set_s=None, under_since_s=None, probe_misses=0)
     lim = t.limit_a
-    if t.cap_a is not None and measured >= t.cap_a - settings.reclaim_margin_a / 2:
-        return evolve(t, cap_a=None, cap_set_s=None, under_since_s=None)
-    if lim is None or lim < min_a or t.pending or measured < 0.5:
-        return evolve(t, under_since_s=None) if t.under_since_s is not None else t
-    if measured > lim - settings.reclaim_below_a:
+    if (
+        lim is None
+        or lim < min_a
+        or t.pending
+        or measured < 0.5
+        or measured > lim - settings.reclaim_below_a
+    ):
         return evolve(t, under_since_s=None) if t.under_since_s is not None else t
     since = t.under_since_s if t.under_since_s is not None else s.t_s
-    if t.cap_a is None and s.t_s - since >= settings.reclaim_after_s - 1e-9:
-        cap = max(min_a, measured + settings.reclaim_margin_a)
-        if cap < lim - 1e-9:
-            _ev(
-                events,
-                s.t_s,
-                kind=EventKind.RECLAIMED,
-                sev=Severity.INFO,
-                subj=t.charger_id,
-                msg=f"draws {measured:.1f} A of {lim:g} A for {s.t_s - since:.0f} s: capped at "
-                f"{cap:.1f} A, the rest goes to others",
-            )
-            return evolve(t, cap_a=cap, cap_set_s=s.t_s, under_since_s=since)
-    return evolve(t, under_since_s=since) if t.under_since_s != since else t
+    new_cap = max(min_a, measured + margin)
+    if s.t_s - since < settings.reclaim_after_s - 1e-9 or new_cap >= lim - 1e-9:
+        return evolve(t, under_since_s=since) if t.under_since_s != since else t
+    probing = cap is not None and t.cap_set_s is None
+    _ev(
+        events,
+        s.t_s,
+        kind=EventKind.RECLAIMED,
+        sev=Severity.INFO,
+        subj=t.charger_id,
+        msg=f"draws {measured:.1f} A of {lim:g} A for {s.t_s - since:.0f} s: capped at "
+        f"{new_cap:.1f} A, the rest goes to others",
+    )
+    return evolve(
+        t,
+        cap_a=new_cap,
+        cap_set_s=s.t_s,
+        under_since_s=None,
+        probe_misses=t.probe_misses + 1 if probing else t.probe_misses,
+    )
 
 
 def apply_charger_state(
@@ -311,28 +342,28 @@ def apply_charger_state(
     min_a: float,
     settings: ControlSettings,
     events: list[Event],
+    *,
+    in_grace: bool = False,
 ) -> ChargerTrack:
-    """Fold one charger report into its track."""
+    """Fold one charger report into its track. ``in_grace``: the controller started less than
+    ``startup_grace_s`` ago, so a charger that has not joined yet going offline (or joining)
+    is no news: it is counted as pessimistically as any offline charger, without an alert."""
     if t.report_s is not None and s.t_s < t.report_s:
         return t
     if s.online != t.online:
-        kind = EventKind.CHARGER_ONLINE if s.online else EventKind.CHARGER_OFFLINE
-        sev = Severity.INFO if s.online else Severity.ALERT
-        msg = (
-            "back online: limits re-asserted"
-            if s.online
-            else f"offline: counted at {max(t.high_a, t.measured_a, t.fallback_a):g} A until its "
-            "lease and fallback say otherwise"
-        )
-        _ev(events, s.t_s, kind=kind, sev=sev, subj=t.charger_id, msg=msg)
+        if t.joined or not in_grace:
+            _online_event(t, s, events)
         # back online: resend the fallback and the limit (the charger may have rebooted)
         t = evolve(
             t,
             online=s.online,
+            joined=t.joined or s.online or not in_grace,
             limit_a=None if s.online else t.limit_a,
             fallback_sent=False if s.online else t.fallback_sent,
             held_until_s=float("-inf") if s.online else t.held_until_s,
         )
+    elif s.online and not t.joined:
+        t = evolve(t, joined=True)
     if not s.online:
         return evolve(t, report_s=s.t_s)
     measured = _max_line(s.measured_current_a)
