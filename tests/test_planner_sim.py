@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from ampshare.cli._app import _register, app
 from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
 from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.core.tariff import PriceSeries, Tariff
@@ -128,3 +133,31 @@ def test_a_car_its_charger_reports_full_gets_no_more_plan() -> None:
     # ... until it draws again.
     back = provider(1200.0, site, (car,), (_state(ChargerStatus.CHARGING, 6.0, 6.0),))
     assert back["a"] == pytest.approx(30.0)
+
+
+def test_simulate_cli_lists_each_sessions_plan() -> None:
+    fix = Path(__file__).parent / "fixtures" / "sim"
+    _register()
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--site",
+            str(fix / "tiny-site.yaml"),
+            "--sessions",
+            str(fix / "sessions-acn.csv"),
+            "--ev",
+            "basic",
+            "--policy",
+            "planned,equal",
+            "--json",
+            "-",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    planned, equal = json.loads(res.output)["runs"]
+    plans = {p["session_id"]: p for p in planned["session_plans"]}
+    assert set(plans) == {"s1", "s2", "s3"}
+    assert all(p["expected_wh"] > 0 for p in plans.values())
+    assert {"departure_s", "requested_wh", "will_not_be_ready"} <= set(plans["s1"])
+    assert "session_plans" not in equal  # only the planner makes plans

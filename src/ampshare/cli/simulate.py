@@ -328,7 +328,10 @@ def _run(
 
             msite, node = metered_site(spec.site)
             write_trace(outcomes[0].replay, msite, trace, node)
-    runs = [{"policy": o.policy, **o.metrics} for o in outcomes]
+    runs: list[dict[str, Any]] = [{"policy": o.policy, **o.metrics} for o in outcomes]
+    for run, o in zip(runs, outcomes, strict=True):
+        if o.session_plans:  # the planner's latest word on every session
+            run["session_plans"] = [dataclasses.asdict(sp) for sp in o.session_plans]
     doc: dict[str, Any] = {"runs": runs}
     if optimum:
         doc["optimum"] = optimum_metrics(spec)
@@ -346,3 +349,10 @@ def _run(
         console = Console()
         rows = runs + ([{"policy": "offline optimum", **doc["optimum"]}] if optimum else [])
         console.print(_table(rows, console.width))
+        for o in outcomes:
+            if o.session_plans:
+                late = sum(sp.will_not_be_ready for sp in o.session_plans)
+                console.print(
+                    f"{o.policy}: {late} of {len(o.session_plans)} sessions were last planned "
+                    "as 'will not be ready' (--json lists each session's plan)"
+                )

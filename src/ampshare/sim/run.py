@@ -18,6 +18,7 @@ import numpy as np
 from ampshare.control import ControlSettings
 from ampshare.core.allocate import allocate
 from ampshare.core.allocation import Policy, PolicyName
+from ampshare.core.planner import SessionPlan
 from ampshare.core.site import Site
 from ampshare.core.tariff import Tariff
 from ampshare.errors import InputError
@@ -69,9 +70,13 @@ class SimSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimOutcome:
+    """``session_plans``: with the planner (``PlannerProvider``), each session's latest plan —
+    energy expected by its departure and whether it was flagged "will not be ready"."""
+
     policy: str
     metrics: dict[str, float | int | None]
     replay: Replay
+    session_plans: tuple[SessionPlan, ...] = ()
 
 
 def _settings(spec: SimSpec) -> ControlSettings:
@@ -155,7 +160,15 @@ def simulate(spec: SimSpec, progress: Callable[[float], None] | None = None) -> 
         max_quiet_s=spec.max_quiet_s,
         progress=progress,
     )
-    return SimOutcome(policy=spec.policy, metrics=compute_metrics(rep, spec.tariff), replay=rep)
+    from ampshare.sim.planning import PlannerProvider
+
+    plans = tuple(provider.expected.values()) if isinstance(provider, PlannerProvider) else ()
+    return SimOutcome(
+        policy=spec.policy,
+        metrics=compute_metrics(rep, spec.tariff),
+        replay=rep,
+        session_plans=plans,
+    )
 
 
 def optimum_metrics(spec: SimSpec, step_s: float | None = None) -> dict[str, float | int | None]:
