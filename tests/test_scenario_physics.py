@@ -1,15 +1,18 @@
 """Decrease-before-increase in the physics: random arrivals and departures on a tight site,
 run through the scenario runner (real controller, real allocator, cars with reaction delays),
+with chargers reporting at random periods and phases against the meter (or on every change),
 never put a single ampere-second above any limit."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ampshare.scenario import evaluate, parse_scenario, run_scenario
+from ampshare.scenario import evaluate, load_scenario, parse_scenario, run_scenario
+from ampshare.scenario._runner import _Run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +30,19 @@ SITE = {
 }
 
 
-@settings(max_examples=10, deadline=None)
+#: charger report timing: period, first report (its phase against the meter's samples at
+#: whole seconds), spread over the chargers, and reports on every change of draw
+REPORTS = st.fixed_dictionaries(
+    {
+        "charger_report_s": st.sampled_from([0.7, 1.0, 1.3, 2.0, 5.0, 10.0, 30.0]),
+        "charger_report_offset_s": st.sampled_from([0.0, 0.3, 0.5, 0.9]),
+        "charger_report_stagger": st.booleans(),
+        "charger_report_on_change": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=15, deadline=None)
 @given(
     moves=st.lists(
         st.tuples(
@@ -37,8 +52,9 @@ SITE = {
         max_size=6,
         unique_by=lambda m: m[0],
     ),
+    reports=REPORTS,
 )
-def test_random_arrivals_and_departures_never_exceed_a_limit(moves) -> None:
+def test_random_arrivals_and_departures_never_exceed_a_limit(moves, reports) -> None:
     events = []
     for charger, at, leaves, reaction in moves:
         events.append(
@@ -60,6 +76,7 @@ def test_random_arrivals_and_departures_never_exceed_a_limit(moves) -> None:
             "site": SITE,
             "duration_s": 60,
             "building_a": {"main": 5},
+            "physics": reports,
             "control": {"min_pause_s": 0},
             "events": events,
             "expect": [{"never_above_limit": {}}],
@@ -68,3 +85,36 @@ def test_random_arrivals_and_departures_never_exceed_a_limit(moves) -> None:
     )
     result = evaluate(sc, run_scenario(sc))
     assert result.passed, result.checks
+
+
+def _last_reports(physics: dict[str, object], duration_s: float) -> dict[str, float]:
+    """Scenario time of each charger's last report in a run of the base scenario."""
+    base = load_scenario(ROOT / "scenarios" / "_base.yaml")
+    decl = base.decl.model_copy(
+        update={
+            "duration_s": duration_s,
+            "physics": base.decl.physics.model_copy(update=physics),
+        }
+    )
+    run = _Run(replace(base, decl=decl))
+    run.run()
+    return {cid: round(r.t_s - decl.start_s, 3) for cid, r in run.last_reports.items()}
+
+
+def test_charger_reports_come_at_their_period_offset_and_phase() -> None:
+    assert _last_reports({"charger_report_s": 1.3, "charger_report_offset_s": 0.4}, 5.0) == {
+        "c1": 4.3,
+        "c2": 4.3,
+        "c3": 4.3,
+    }
+    staggered = {"charger_report_s": 3.0, "charger_report_stagger": True}
+    assert _last_reports(staggered, 5.0) == {"c1": 3.0, "c2": 4.0, "c3": 5.0}
+
+
+def test_a_charger_reporting_on_change_reports_when_its_car_starts() -> None:
+    """Every 300 s, so only the first report (at 0 s, nothing drawn) and the changes: the cars
+    start once their first limits reach them and they have reacted."""
+    rare = {"charger_report_s": 300.0, "charger_report_on_change": True}
+    starts = _last_reports(rare, 20.0)
+    assert set(starts.values()) == {3.0}
+    assert _last_reports({"charger_report_s": 300.0}, 20.0) == {"c1": 0.0, "c2": 0.0, "c3": 0.0}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ampshare.core.site import Charger, Connection, PhaseRotation, Site, VoltageSystem
 
@@ -29,11 +29,17 @@ def _lines(voltage: VoltageSystem, conn: Connection, rotation: PhaseRotation) ->
 @dataclass(frozen=True, slots=True)
 class SiteIndex:
     """``ancestors[charger_id]``: node ids from the charger's node up to the root;
-    ``lines[charger_id]``: site line indices it loads; ``chargers``: id -> Charger."""
+    ``lines[charger_id]``: site line indices it loads; ``chargers``: id -> Charger.
+    ``meter_sets``: the distinct sets of meters (ids) whose totals include the EV load of a
+    charger below them, and ``meter_set[charger_id]``: the position of that charger's set
+    there (a charger under no such meter has none): its reports are subtracted from those
+    meters' readings."""
 
     ancestors: dict[str, tuple[str, ...]]
     lines: dict[str, tuple[int, ...]]
     chargers: dict[str, Charger]
+    meter_sets: tuple[tuple[str, ...], ...] = ()
+    meter_set: dict[str, int] = field(default_factory=dict)
 
 
 def index_site(site: Site, previous: tuple[Site, SiteIndex] | None = None) -> SiteIndex:
@@ -46,8 +52,21 @@ def index_site(site: Site, previous: tuple[Site, SiteIndex] | None = None) -> Si
     for n in site.nodes:  # parent-before-child order, so the parent's chain exists already
         parent = parents[n.id]
         node_chain[n.id] = (n.id, *(node_chain[parent] if parent is not None else ()))
+    ancestors = {c.id: node_chain[c.node_id] for c in site.chargers}
+    meters_at: dict[str, list[str]] = {}
+    for m in site.meters:
+        if m.includes_ev_load:
+            meters_at.setdefault(m.node_id, []).append(m.id)
+    sets: dict[tuple[str, ...], int] = {}
+    meter_set: dict[str, int] = {}
+    for cid, chain in ancestors.items():
+        above = tuple(mid for nid in chain for mid in meters_at.get(nid, ()))
+        if above:
+            meter_set[cid] = sets.setdefault(above, len(sets))
     return SiteIndex(
-        ancestors={c.id: node_chain[c.node_id] for c in site.chargers},
+        ancestors=ancestors,
         lines={c.id: charger_lines(site, c) for c in site.chargers},
         chargers={c.id: c for c in site.chargers},
+        meter_sets=tuple(sets),
+        meter_set=meter_set,
     )

@@ -116,6 +116,8 @@ class _Send:
                 paused_since[i], charging_since[i] = None, now_s
             if limit > (old or 0.0):
                 raised_s[i] = now_s
+                if old is not None:
+                    _note_dip(tb, i, old, now_s)
             limit_a[i] = limit
             high_a[i] = high if high > limit else limit
             phases[i] = lim.phases
@@ -143,6 +145,20 @@ _set_phases = SetLimit.__dict__["phases"].__set__
 _set_lease_until_s = SetLimit.__dict__["lease_until_s"].__set__
 _set_reason = SetLimit.__dict__["reason"].__set__
 _set_power_w = SetLimit.__dict__["power_w"].__set__
+
+
+def _note_dip(tb: TrackTable, i: int, old: float, now_s: float) -> None:
+    """Row ``i`` is raised from ``old``: until a report taken from now on shows the car, it
+    may have drawn no more than ``old`` when a meter read (``ChargerTrack.dip_a``), however
+    much its older reports say (a decrease confirmed by the EV reaction time leaves no report
+    of the lower draw). A car under a meter is only raised once its own decrease is confirmed
+    (``_raise``), so it sat at ``old`` or under until now and follows nothing lower after.
+    Called before the row is overwritten."""
+    if tb.dip_seen_s[i] != float("-inf"):  # an earlier dip not yet shown: keep both
+        tb.dip_a[i] = min(tb.dip_a[i], old)
+    else:
+        tb.dip_a[i] = old
+    tb.dip_seen_s[i] = now_s
 
 
 def _hold(send: _Send, i: int, lim: ChargerLimit) -> SetLimit:
@@ -298,7 +314,8 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
 ) -> tuple[list[SetLimit], list[str]]:
     """Send the increases that fit beside the decreases still in flight (after this plan's
     decreases); the others wait (returned as held), an unknown limit held at 0 A (appended
-    to ``down``), an unacknowledged one due again (appended to ``refresh``)."""
+    to ``down``), an unacknowledged one due again (appended to ``refresh``). A charger under
+    a meter whose own decrease is unconfirmed waits too, until it is confirmed."""
     table = send.table
     excess = _excess(index, table) if increases else {}
     rows: list[int] = []
@@ -306,8 +323,18 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
     values: list[float] = []
     highs: list[float] = []
     held: list[str] = []
+    metered = index.meter_set
     for i, lim, goal in increases:
         high = table.high_a[i]
+        known = table.limit_a[i]
+        if known is not None and high > known + EPS and table.ids[i] in metered:
+            # its own decrease is unconfirmed: its car may still follow the lower pilot, and
+            # raised back now it would dip at a time no report shows, which a meter reading
+            # could see while its reports say more (``_note_dip``, ``control._credit``)
+            held.append(table.ids[i])
+            if _due_again(table, i, send.now_s, settings):
+                refresh.append(i)
+            continue
         if goal > high + EPS and not _fits(index, table, i, excess, headroom):
             held.append(table.ids[i])
             if table.limit_a[i] is None:

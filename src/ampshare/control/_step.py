@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from operator import gt
 from types import MappingProxyType
 
+from ampshare.control._credit import MeterTimes, credited, meter_times
 from ampshare.control._fallback import fallback_causes, fallback_limits
 from ampshare.control._idle import guard_s, idle_loads, idle_targets, lapse, settle_idle
 from ampshare.control._index import SiteIndex, index_site
@@ -354,12 +354,13 @@ def _fold_inputs(
     inputs: ControlInputs,
     now_s: float,
     events: list[Event],
-) -> tuple[TrackTable, dict[str, MeterTrack], Mapping[str, ChargerState]]:
+) -> tuple[TrackTable, dict[str, MeterTrack], Mapping[str, ChargerState], MeterTimes]:
     table = TrackTable.of(state.tracks)
     meters = dict(state.meters)
     cstates: Mapping[str, ChargerState] = state.charger_states  # copied only when written
     apply_readings(meters, inputs.readings)
     update_meter_staleness(site, settings, meters, now_s, events)
+    times = meter_times(site, index, meters, now_s, settings)
     apply_ack_rows(table, inputs.acks, events)
     started = state.started_s if state.started_s is not None else now_s
     in_grace = now_s - started < settings.startup_grace_s
@@ -372,14 +373,18 @@ def _fold_inputs(
             reported[s.charger_id] = s
             min_a = index.chargers[s.charger_id].min_current_a
             t = table.row(i)
-            new = apply_charger_state(t, s, min_a, settings, events, in_grace=in_grace)
+            k = index.meter_set.get(s.charger_id)
+            meter_s = float("inf") if k is None else times.pairable[k]
+            new = apply_charger_state(
+                t, s, min_a, settings, events, in_grace=in_grace, meter_s=meter_s
+            )
             if new is not t:
                 table.put(i, new)
         cstates = reported
     if not in_grace:
         _not_joined(table, started, now_s, events)
     expire_pending_rows(table, now_s, settings)
-    return table, meters, cstates
+    return table, meters, cstates, times
 
 
 def _not_joined(table: TrackTable, started_s: float, now_s: float, events: list[Event]) -> None:
@@ -503,6 +508,8 @@ def _allocation_input(
     caps: dict[str, float],
     settings: ControlSettings,
     table: TrackTable,
+    index: SiteIndex,
+    times: MeterTimes,
 ) -> AllocationInput:
     if settings.min_charge_s > policy.rotation_interval_s:
         # start/stop hysteresis: nobody is rotated out before min_charge_s
@@ -511,7 +518,7 @@ def _allocation_input(
         site=site,
         now_s=now_s,
         sessions=sessions,
-        charger_states=_within_high(_state_values(state, cstates), table),
+        charger_states=credited(_state_values(state, cstates), table, index, times),
         measurements=measurements(site, meters),
         external_caps=ext,
         fixed_loads=tuple(fixed),
@@ -540,38 +547,6 @@ def _state_values(
     return tuple(cstates.values())
 
 
-def _within_high(
-    values: tuple[ChargerState, ...], table: TrackTable
-) -> tuple[ChargerState, ...]:
-    """The charger reports as the allocator subtracts them from their meters' totals, each
-    line at most what the charger may draw now (``high_a``).
-
-    A report older than a confirmed decrease still shows the old draw while a fresh meter
-    reading already shows the new one (chargers report every 10-60 s, meters every second):
-    subtracted as it is, it would make the building look smaller by the difference and give
-    that current out again (a building load step answered by lowering the cars, then undone
-    until the next charger report). Unknown means pessimistic: the car is counted at no more
-    than it may draw. Chargers drawing over their limit keep their draw (they are counted at
-    it as fixed loads), and ``values`` comes back as it is when no report needs it."""
-    measured, high = table.measured_a, table.high_a
-    if not any(map(gt, measured, high)):
-        return values  # the common case: every report within what its charger may draw
-    pos, online, over = table.pos, table.online, table.over_since_s
-    out = list(values)
-    for k, s in enumerate(values):
-        i = pos.get(s.charger_id)
-        cur = s.measured_current_a
-        if i is None or cur is None or not online[i] or table.noncompliant[i]:
-            continue
-        top = high[i]
-        if over[i] is not None or measured[i] <= top + 1e-9:
-            continue
-        lines = tuple(None if v is None else min(v, top) for v in cur)
-        power = None if s.power_w is None else s.power_w * top / measured[i]
-        out[k] = replace(s, measured_current_a=lines, power_w=power)  # type: ignore[arg-type]
-    return tuple(out)
-
-
 def step(  # noqa: PLR0917 - the documented public signature
     site: Site,
     settings: ControlSettings,
@@ -584,7 +559,7 @@ def step(  # noqa: PLR0917 - the documented public signature
     index = index_site(site, state.site_index)
     events = _fallback_events(site, index, now_s) if state.last_step_s is None else []
     # measure
-    table, meters, cstates = _fold_inputs(
+    table, meters, cstates, times = _fold_inputs(
         site, index, settings, state=state, inputs=inputs, now_s=now_s, events=events
     )
     pos = table.pos
@@ -618,6 +593,8 @@ def step(  # noqa: PLR0917 - the documented public signature
         caps=caps,
         settings=settings,
         table=table,
+        index=index,
+        times=times,
     )
     alloc = allocate(ainput)
     # distribute

@@ -38,6 +38,8 @@ class TrackTable:
         "cap_set_s",
         "charging_since_s",
         "compliant_since_s",
+        "dip_a",
+        "dip_seen_s",
         "fallback_a",
         "fallback_acked",
         "fallback_sent",
@@ -56,6 +58,8 @@ class TrackTable:
         "paused_since_s",
         "phases",
         "pos",
+        "prior_line_a",
+        "prior_s",
         "probe_misses",
         "raised_s",
         "reason",
@@ -80,6 +84,10 @@ class TrackTable:
     report_s: list[float | None]
     measured_a: list[float]
     measured_line_a: list[PerLine]
+    prior_line_a: list[PerLine | None]
+    prior_s: list[float | None]
+    dip_a: list[float]
+    dip_seen_s: list[float]
     over_since_s: list[float | None]
     noncompliant: list[bool]
     compliant_since_s: list[float | None]

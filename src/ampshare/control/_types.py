@@ -157,6 +157,15 @@ class ChargerTrack:
     ``cap_a`` caps a car that leaves current unused (in force while ``cap_set_s`` is set;
     lifted for a probe it stays in ``cap_a`` with ``cap_set_s`` None until the probe ends);
     ``probe_misses`` counts the probes in a row after which the car took no more.
+
+    What a report may be credited against a meter reading taken at another time
+    (``control._credit``): ``prior_s`` is the time of a report taken at or before a meter
+    reading (the newest such one known when a later report came; None: none known), and
+    ``prior_line_a`` per site line the least the charger reported from that report up to, not
+    including, its latest one (lowered further by a dip, below). ``dip_a`` is the limit the
+    car was last raised from (the lowest, raised again before a report showed it): until a
+    report taken from ``dip_seen_s`` on shows the car, it may have drawn no more than that
+    when a meter read, whatever its older reports say (-inf: no such raise).
     """
 
     charger_id: str
@@ -174,6 +183,10 @@ class ChargerTrack:
     report_s: float | None = None
     measured_a: float = 0.0
     measured_line_a: PerLine = (0.0, 0.0, 0.0)
+    prior_line_a: PerLine | None = None
+    prior_s: float | None = None
+    dip_a: float = 0.0
+    dip_seen_s: float = float("-inf")
     over_since_s: float | None = None
     noncompliant: bool = False
     compliant_since_s: float | None = None

@@ -14,6 +14,7 @@ from ampshare.control._types import (
     Event,
     EventKind,
     MeterTrack,
+    PerLine,
     Severity,
     evolve,
 )
@@ -336,6 +337,33 @@ def _reclaim(
     )
 
 
+def _lower(a: PerLine, b: PerLine) -> PerLine:
+    return (min(a[0], b[0]), min(a[1], b[1]), min(a[2], b[2]))
+
+
+def _prior(
+    t: ChargerTrack, s: ChargerState, meter_s: float
+) -> tuple[PerLine | None, float | None, float]:
+    """``prior_line_a``, ``prior_s`` and ``dip_seen_s`` once report ``s`` becomes the latest
+    (see ``ChargerTrack``). The report it replaces becomes the prior one when it was taken at
+    or before the meter reading (``meter_s``, inf without a fresh meter above the charger);
+    a newer one only lowers the prior one, so that what the charger drew at the meter's time
+    is not taken from reports after it. A report taken once a dip can show in it
+    (``dip_seen_s``) ends the dip: the time before it keeps the dip in the prior lines."""
+    prior, prior_s, dip_seen = t.prior_line_a, t.prior_s, t.dip_seen_s
+    if t.report_s is None or not t.online:
+        prior, prior_s = None, None  # nothing known since it came (back) online
+    elif t.report_s <= meter_s:
+        prior, prior_s = t.measured_line_a, t.report_s
+    elif prior is not None:
+        prior = _lower(prior, t.measured_line_a)
+    if dip_seen != float("-inf") and s.t_s >= dip_seen:
+        if prior is not None:
+            prior = _lower(prior, (t.dip_a, t.dip_a, t.dip_a))
+        dip_seen = float("-inf")
+    return prior, prior_s, dip_seen
+
+
 def apply_charger_state(
     t: ChargerTrack,
     s: ChargerState,
@@ -344,12 +372,16 @@ def apply_charger_state(
     events: list[Event],
     *,
     in_grace: bool = False,
+    meter_s: float = float("inf"),
 ) -> ChargerTrack:
     """Fold one charger report into its track. ``in_grace``: the controller started less than
     ``startup_grace_s`` ago, so a charger that has not joined yet going offline (or joining)
-    is no news: it is counted as pessimistically as any offline charger, without an alert."""
+    is no news: it is counted as pessimistically as any offline charger, without an alert.
+    ``meter_s``: when the oldest fresh meter reading above the charger was taken (inf when
+    none), for ``prior_line_a``."""
     if t.report_s is not None and s.t_s < t.report_s:
         return t
+    prior, prior_s, dip_seen = _prior(t, s, meter_s)
     if s.online != t.online:
         if t.joined or not in_grace:
             _online_event(t, s, events)
@@ -373,6 +405,9 @@ def apply_charger_state(
         report_s=s.t_s,
         measured_a=measured if measured is not None else t.measured_a,
         measured_line_a=per_line_or_zero(lines),
+        prior_line_a=prior,
+        prior_s=prior_s,
+        dip_seen_s=dip_seen,
     )
     t = _confirm(t, s, measured, settings)
     if measured is None:

@@ -46,6 +46,15 @@ class PhysicsDecl(_Strict):
 
     command_latency_s: float = Field(default=0.2, ge=0, le=30, description="command -> applied")
     charger_report_s: float = Field(default=1.0, gt=0, le=300, description="MeterValues period")
+    charger_report_offset_s: float = Field(
+        default=0.0, ge=0, le=300, description="the chargers' first report, scenario s"
+    )
+    charger_report_stagger: bool = Field(
+        default=False, description="spread the chargers' reports evenly over the period"
+    )
+    charger_report_on_change: bool = Field(
+        default=False, description="a charger also reports at once when its car's draw changes"
+    )
     ev_reaction_s: float = Field(default=3.0, ge=0, le=30, description="EV obeys a pilot after")
 
 

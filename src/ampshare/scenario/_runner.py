@@ -111,6 +111,18 @@ def _reading_lines(
     return value
 
 
+def _first_reports(sc: Scenario, start_s: float) -> dict[str, float]:
+    """When each charger first reports: ``charger_report_offset_s`` after the start, and
+    with ``charger_report_stagger`` charger k of n a further k/n of the period later."""
+    physics = sc.decl.physics
+    ids = [c.id for c in sc.site.chargers]
+    stagger = physics.charger_report_stagger and ids
+    spread = physics.charger_report_s / len(ids) if stagger else 0.0
+    return {
+        cid: start_s + physics.charger_report_offset_s + k * spread for k, cid in enumerate(ids)
+    }
+
+
 def _expand(events: list[ScenarioEvent]) -> list[tuple[float, ScenarioEvent]]:
     out: list[tuple[float, ScenarioEvent]] = []
     for e in events:
@@ -143,7 +155,8 @@ class _Run:
         self.last_reports: dict[str, ChargerState] = {}
         self.last_readings: dict[str, MeterReading] = {}
         self.next_poll = {m.id: d.start_s for m in sc.site.meters}
-        self.next_report = d.start_s
+        self.next_report = _first_reports(sc, d.start_s)
+        self.reported_draw: dict[str, float] = {}
         self.events: list[Event] = []
         self.steps = 0
         self.step_times: list[float] = []
@@ -229,10 +242,26 @@ class _Run:
     # --- periodic inputs -------------------------------------------------------------------
 
     def _report(self, cid: str, now_s: float) -> None:
-        r = self.world.report(self.world.chargers[cid], now_s)
+        sim = self.world.chargers[cid]
+        r = self.world.report(sim, now_s)
         self.reports.append(r)
         self.last_reports[cid] = r
+        self.reported_draw[cid] = sim.ev.draw_a if sim.ev is not None else 0.0
         self.trigger.notify(now_s)
+
+    def _charger_reports(self, now_s: float) -> None:
+        """Each charger reports every ``charger_report_s`` from its first report on, and at
+        once when its car's draw changes with ``charger_report_on_change``."""
+        physics = self.sc.decl.physics
+        for cid, sim in self.world.chargers.items():
+            if now_s >= self.next_report[cid] - 1e-9:
+                self.next_report[cid] = now_s + physics.charger_report_s
+                if sim.online:
+                    self._report(cid, now_s)
+            elif physics.charger_report_on_change and sim.online:
+                draw = sim.ev.draw_a if sim.ev is not None else 0.0
+                if abs(draw - self.reported_draw.get(cid, 0.0)) > 1e-6:
+                    self._report(cid, now_s)
 
     def poll(self, now_s: float, totals: np.ndarray) -> None:
         due = {m for m, t in self.next_poll.items() if now_s >= t - 1e-9}
@@ -243,11 +272,7 @@ class _Run:
             self.readings.append(r)
             self.last_readings[r.meter_id] = r
             self.trigger.notify(now_s)
-        if now_s >= self.next_report - 1e-9:
-            self.next_report = now_s + self.sc.decl.physics.charger_report_s
-            for cid, sc in self.world.chargers.items():
-                if sc.online:
-                    self._report(cid, now_s)
+        self._charger_reports(now_s)
         if self.world.sessions_changed:
             self.trigger.notify(now_s)
 
