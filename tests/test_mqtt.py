@@ -433,3 +433,37 @@ async def test_bridge_without_broker_retries_quietly() -> None:
     assert not task.done()
     bridge.stop()
     await asyncio.wait_for(task, 2.0)
+
+
+async def test_a_failing_command_handler_does_not_end_the_bridge(
+    broker: Broker, prefix: str
+) -> None:
+    """A fault behind the handler (a store that is down, a bug) loses that command only: the
+    bridge keeps listening, and the next command arrives."""
+    got: list[SessionCommand] = []
+
+    def handler(cmd: SessionCommand) -> None:
+        if not got:
+            got.append(cmd)
+            raise RuntimeError("store went away")
+        got.append(cmd)
+
+    bridge = MqttBridge(host=broker[0], port=broker[1], site_id="home", site_name="Home",
+                        nodes=[], chargers=[("cp-1", "Drive")], clock=VirtualClock(NOW),
+                        on_command=handler, prefix=prefix, discovery_prefix=f"ha-{prefix}")
+    task = asyncio.create_task(bridge.run())
+    try:
+        await asyncio.wait_for(bridge.connected.wait(), 3.0)
+        await _publish(broker, f"{prefix}/charger/cp-1/set/energy_kwh", "30")
+        await _until(lambda: len(got) == 1)
+        await _publish(broker, f"{prefix}/charger/cp-1/set/energy_kwh", "40")
+        await _until(lambda: len(got) == 2)
+        assert got[1].value == 40_000.0
+        assert bridge.connected.is_set()
+        assert not task.done()
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(task, 5.0)
+    async with aiomqtt.Client(broker[0], broker[1]) as c:  # leave no retained clutter behind
+        for topic in (f"{prefix}/status",):
+            await c.publish(topic, "", retain=True)

@@ -57,7 +57,7 @@ from ampshare.control import (
 from ampshare.core.allocation import Policy, PolicyName
 from ampshare.core.planner import RecedingHorizonPlanner
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
-from ampshare.errors import InputError
+from ampshare.errors import InputError, StoreError
 
 __all__ = ["Supervisor", "SupervisorOptions", "control_settings", "policy_from", "tune_gc"]
 
@@ -205,6 +205,10 @@ class Supervisor:
         except InputError as exc:
             log.warning("MQTT command %s=%s for %s ignored: %s", cmd.field, cmd.value,
                         cmd.charger_id, exc)
+            return
+        except StoreError as exc:  # not saved: the car keeps what it had, the sender may retry
+            log.error("MQTT command %s=%s for %s not saved: %s", cmd.field, cmd.value,
+                      cmd.charger_id, exc)
             return
         self.trigger.notify(self.clock.now_s())
         self._wake.set()

@@ -96,6 +96,9 @@ class MqttBridge:
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT %s:%s: %s; retrying in %g s", self.host, self.port, exc,
                             self._reconnect_s)
+            except Exception:  # the link outlives a fault; the log tells it
+                log.exception("MQTT %s:%s: bridge failed; reconnecting in %g s", self.host,
+                              self.port, self._reconnect_s)
             finally:
                 self._client = None
                 self.connected.clear()
@@ -149,4 +152,10 @@ class MqttBridge:
                 self._on_rejected(exc)
             return
         for command in commands:
-            self._on_command(command)
+            try:
+                self._on_command(command)
+            except Exception:  # one command's failure must not end the link
+                # A fault behind the handler (a store error, a bug) loses this command, which
+                # the log says; ending the listener would silently drop every later one.
+                log.exception("MQTT command %s=%r for %s failed; send it again",
+                              command.field, command.value, command.charger_id)
