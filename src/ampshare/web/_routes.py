@@ -28,6 +28,7 @@ from ampshare.web._schemas import (
     charger_out,
     event_out,
     meter_out,
+    plan_index,
     plan_out,
     point_out,
     session_out,
@@ -129,7 +130,8 @@ def _reads(r: APIRouter, read: list[Any]) -> None:
     @r.get("/chargers", dependencies=read, tags=["live"])
     def list_chargers(rt: Runtime) -> list[ChargerOut]:
         v = rt.view()
-        return [charger_out(v, c.id, c) for c in v.site.chargers]
+        plan_by = plan_index(v)
+        return [charger_out(v, c.id, c, plan_by) for c in v.site.chargers]
 
     @r.get("/chargers/{charger_id}", dependencies=read, tags=["live"], responses=_doc(404))
     def get_charger(charger_id: str, rt: Runtime) -> ChargerOut:

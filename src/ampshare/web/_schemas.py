@@ -7,6 +7,7 @@ Times are seconds since the epoch (``*_s``), currents amperes per line in (L1, L
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,7 +20,7 @@ from ampshare.store import EventRecord, SeriesPoint, SessionRecord
 from ampshare.web.runtime import RuntimeView
 
 if TYPE_CHECKING:  # the planner pulls in scipy; the web layer only reads its results
-    from ampshare.core.planner import Plan
+    from ampshare.core.planner import Plan, SessionPlan
 
 __all__ = [
     "Activity",
@@ -32,6 +33,7 @@ __all__ = [
     "NodeOut",
     "PlanOut",
     "PolicyIn",
+    "Readiness",
     "SessionEdit",
     "SessionOut",
     "SessionPlanOut",
@@ -40,7 +42,9 @@ __all__ = [
     "charger_out",
     "live_frame",
     "meter_out",
+    "plan_index",
     "plan_out",
+    "readiness",
     "session_out",
     "site_out",
 ]
@@ -129,6 +133,7 @@ class SessionOut(BaseModel):
     active: bool
     ended_s: float | None = None
     edited_by: str | None = None
+    user_id: str | None = Field(default=None, description="the driver, when the charger said")
 
 
 class SessionPlanOut(BaseModel):
@@ -171,6 +176,13 @@ class Activity(StrEnum):
     UNKNOWN = "unknown"  # nothing reported yet
 
 
+class Readiness(StrEnum):
+    """Where ``ChargerOut.will_not_be_ready`` comes from."""
+
+    PLAN = "plan"
+    LIMIT = "limit"
+
+
 class ChargerOut(BaseModel):
     id: str
     name: str
@@ -195,6 +207,21 @@ class ChargerOut(BaseModel):
     lease_until_s: float | None
     last_seen_s: float | None = Field(
         description="online: the last report; offline: since when it is offline"
+    )
+    noncompliant: bool = Field(
+        default=False,
+        description="drawing more than its limit (plus tolerance) for a while, until the "
+        "controller finds it compliant again",
+    )
+    will_not_be_ready: bool | None = Field(
+        default=None,
+        description="the car will not get the energy wanted by its departure (more than 1 %, "
+        "50 Wh short); None without a session, goal or departure. See readiness_from",
+    )
+    readiness_from: Readiness | None = Field(
+        default=None,
+        description="plan: the planner's plan says so; limit: estimated at the current limit "
+        "(limit x phases x line-to-neutral voltage until the departure), without a plan",
     )
     session: SessionOut | None
 
@@ -297,6 +324,7 @@ def session_out(s: Session, rec: SessionRecord | None = None, *, active: bool = 
         active=active,
         ended_s=rec.ended_s if rec else None,
         edited_by=rec.edited_by if rec else None,
+        user_id=s.user_id,
     )
 
 
@@ -347,12 +375,48 @@ def activity(c: Charger, st: ChargerState | None, lim: ChargerLimit | None,
     return Activity.STARTING
 
 
-def charger_out(v: RuntimeView, charger_id: str, c: Charger | None = None) -> ChargerOut:
+_SHORT_WH, _SHORT_SHARE = 50.0, 0.01  # what the planner counts as "not ready"
+
+
+def plan_index(v: RuntimeView) -> Mapping[str, SessionPlan]:
+    """The plan's promise per session id (empty without a plan); build once per listing."""
+    return {sp.session_id: sp for sp in v.plan.sessions} if v.plan is not None else {}
+
+
+def readiness(
+    v: RuntimeView,
+    lim: ChargerLimit | None,
+    sess: Session | None,
+    plan_by: Mapping[str, SessionPlan],
+) -> tuple[bool | None, Readiness | None]:
+    """Whether the car in ``sess`` will miss its goal by its departure, and from what."""
+    if sess is None or sess.energy_wanted_wh is None or sess.departure_s is None:
+        return None, None
+    sp = plan_by.get(sess.session_id)
+    if sp is not None:
+        return sp.will_not_be_ready, Readiness.PLAN
+    if lim is None:
+        return None, None
+    need_wh = sess.energy_wanted_wh - sess.energy_delivered_wh
+    hours = max(0.0, sess.departure_s - v.now_s) / 3600.0
+    can_wh = lim.limit_a * lim.phases * v.site.voltage.line_to_neutral_v * hours
+    short_wh = need_wh - can_wh
+    return short_wh > max(_SHORT_WH, _SHORT_SHARE * sess.energy_wanted_wh), Readiness.LIMIT
+
+
+def charger_out(
+    v: RuntimeView,
+    charger_id: str,
+    c: Charger | None = None,
+    plan_by: Mapping[str, SessionPlan] | None = None,
+) -> ChargerOut:
+    """One charger as the API shows it; ``plan_by`` from ``plan_index`` (built if omitted)."""
     c = c or v.site.charger(charger_id)
     st = v.charger_states.get(charger_id)
     lim = v.limit(charger_id)
     sess = v.session_at(charger_id)
     status = "Unknown" if st is None else ("Offline" if not st.online else st.status.value)
+    late, late_from = readiness(v, lim, sess, plan_index(v) if plan_by is None else plan_by)
     return ChargerOut(
         id=c.id,
         name=c.name or c.id,
@@ -376,6 +440,9 @@ def charger_out(v: RuntimeView, charger_id: str, c: Charger | None = None) -> Ch
         soc_pct=st.soc_pct if st else None,
         lease_until_s=v.leases_until_s.get(charger_id),
         last_seen_s=st.t_s if st else None,
+        noncompliant=charger_id in v.noncompliant,
+        will_not_be_ready=late,
+        readiness_from=late_from,
         session=session_out(sess) if sess else None,
     )
 
@@ -417,9 +484,10 @@ def point_out(p: SeriesPoint) -> PointOut:
 
 
 def live_frame(v: RuntimeView) -> LiveFrame:
+    plan_by = plan_index(v)
     return LiveFrame(
         seq=v.seq,
         site=site_out(v),
-        chargers=[charger_out(v, c.id, c) for c in v.site.chargers],
+        chargers=[charger_out(v, c.id, c, plan_by) for c in v.site.chargers],
         meters=[meter_out(v, m.id) for m in v.site.meters],
     )
