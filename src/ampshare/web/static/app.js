@@ -16,10 +16,11 @@ function esc(s) {
 }
 const fmtA = (x) => (x === null || x === undefined ? "–" : `${x.toFixed(1)} A`);
 const fmtKWh = (wh) => (wh === null || wh === undefined ? "–" : `${(wh / 1000).toFixed(1)} kWh`);
+// One formatter for all: toLocaleTimeString builds a new one per call (slow for 300 tiles).
+const TIME_FMT = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
 function fmtTime(t_s) {
   if (t_s === null || t_s === undefined) return "–";
-  const d = new Date(t_s * 1000);
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return TIME_FMT.format(new Date(t_s * 1000));
 }
 function fmtDay(t_s) {
   const d = new Date(t_s * 1000);
@@ -111,13 +112,18 @@ function lineRow(node, i) {
 function renderTree(f) {
   const depth = {};
   for (const n of f.site.nodes) depth[n.id] = n.parent_id ? depth[n.parent_id] + 1 : 0;
-  setHtml($("#tree"), f.site.nodes.map((n) => {
+  // In the compact view grouped by circuit, a circuit with chargers shows its bars with them.
+  const grouped = state.view === "compact" && $("#by-circuit").checked;
+  const withChargers = new Set(grouped ? f.chargers.map((c) => c.node_id) : []);
+  const nodes = f.site.nodes.filter((n) => !withChargers.has(n.id));
+  const note = withChargers.size ? `<p class="hint" data-testid="tree-note">${withChargers.size} circuits with chargers: their bars are with their chargers below.</p>` : "";
+  setHtml($("#tree"), nodes.map((n) => {
     const h = n.headroom;
     const meta = !h ? "no data yet" : h.stale ? "meter stale: worst case assumed" : h.measured ? "metered" : "computed";
     const rows = [0, 1, 2].map((i) => lineRow(n, i)).join("");
     return `<div class="node" style="margin-left:${depth[n.id] * 14}px" data-testid="node-${esc(n.id)}">
       <div class="node-head"><span>${esc(n.name)} <span class="meta">${esc(n.kind)}</span></span><span class="meta">${meta}</span></div>${rows}</div>`;
-  }).join(""));
+  }).join("") + note);
   $("#policy").textContent = `policy: ${f.site.policy}` + (POLICY[f.site.policy] ? ` — ${POLICY[f.site.policy]}` : "");
   const err = $("#alloc-error");
   err.classList.toggle("hidden", !f.site.allocator_error);
@@ -387,38 +393,58 @@ function tile(c, f) {
   const [kind, word] = stateWord(c);
   const probs = problems(c);
   const cur = maxCurrent(c), lim = c.limit_a, s = c.session;
-  const pct = lim ? Math.min(100, (100 * (cur || 0)) / Math.max(lim, 0.1)) : 0;
-  const late = c.will_not_be_ready ? (c.readiness_from === "plan" ? "the plan says" : "at its current limit") : "";
-  const third = c.activity === "offline" ? `since ${c.last_seen_s ? fmtTime(c.last_seen_s) : "–"}` :
-    s && s.departure_s ? `leaves ${fmtTime(s.departure_s)}` : s ? "no departure" : "";
-  const flags = probs.filter((p) => p === "over limit" || p === "late").map((p) => `<i class="flag">${p}</i>`).join("");
+  const late = c.will_not_be_ready ? (c.readiness_from === "plan" ? "the plan says" : "estimated") : "";
   const title = [`${c.name}${c.name !== c.id ? ` (${c.id})` : ""} on ${nodeName(f, c.node_id)}`,
     s && s.user_id ? `driver ${s.user_id}` : "", c.session || c.reason_kind === "fixed" ? why(c, f) : "",
     late ? `will not be ready by its departure (${late})` : "", c.noncompliant ? "draws more than its limit" : ""]
     .filter(Boolean).join("\n");
-  const inner = `<div class="t1"><b>${esc(c.name)}</b><span class="w" data-testid="word-${esc(c.id)}">${esc(word)}</span></div>
-    <div class="t2"><span data-testid="amps-${esc(c.id)}">${cur === null ? "–" : cur.toFixed(1)} <small>/ ${lim === null ? "–" : lim.toFixed(1)} A</small></span><span>${s ? fmtKWh(s.energy_delivered_wh) : ""}</span></div>
-    <div class="t3"><span>${third}</span>${flags}</div>
-    <div class="tbar"><div style="width:${pct.toFixed(0)}%"></div></div>`;
-  return { cls: `tile k-${kind}${probs.length ? " problem" : ""}`, title, inner, kind, probs };
+  return {
+    cls: `tile k-${kind}${probs.length ? " problem" : ""}`, kind, probs, title,
+    name: c.name, word,
+    cur: cur === null ? "–" : cur.toFixed(1), lim: `/ ${lim === null ? "–" : lim.toFixed(1)} A`,
+    kwh: s ? fmtKWh(s.energy_delivered_wh) : "",
+    third: c.activity === "offline" ? `since ${c.last_seen_s ? fmtTime(c.last_seen_s) : "–"}` :
+      s && s.departure_s ? `leaves ${fmtTime(s.departure_s)}` : s ? "no departure" : "",
+    over: c.noncompliant ? "over limit" : "", late: c.will_not_be_ready ? "late" : "",
+    pct: `${(lim ? Math.min(100, (100 * (cur || 0)) / Math.max(lim, 0.1)) : 0).toFixed(0)}%`,
+  };
 }
+
+// A tile is built once; a live update rewrites only the texts and classes that changed (no
+// HTML parsing, no new elements, and its fixed size keeps the layout work inside it).
+const TILE_SKELETON = `<div class="t1"><b data-f="name"></b><span class="w" data-f="word"></span></div>
+  <div class="t2"><span class="a"><span data-f="cur"></span> <small data-f="lim"></small></span><span data-f="kwh"></span></div>
+  <div class="t3"><span data-f="third"></span><i class="flag" data-f="over"></i><i class="flag" data-f="late"></i></div>
+  <div class="tbar"><div></div></div>`;
+const TILE_TEXTS = ["name", "word", "cur", "lim", "kwh", "third", "over", "late"];
 
 function tileEl(c, f) {
   const t = tile(c, f);
-  let el = shown.tiles.get(c.id);
-  if (!el) {
-    el = document.createElement("div");
+  let e = shown.tiles.get(c.id);
+  if (!e) {
+    const el = document.createElement("div");
     el.dataset.id = c.id;
     el.dataset.testid = `tile-${c.id}`;
     el.tabIndex = 0;
     el.setAttribute("role", "button");
-    shown.tiles.set(c.id, el);
+    el.innerHTML = TILE_SKELETON;
+    el.querySelector("[data-f=word]").dataset.testid = `word-${c.id}`;
+    el.querySelector(".a").dataset.testid = `amps-${c.id}`;
+    const parts = Object.fromEntries([...el.querySelectorAll("[data-f]")].map((x) => [x.dataset.f, x]));
+    e = { el, parts, bar: el.querySelector(".tbar > div"), last: {} };
+    shown.tiles.set(c.id, e);
   }
-  // Only what changed is written: most tiles stay untouched on a live update.
-  if (el.className !== t.cls) el.className = t.cls;
-  if (el.title !== t.title) el.title = t.title;
-  if (el.dataset.kind !== t.kind) el.dataset.kind = t.kind;
-  if (shown.html.get(el) !== t.inner) { shown.html.set(el, t.inner); el.innerHTML = t.inner; }
+  const { el, parts, last } = e;
+  if (last.cls !== t.cls) el.className = t.cls;
+  if (last.title !== t.title) el.title = t.title;
+  if (last.kind !== t.kind) el.dataset.kind = t.kind;
+  if (last.pct !== t.pct) e.bar.style.width = t.pct;
+  for (const k of TILE_TEXTS) {
+    if (last[k] === t[k]) continue;
+    parts[k].textContent = t[k];
+    if (k === "over" || k === "late") parts[k].hidden = !t[k];
+  }
+  e.last = t;
   return { el, t };
 }
 
@@ -607,13 +633,14 @@ function wireCompact() {
 }
 
 function refresh() {
-  if (state.frame) renderChargerViews(state.frame);
+  if (state.frame) { applyView(chosenView(state.frame)); renderTree(state.frame); renderChargerViews(state.frame); }
 }
 
 // ---- live stream ---------------------------------------------------------------------------
 function render(f) {
   state.frame = f;
   $("#site-name").textContent = f.site.name;
+  applyView(chosenView(f));
   renderSummary(f); renderTree(f); renderChargerViews(f);
   document.body.dataset.seq = String(f.seq);
   if (Date.now() - state.lastEvents > 2000) loadEvents().catch(() => {});
