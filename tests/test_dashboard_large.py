@@ -54,7 +54,7 @@ PANEL_A = (250.0, 200.0, 160.0, 160.0, 125.0, 125.0, 50.0, 80.0)  # P7 is tight;
 PER_PANEL = 30
 ROTATIONS = (PhaseRotation.L1L2L3, PhaseRotation.L2L3L1, PhaseRotation.L3L1L2)
 BUILDING_A = 150.0
-OFFLINE, FAULTED, OVER_LIMIT = ("p3-05", "p5-12"), "p2-07", "p6-03"
+OFFLINE, FAULTED, OVER_LIMIT = ("p1-05", "p5-12"), "p1-11", "p1-17"
 Site_ = tuple[str, InMemoryRuntime, SqlStore]
 
 
@@ -156,6 +156,7 @@ def large_app(tmp_path: Path) -> Iterator[Site_]:
                 arrival_s=T0 - 3600,
                 departure_s=T0 + (4 + k % 8) * 3600,
                 energy_wanted_wh=5_000.0 + 1_000.0 * (k % 20),
+                energy_delivered_wh=700.0 * (k % 9),
                 user_id=f"driver-{k:03d}",
             )
         )
@@ -170,7 +171,7 @@ def large_app(tmp_path: Path) -> Iterator[Site_]:
                 kind=EventKind.NONCOMPLIANT,
                 severity=Severity.ALERT,
                 subject=OVER_LIMIT,
-                message="draws 16.0 A, limit 0.0 A",
+                message="draws 16.0 A, more than its limit for 10 s",
             )
         ]
     )
@@ -285,7 +286,7 @@ def test_large_site_compact_view_filters_search_live_and_edit(
     assert _seen(page, f"word-{target}") == "charging"
     page.evaluate("document.querySelector('[data-testid=tile-p2-02]').dataset.mark = 'kept'")
     rt.update(charger_states=[ChargerState(charger_id=target, t_s=T0, online=False)])
-    _wait(lambda: _seen(page, f"word-{target}") == "offline")
+    _wait(lambda: _seen(page, f"word-{target}").startswith("offline since"))
     assert page.get_by_test_id(f"tile-{target}").get_attribute("class") is not None
     assert "problem" in page.get_by_test_id(f"tile-{target}").get_attribute("class")
     assert page.get_by_test_id("tile-p2-02").get_attribute("data-mark") == "kept"

@@ -365,7 +365,7 @@ const KIND_OF = {
 };
 const KINDS = [["charging", "Charging"], ["paused", "Paused"], ["waiting", "Waiting"], ["full", "Full"],
   ["free", "Free"], ["offline", "Offline"], ["fault", "Fault"], ["nodata", "No data"]];
-const PAUSED_WHY = { paused_no_headroom: "no room", paused_rotation: "taking turns" };
+const PAUSED_WHY = { paused_no_headroom: "paused · no room", paused_rotation: "waiting its turn" };
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 
 function maxCurrent(c) {
@@ -385,7 +385,8 @@ function problems(c) {
 
 function stateWord(c) {
   const kind = KIND_OF[c.activity] || "nodata";
-  if (kind === "paused") return [kind, PAUSED_WHY[c.reason_kind] ? `paused · ${PAUSED_WHY[c.reason_kind]}` : "paused"];
+  if (kind === "paused") return [kind, PAUSED_WHY[c.reason_kind] || "paused"];
+  if (kind === "offline") return [kind, `offline since ${c.last_seen_s ? fmtTime(c.last_seen_s) : "–"}`];
   return [kind, { nodata: "no data", full: "full" }[kind] || kind];
 }
 
@@ -401,20 +402,20 @@ function tile(c, f) {
   return {
     cls: `tile k-${kind}${probs.length ? " problem" : ""}`, kind, probs, title,
     name: c.name, word,
-    cur: cur === null ? "–" : cur.toFixed(1), lim: `/ ${lim === null ? "–" : lim.toFixed(1)} A`,
+    // A free charger drawing nothing has nothing to say in amperes.
+    cur: !s && !cur ? "" : cur === null ? "–" : cur.toFixed(1), lim: lim === null || (!s && !cur) ? "" : `/${lim.toFixed(1)} A`,
     kwh: s ? fmtKWh(s.energy_delivered_wh) : "",
-    third: c.activity === "offline" ? `since ${c.last_seen_s ? fmtTime(c.last_seen_s) : "–"}` :
-      s && s.departure_s ? `leaves ${fmtTime(s.departure_s)}` : s ? "no departure" : "",
-    over: c.noncompliant ? "over limit" : "", late: c.will_not_be_ready ? "late" : "",
+    third: s && s.departure_s ? `by ${fmtTime(s.departure_s)}` : s ? "no departure" : "",
+    over: c.noncompliant ? "over" : "", late: c.will_not_be_ready ? "late" : "",
     pct: `${(lim ? Math.min(100, (100 * (cur || 0)) / Math.max(lim, 0.1)) : 0).toFixed(0)}%`,
   };
 }
 
 // A tile is built once; a live update rewrites only the texts and classes that changed (no
 // HTML parsing, no new elements, and its fixed size keeps the layout work inside it).
-const TILE_SKELETON = `<div class="t1"><b data-f="name"></b><span class="w" data-f="word"></span></div>
-  <div class="t2"><span class="a"><span data-f="cur"></span> <small data-f="lim"></small></span><span data-f="kwh"></span></div>
-  <div class="t3"><span data-f="third"></span><i class="flag" data-f="over"></i><i class="flag" data-f="late"></i></div>
+const TILE_SKELETON = `<div class="t1"><b data-f="name"></b><span class="a"><span data-f="cur"></span><small data-f="lim"></small></span></div>
+  <div class="t2"><span class="w" data-f="word"></span><i class="flag" data-f="over" title="draws more than its limit"></i><i class="flag" data-f="late" title="will not be ready by its departure"></i></div>
+  <div class="t3"><span data-f="kwh"></span><span data-f="third"></span></div>
   <div class="tbar"><div></div></div>`;
 const TILE_TEXTS = ["name", "word", "cur", "lim", "kwh", "third", "over", "late"];
 
