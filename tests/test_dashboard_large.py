@@ -16,14 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dashboard import (  # the browser fixture and helpers of the small-site tests
-    ADMIN,
-    ARTIFACTS,
-    _hhmm,
-    _local_input,
-    _wait,
-    browser,
-)
 
 from ampshare.clock import VirtualClock
 from ampshare.control import Event, EventKind, Severity
@@ -45,6 +37,14 @@ from ampshare.store import SqlStore, open_store
 from ampshare.web import InMemoryRuntime, Role, TokenAuth, create_app
 from ampshare.web._schemas import ChargerOut, live_frame
 from ampshare.web.testing import serve
+from test_dashboard import (  # the browser fixture and helpers of the small-site tests
+    ADMIN,
+    ARTIFACTS,
+    _hhmm,
+    _local_input,
+    _wait,
+    browser,
+)
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser"]  # re-exported fixture: pytest finds it in this module's namespace
@@ -94,9 +94,7 @@ def large_site() -> Site:
             )
             for i in range(1, PER_PANEL + 1)
         ]
-    meter = MeterSpec(
-        id="m-main", node_id="main", measures=frozenset({Measurand.CURRENT_PER_LINE})
-    )
+    meter = MeterSpec(id="m-main", node_id="main", measures=frozenset({Measurand.CURRENT_PER_LINE}))
     return Site(
         name="Fleet depot",
         voltage=VoltageSystem.EU_230_400,
@@ -119,7 +117,10 @@ def _state(rt: InMemoryRuntime, cid: str, t_s: float) -> ChargerState:
         return ChargerState(charger_id=cid, t_s=t_s, status=ChargerStatus.AVAILABLE)
     if cid.endswith("0"):  # bays 10, 20, 30: the car is full
         return ChargerState(
-            charger_id=cid, t_s=t_s, status=ChargerStatus.SUSPENDED_EV, measured_current_a=(0.0,) * 3
+            charger_id=cid,
+            t_s=t_s,
+            status=ChargerStatus.SUSPENDED_EV,
+            measured_current_a=(0.0,) * 3,
         )
     draw_a = lim.limit_a if lim is not None and lim.limit_a >= 6.0 else 0.0
     if cid == OVER_LIMIT:
@@ -249,8 +250,14 @@ def test_large_site_compact_view_filters_search_live_and_edit(
 
     # The strip counts each state as the server derived it.
     counts = Counter(c.activity.value for c in truth)
-    for activity, chip in (("charging", "charging"), ("paused", "paused"), ("offline", "offline"),
-                           ("faulted", "fault"), ("no_car", "free"), ("car_not_drawing", "full")):
+    for activity, chip in (
+        ("charging", "charging"),
+        ("paused", "paused"),
+        ("offline", "offline"),
+        ("faulted", "fault"),
+        ("no_car", "free"),
+        ("car_not_drawing", "full"),
+    ):
         assert counts[activity] > 0, activity  # the site really has each state
         text = page.get_by_test_id(f"state-{chip}").inner_text()
         assert text.split()[-1] == str(counts[activity]), (chip, text)
@@ -272,8 +279,9 @@ def test_large_site_compact_view_filters_search_live_and_edit(
     # Search by driver, and by id across the whole site.
     page.get_by_test_id("state-all").click()
     page.get_by_test_id("search").fill("driver-017")
-    assert _shown_tiles(page) == [next(c.id for c in truth if c.session and
-                                       c.session.user_id == "driver-017")]
+    assert _shown_tiles(page) == [
+        next(c.id for c in truth if c.session and c.session.user_id == "driver-017")
+    ]
     page.get_by_test_id("search").fill("p4-1")
     assert _shown_tiles(page) == [f"p4-{i}" for i in range(10, 20)]
     page.get_by_test_id("search").fill("")
@@ -310,7 +318,11 @@ def test_large_site_compact_view_filters_search_live_and_edit(
     sess = rt.view().session_at(cid)
     assert sess is not None
     assert sess.departure_s == new_dep
-    _wait(lambda: f"by {_hhmm(page, new_dep)}" in page.get_by_test_id(f"detail-plan-{cid}").inner_text())
+    _wait(
+        lambda: (
+            f"by {_hhmm(page, new_dep)}" in page.get_by_test_id(f"detail-plan-{cid}").inner_text()
+        )
+    )
     page.screenshot(path=str(ARTIFACTS / "dashboard-large-detail.png"))
     dialog.get_by_role("button", name="close").click()
     assert dialog.is_hidden()
@@ -327,7 +339,10 @@ def _measure_updates(page: Any) -> None:
       for (let k = 0; k < 30; k++) {
         const f = JSON.parse(base);
         f.seq += 1000 + k;
-        for (const c of f.chargers) if (c.measured_current_a) c.measured_current_a = c.measured_current_a.map((a) => (a || 0) + (k % 5) * 0.1);
+        for (const c of f.chargers) {
+          const a = c.measured_current_a;
+          if (a) c.measured_current_a = a.map((x) => (x || 0) + (k % 5) * 0.1);
+        }
         const text = JSON.stringify(f);
         const t0 = performance.now();
         render(JSON.parse(text));
@@ -349,11 +364,11 @@ def _measure_updates(page: Any) -> None:
     assert statistics.median(ms) < 50.0, out
 
 
-def test_large_site_on_a_phone_and_the_view_choice_is_kept(
-    browser: Any, large_app: Site_
-) -> None:
+def test_large_site_on_a_phone_and_the_view_choice_is_kept(browser: Any, large_app: Site_) -> None:
     url, rt, _ = large_app
-    page, errors = _open(browser, url, viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page, errors = _open(
+        browser, url, viewport={"width": 390, "height": 844}, device_scale_factor=2
+    )
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"page is {overflow}px wider than the phone"
     boxes = [page.get_by_test_id(f"tile-p1-0{i}").bounding_box() for i in (1, 2)]
@@ -369,7 +384,8 @@ def test_large_site_on_a_phone_and_the_view_choice_is_kept(
     for sel in ("input[name=departure]", "input[name=energy]", "button[name=save]"):
         box = dialog.locator(sel).bounding_box()
         assert box is not None
-        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{sel} off screen: {box}"
+        assert box["x"] >= 0, f"{sel} off screen: {box}"
+        assert box["x"] + box["width"] <= 390, f"{sel} off screen: {box}"
     page.screenshot(path=str(ARTIFACTS / "dashboard-large-phone-detail.png"))
     dialog.get_by_role("button", name="close").click()
 
