@@ -221,7 +221,10 @@ function renderChargers(f) {
     }
     return t.el;
   });
-  syncChildren($("#chargers"), els);
+  const box = $("#chargers");
+  // Hundreds of cards (a large site shown as cards on request): lay out only those in view.
+  box.classList.toggle("many", els.length >= COMPACT_FROM);
+  syncChildren(box, els);
 }
 
 function renderSessions(f) {
