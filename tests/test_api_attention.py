@@ -25,7 +25,7 @@ from ampshare.core.site import Line
 from ampshare.core.snapshot import Session
 from ampshare.store import open_store
 from ampshare.web import InMemoryRuntime
-from ampshare.web._schemas import readiness, readiness_index
+from ampshare.web._readiness import readiness, readiness_index
 from test_api import (  # the small site's fixtures: runtime, a real server, its client
     DRIVER,
     READ,
