@@ -30,6 +30,7 @@ from ampshare.web._schemas import (
     meter_out,
     plan_out,
     point_out,
+    readiness_index,
     session_out,
     site_out,
 )
@@ -129,7 +130,8 @@ def _reads(r: APIRouter, read: list[Any]) -> None:
     @r.get("/chargers", dependencies=read, tags=["live"])
     def list_chargers(rt: Runtime) -> list[ChargerOut]:
         v = rt.view()
-        return [charger_out(v, c.id, c) for c in v.site.chargers]
+        index = readiness_index(v)
+        return [charger_out(v, c.id, c, index) for c in v.site.chargers]
 
     @r.get("/chargers/{charger_id}", dependencies=read, tags=["live"], responses=_doc(404))
     def get_charger(charger_id: str, rt: Runtime) -> ChargerOut:

@@ -16,6 +16,7 @@ from ampshare.core.allocation import ChargerLimit, NodeHeadroom, PolicyName
 from ampshare.core.site import Charger
 from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.store import EventRecord, SeriesPoint, SessionRecord
+from ampshare.web._readiness import Readiness, ReadinessIndex, readiness, readiness_index
 from ampshare.web.runtime import RuntimeView
 
 if TYPE_CHECKING:  # the planner pulls in scipy; the web layer only reads its results
@@ -32,6 +33,8 @@ __all__ = [
     "NodeOut",
     "PlanOut",
     "PolicyIn",
+    "Readiness",
+    "ReadinessIndex",
     "SessionEdit",
     "SessionOut",
     "SessionPlanOut",
@@ -41,6 +44,8 @@ __all__ = [
     "live_frame",
     "meter_out",
     "plan_out",
+    "readiness",
+    "readiness_index",
     "session_out",
     "site_out",
 ]
@@ -129,6 +134,7 @@ class SessionOut(BaseModel):
     active: bool
     ended_s: float | None = None
     edited_by: str | None = None
+    user_id: str | None = Field(default=None, description="the driver, when the charger said")
 
 
 class SessionPlanOut(BaseModel):
@@ -195,6 +201,22 @@ class ChargerOut(BaseModel):
     lease_until_s: float | None
     last_seen_s: float | None = Field(
         description="online: the last report; offline: since when it is offline"
+    )
+    noncompliant: bool = Field(
+        default=False,
+        description="drawing more than its limit (plus tolerance) for a while, until the "
+        "controller finds it compliant again",
+    )
+    will_not_be_ready: bool | None = Field(
+        default=None,
+        description="the car will not get the energy wanted by its departure (more than 1 %, "
+        "50 Wh short); None without a session, goal or departure. See readiness_from",
+    )
+    readiness_from: Readiness | None = Field(
+        default=None,
+        description="plan: the planner's plan says so; estimate (without a plan): at the "
+        "current limit x phases x line-to-neutral voltage until the departure, for a car "
+        "paused to take turns at its average share of the circuit that paused it",
     )
     session: SessionOut | None
 
@@ -297,6 +319,7 @@ def session_out(s: Session, rec: SessionRecord | None = None, *, active: bool = 
         active=active,
         ended_s=rec.ended_s if rec else None,
         edited_by=rec.edited_by if rec else None,
+        user_id=s.user_id,
     )
 
 
@@ -347,12 +370,19 @@ def activity(c: Charger, st: ChargerState | None, lim: ChargerLimit | None,
     return Activity.STARTING
 
 
-def charger_out(v: RuntimeView, charger_id: str, c: Charger | None = None) -> ChargerOut:
+def charger_out(
+    v: RuntimeView,
+    charger_id: str,
+    c: Charger | None = None,
+    index: ReadinessIndex | None = None,
+) -> ChargerOut:
+    """One charger as the API shows it; ``index`` from ``readiness_index`` (built if omitted)."""
     c = c or v.site.charger(charger_id)
     st = v.charger_states.get(charger_id)
     lim = v.limit(charger_id)
     sess = v.session_at(charger_id)
     status = "Unknown" if st is None else ("Offline" if not st.online else st.status.value)
+    late, late_from = readiness(v, lim, sess, index or readiness_index(v))
     return ChargerOut(
         id=c.id,
         name=c.name or c.id,
@@ -376,6 +406,9 @@ def charger_out(v: RuntimeView, charger_id: str, c: Charger | None = None) -> Ch
         soc_pct=st.soc_pct if st else None,
         lease_until_s=v.leases_until_s.get(charger_id),
         last_seen_s=st.t_s if st else None,
+        noncompliant=charger_id in v.noncompliant,
+        will_not_be_ready=late,
+        readiness_from=late_from,
         session=session_out(sess) if sess else None,
     )
 
@@ -417,9 +450,10 @@ def point_out(p: SeriesPoint) -> PointOut:
 
 
 def live_frame(v: RuntimeView) -> LiveFrame:
+    index = readiness_index(v)
     return LiveFrame(
         seq=v.seq,
         site=site_out(v),
-        chargers=[charger_out(v, c.id, c) for c in v.site.chargers],
+        chargers=[charger_out(v, c.id, c, index) for c in v.site.chargers],
         meters=[meter_out(v, m.id) for m in v.site.meters],
     )

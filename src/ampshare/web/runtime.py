@@ -81,6 +81,8 @@ class RuntimeView:
     allocated_s: float | None = None
     allocator_error: str | None = None
     plan: Plan | None = None  # the planner's latest plan (None: no planner, or not run yet)
+    # Chargers the controller found drawing over their limit (until "compliant again").
+    noncompliant: frozenset[str] = frozenset()
     # Indexes built once per view, so that listing thousands of chargers stays linear.
     _limit_by: Mapping[str, ChargerLimit] = field(default_factory=dict, repr=False)
     _session_by: Mapping[str, Session] = field(default_factory=dict, repr=False)
@@ -141,6 +143,7 @@ class InMemoryRuntime:
         self._allocator_error: str | None = None
         self._leases: dict[str, float] = {}
         self._plan: Plan | None = None
+        self._noncompliant: set[str] = set()
 
     # -- reading ----------------------------------------------------------------------------
     def view(self) -> RuntimeView:
@@ -162,6 +165,7 @@ class InMemoryRuntime:
                 allocated_s=self._allocated_s,
                 allocator_error=self._allocator_error,
                 plan=self._plan,
+                noncompliant=frozenset(self._noncompliant),
                 _limit_by={lim.charger_id: lim for lim in limits},
                 _session_by={s.charger_id: s for s in self._sessions.values()},
             )
@@ -182,6 +186,13 @@ class InMemoryRuntime:
             self._policy = _policy_from(self._store.get_setting("policy")) or self._policy
             for cap in _caps_from(self._store.get_setting("caps")):
                 self._caps[(cap.source, cap.node_id)] = cap
+            self._noncompliant |= {
+                a.subject
+                for a in self._store.events(
+                    kind="noncompliant", alerts_only=True, open_only=True, limit=1000
+                )
+                if a.subject
+            }
             self._changed()
         self._event(
             "restart",
@@ -309,6 +320,7 @@ class InMemoryRuntime:
         """Store the controller's events (``StepResult.events``) as events and alerts. A
         recovery (meter back, charger online, compliant again) resolves the alert it ends."""
         for ev in events:
+            self._track_compliance(ev)
             self._store.add_event(
                 EventRecord(
                     t_s=ev.t_s,
@@ -330,6 +342,13 @@ class InMemoryRuntime:
         if events:
             with self._lock:
                 self._seq += 1
+
+    def _track_compliance(self, ev: ControlEvent) -> None:
+        with self._lock:
+            if ev.kind.value == "noncompliant":
+                self._noncompliant.add(ev.subject)
+            elif ev.kind.value == "compliant_again":
+                self._noncompliant.discard(ev.subject)
 
     def set_allocation(self, allocation: Allocation) -> None:
         """Take an allocation computed elsewhere (the controller)."""
