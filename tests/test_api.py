@@ -447,3 +447,16 @@ def test_web_public_api_is_pinned() -> None:
             "samples_of",
         ]
     )
+
+
+def test_a_single_valued_query_parameter_given_twice_is_refused(client: httpx.Client) -> None:
+    """``?kind=a&kind=b`` is not silently read as ``kind=b``; a list parameter may repeat."""
+    r = client.get("/api/v1/events", params=[("kind", "charger_limit"), ("kind", "x")],
+                   headers=READ)
+    assert r.status_code == 422
+    assert "'kind' was given 2 times" in r.text
+    ok = client.get("/api/v1/events", params=[("exclude_kind", "a"), ("exclude_kind", "b")],
+                    headers=READ)
+    assert ok.status_code == 200
+    assert client.get("/api/v1/events", params={"kind": "charger_limit"},
+                      headers=READ).status_code == 200

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -51,6 +52,43 @@ def _requirement(auth: TokenAuth, need: Role) -> Callable[..., Role]:
     return require
 
 
+def _is_list(annotation: object) -> bool:
+    """Whether a parameter's annotation takes several values (``list[str] | None`` and so on)."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return any(_is_list(a) for a in get_args(annotation))
+
+
+def _query_params(dependant: Any) -> list[Any]:
+    """The query parameters of a route's dependant and of its sub-dependencies."""
+    out = list(dependant.query_params)
+    for sub in dependant.dependencies:
+        out += _query_params(sub)
+    return out
+
+
+def _given_once(request: Request) -> None:
+    """A single-valued query parameter given more than once is refused (422), not silently
+    taken at its last value: ``?kind=a&kind=b`` most likely meant a filter we do not have."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    errors = [
+        {
+            "type": "value_error",
+            "loc": ("query", f.alias),
+            "msg": f"{f.alias!r} was given {n} times; give it once",
+            "input": request.query_params.getlist(f.alias),
+        }
+        for f in _query_params(dependant)
+        if not _is_list(f.field_info.annotation)
+        and (n := len(request.query_params.getlist(f.alias))) > 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 def create_app(
     runtime: SiteRuntime,
     store: SqlStore,
@@ -69,7 +107,7 @@ def create_app(
     app.state.store = store
     app.state.clock = clock or SystemClock()
     require = {role: _requirement(auth, role) for role in Role}
-    app.include_router(build_router(require))
+    app.include_router(build_router(require), dependencies=[Depends(_given_once)])
     _add_live(app, runtime, require[Role.READ], live_poll_s)
     _add_errors(app)
     _add_dashboard(app)
