@@ -87,7 +87,7 @@ async def _fleet(url: str, ids: list[str], protocol: str, opts: SimOptions, *,
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
+        with contextlib.suppress(NotImplementedError):  # not on every platform (Windows)
             loop.add_signal_handler(sig, stop.set)
     if duration_s > 0:
         loop.call_later(duration_s, stop.set)

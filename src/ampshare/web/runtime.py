@@ -36,7 +36,7 @@ from ampshare.core.allocation import (
 )
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
-from ampshare.errors import InputError
+from ampshare.errors import AmpshareError, InputError
 from ampshare.store import (
     EDITABLE_SESSION_FIELDS,
     EventRecord,
@@ -441,8 +441,10 @@ class InMemoryRuntime:
         now = self._clock.now_s()
         try:
             allocation = self._allocator(self._input(now))
-        except NotImplementedError as exc:  # allocator not built yet: show that, not zeros
-            self._allocator_error = str(exc) or "allocator not implemented"
+        except AmpshareError as exc:
+            # the allocator refused this input (e.g. a policy setting it cannot use): the
+            # dashboard says why and keeps the last allocation, rather than showing zeros
+            self._allocator_error = str(exc) or type(exc).__name__
             return
         self._allocator_error = None
         self._install(allocation)
