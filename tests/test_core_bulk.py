@@ -33,3 +33,19 @@ def test_bulk_refuses_unknown_fields_missing_required_ones_and_ragged_columns() 
     why = Reason(kind=ReasonKind.NO_SESSION)
     with pytest.raises(ValueError, match=r"shorter|longer"):
         build(["a", "b"], [1.0], [3, 3], [why, why])
+
+
+def test_replacer_equals_dataclasses_replace() -> None:
+    """``replacer`` copies the fields not given and sets the given ones, as ``replace`` does."""
+    from dataclasses import replace
+
+    from ampshare.core._bulk import replacer
+    from ampshare.core.snapshot import ChargerState, ChargerStatus
+
+    s = ChargerState(charger_id="c1", t_s=5.0, status=ChargerStatus.CHARGING,
+                     measured_current_a=(10.0, 10.0, 10.0), power_w=6900.0, energy_wh=12.0)
+    fast = replacer(ChargerState)
+    got = fast(s, measured_current_a=(8.0, 8.0, 8.0), power_w=5520.0)
+    assert got == replace(s, measured_current_a=(8.0, 8.0, 8.0), power_w=5520.0)
+    assert got is not s
+    assert fast(s) == s

@@ -32,15 +32,15 @@ gets is lowered.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from operator import gt
-from typing import Any
 
 from ampshare.control._index import SiteIndex
 from ampshare.control._settings import ControlSettings
 from ampshare.control._table import TrackTable
 from ampshare.control._types import MeterTrack, PerLine
 from ampshare.control._watch import meter_deadline_s
+from ampshare.core._bulk import replacer
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState
 
@@ -139,21 +139,9 @@ def _cap(table: TrackTable, i: int, meter_s: float) -> PerLine:
     return cap
 
 
-def _make_relabel() -> Any:
-    """``relabel(s, lines, power_w)``: a copy of the ``ChargerState`` ``s`` with those
-    measured line currents and power, built through each slot's own setter
-    (``dataclasses.replace`` took longer than the rest of the work here)."""
-    names = [f.name for f in fields(ChargerState)]
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": ChargerState}
-    for n in names:
-        scope[f"_s_{n}"] = ChargerState.__dict__[n].__set__
-    given = {"measured_current_a": "lines", "power_w": "power_w"}
-    body = "".join(f"    _s_{n}(new, {given.get(n, 's.' + n)})\n" for n in names)
-    exec(f"def relabel(s, lines, power_w):\n    new = _new(_cls)\n{body}    return new\n", scope)
-    return scope["relabel"]
-
-
-_relabel = _make_relabel()
+#: a copy of a ``ChargerState`` with some fields changed (``dataclasses.replace`` took longer
+#: than the rest of the work here)
+_relabel = replacer(ChargerState)
 
 
 def _lowered(s: ChargerState, cap: PerLine) -> ChargerState:
@@ -173,7 +161,7 @@ def _lowered(s: ChargerState, cap: PerLine) -> ChargerState:
         was = sum(v for v in cur if v is not None)
         now = sum(v for v in lines if v is not None)
         power = power * now / was if was > 0 else 0.0
-    low: ChargerState = _relabel(s, lines, power)
+    low: ChargerState = _relabel(s, measured_current_a=lines, power_w=power)
     return low
 
 

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ampshare.control._index import SiteIndex
+from ampshare.core._bulk import replacer
 from ampshare.core.allocation import Allocation, RotationState
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
@@ -260,36 +261,10 @@ class StepResult:
     allocation: Allocation | None = None
 
 
-def _make_evolve() -> Any:
-    """``dataclasses.replace`` for ``ChargerTrack`` without its per-call introspection.
-
-    The decision step rewrites up to one track per charger per step; at 1,000 chargers
-    ``replace`` alone took longer than the step's whole budget. This builds, once, a function
-    with one keyword per field that copies the others straight across (same result as
-    ``replace``, pinned by a test).
-    """
-    names = [f.name for f in fields(ChargerTrack)]
-    params = ", ".join(f"{n}=_KEEP" for n in names)
-    body = "".join(f"    _s_{n}(new, t.{n} if {n} is _KEEP else {n})\n" for n in names)
-    src = f"def evolve(t, *, {params}):\n    new = _new(_cls)\n{body}    return new\n"
-    scope = _slot_setters(names)
-    scope["_KEEP"] = object()
-    exec(src, scope)
-    return scope["evolve"]
-
-
-def _slot_setters(names: list[str]) -> dict[str, Any]:
-    """Each slot's own ``__set__`` (skips the attribute lookup of ``object.__setattr__``:
-    ~40 % faster per copied track, which is made once per commanded charger per step)."""
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": ChargerTrack}
-    for n in names:
-        scope[f"_s_{n}"] = ChargerTrack.__dict__[n].__set__
-    return scope
-
-
 #: ``evolve(track, limit_a=..., ...)``: a copy of ``track`` with the given fields changed
-#: (``dataclasses.replace`` for tracks, without its introspection: ~5x faster).
-evolve: Callable[..., ChargerTrack] = _make_evolve()
+#: (``dataclasses.replace`` for tracks, without its introspection: the decision step rewrites
+#: up to one track per charger per step; pinned to ``replace`` by a test).
+evolve: Callable[..., ChargerTrack] = replacer(ChargerTrack)
 
 
 def _make_new_set_limit() -> Any:
