@@ -13,6 +13,7 @@ from ampshare.clock import VirtualClock
 from ampshare.core.allocation import (
     Allocation,
     ChargerLimit,
+    ChargerLimits,
     NodeHeadroom,
     Reason,
     ReasonKind,
@@ -34,16 +35,21 @@ ADMIN = {"Authorization": "Bearer a-token"}
 def _allocation(limit_cp01: float) -> Allocation:
     inf = float("inf")
     return Allocation(
-        limits=(
-            ChargerLimit(
-                charger_id="cp01",
-                limit_a=limit_cp01,
-                phases=3,
-                reason=Reason(kind=ReasonKind.NODE_LINE, node_id="garage", line=Line.L2),
-            ),
-            ChargerLimit(
-                charger_id="cp02", limit_a=0.0, phases=3, reason=Reason(kind=ReasonKind.NO_SESSION)
-            ),
+        limits=ChargerLimits.of(
+            (
+                ChargerLimit(
+                    charger_id="cp01",
+                    limit_a=limit_cp01,
+                    phases=3,
+                    reason=Reason(kind=ReasonKind.NODE_LINE, node_id="garage", line=Line.L2),
+                ),
+                ChargerLimit(
+                    charger_id="cp02",
+                    limit_a=0.0,
+                    phases=3,
+                    reason=Reason(kind=ReasonKind.NO_SESSION),
+                ),
+            )
         ),
         headroom=(
             NodeHeadroom(
@@ -451,12 +457,16 @@ def test_web_public_api_is_pinned() -> None:
 
 def test_a_single_valued_query_parameter_given_twice_is_refused(client: httpx.Client) -> None:
     """``?kind=a&kind=b`` is not silently read as ``kind=b``; a list parameter may repeat."""
-    r = client.get("/api/v1/events", params=[("kind", "charger_limit"), ("kind", "x")],
-                   headers=READ)
+    r = client.get(
+        "/api/v1/events", params=[("kind", "charger_limit"), ("kind", "x")], headers=READ
+    )
     assert r.status_code == 422
     assert "'kind' was given 2 times" in r.text
-    ok = client.get("/api/v1/events", params=[("exclude_kind", "a"), ("exclude_kind", "b")],
-                    headers=READ)
+    ok = client.get(
+        "/api/v1/events", params=[("exclude_kind", "a"), ("exclude_kind", "b")], headers=READ
+    )
     assert ok.status_code == 200
-    assert client.get("/api/v1/events", params={"kind": "charger_limit"},
-                      headers=READ).status_code == 200
+    assert (
+        client.get("/api/v1/events", params={"kind": "charger_limit"}, headers=READ).status_code
+        == 200
+    )

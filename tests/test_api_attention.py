@@ -15,6 +15,7 @@ from ampshare.control import Event, EventKind, Severity
 from ampshare.core.allocation import (
     Allocation,
     ChargerLimit,
+    ChargerLimits,
     NodeHeadroom,
     Reason,
     ReasonKind,
@@ -97,14 +98,16 @@ def _rotation(tmp_path: Path) -> InMemoryRuntime:
     paused = Reason(kind=ReasonKind.PAUSED_ROTATION, node_id="garage", line=Line.L1)
     rt.set_allocation(
         Allocation(
-            limits=(
-                ChargerLimit(charger_id="cp01", limit_a=0.0, phases=3, reason=paused),
-                ChargerLimit(
-                    charger_id="cp02",
-                    limit_a=12.0,
-                    phases=3,
-                    reason=Reason(kind=ReasonKind.NODE_LINE, node_id="garage", line=Line.L1),
-                ),
+            limits=ChargerLimits.of(
+                (
+                    ChargerLimit(charger_id="cp01", limit_a=0.0, phases=3, reason=paused),
+                    ChargerLimit(
+                        charger_id="cp02",
+                        limit_a=12.0,
+                        phases=3,
+                        reason=Reason(kind=ReasonKind.NODE_LINE, node_id="garage", line=Line.L1),
+                    ),
+                )
             ),
             headroom=(
                 NodeHeadroom(

@@ -30,7 +30,7 @@ from ampshare.control._types import (
     Severity,
     new_set_limit,
 )
-from ampshare.core.allocation import ChargerLimit, ReasonKind
+from ampshare.core.allocation import ChargerLimit, ChargerLimits, Reason, ReasonKind
 
 __all__ = ["Plan", "clean_limit", "plan_commands", "plan_rows"]
 
@@ -48,17 +48,25 @@ class Plan:
 
 
 class _Send:
-    """Sends limits for one plan: ``send(rows, lims, values, highs, events)`` sends
-    ``values[k]`` to row ``rows[k]`` (the allocated limit ``lims[k]`` floored, see
-    ``clean_limit``, or 0 A for a hold) with that limit's reason, and writes the row:
-    ``highs[k]`` is what the charger may draw until the change is confirmed. A pause or a
-    resume is also an event (``events``; None for holds, which are not pause decisions).
+    """Sends limits for one plan: ``send(rows, ks, values, highs, events)`` sends
+    ``values[j]`` to row ``rows[j]`` (the allocated limit ``targets.limit_a[ks[j]]`` floored,
+    see ``clean_limit``, or 0 A for a hold) with that target's reason and phases, and writes
+    the row: ``highs[j]`` is what the charger may draw until the change is confirmed. A pause
+    or a resume is also an event (``events``; None for holds, which are not pause decisions).
     Reason texts are cached by reason object (chargers share them)."""
 
-    __slots__ = ("lease", "now_s", "table", "texts")
+    __slots__ = ("lease", "now_s", "table", "targets", "texts")
 
-    def __init__(self, table: TrackTable, now_s: float, lease: float, texts: dict[int, str]):
+    def __init__(
+        self,
+        table: TrackTable,
+        targets: ChargerLimits,
+        now_s: float,
+        lease: float,
+        texts: dict[int, str],
+    ):
         self.table = table
+        self.targets = targets
         self.now_s = now_s
         self.lease = lease
         self.texts = texts
@@ -66,7 +74,7 @@ class _Send:
     def __call__(
         self,
         rows: list[int],
-        lims: list[ChargerLimit],
+        ks: list[int],
         values: list[float],
         highs: list[float],
         events: list[Event] | None,
@@ -76,33 +84,32 @@ class _Send:
         paused_since, charging_since = tb.paused_since_s, tb.charging_since_s
         raised_s, reasons, sent_s = tb.raised_s, tb.reason, tb.sent_s
         acked_s, lease_until_s, obj = tb.acked_s, tb.lease_until_s, tb.obj
+        why, how, watts = self.targets.reasons, self.targets.phases, self.targets.power_w
         no_session = ReasonKind.NO_SESSION
         out: list[SetLimit] = []
         last_reason: object = None
         text = ""
-        for i, lim, limit, high in zip(rows, lims, values, highs, strict=True):
+        for i, k, limit, high in zip(rows, ks, values, highs, strict=True):
             old = limit_a[i]
+            reason = why[k]
             if events is not None and (limit <= 0) != ((old or 0.0) <= 0):
                 # only then can it (un)pause
-                ev = _pause_event(ids[i], old, lim, limit, now_s, paused_since[i] is not None)
+                ev = _pause_event(ids[i], old, reason, limit, now_s, paused_since[i] is not None)
                 if ev is not None:
                     events.append(ev)
-            reason = lim.reason
             if reason is not last_reason:  # neighbours mostly share one reason object
                 last_reason = reason
                 known_text = texts.get(id(reason))
                 if known_text is None:
                     known_text = texts[id(reason)] = reason.text
                 text = known_text
-            power = lim.power_w
-            if power is not None:
-                power = _floor_power(power)
+            power = None if watts is None else _floor_power_or_none(watts[k])
             # SetLimit(charger_id=..., limit_a=..., phases=..., lease_until_s=..., reason=...,
             # power_w=...) through its slots' setters (see ``_types.new_set_limit``)
             cmd = _new(SetLimit)
             _set_charger_id(cmd, ids[i])
             _set_limit_a(cmd, limit)
-            _set_phases(cmd, lim.phases)
+            _set_phases(cmd, n_phases := how[k])
             _set_lease_until_s(cmd, lease)
             _set_reason(cmd, text)
             _set_power_w(cmd, power)
@@ -120,7 +127,7 @@ class _Send:
                     _note_dip(tb, i, old, now_s)
             limit_a[i] = limit
             high_a[i] = high if high > limit else limit
-            phases[i] = lim.phases
+            phases[i] = n_phases
             reasons[i] = text
             sent_s[i] = now_s
             acked_s[i] = None
@@ -161,13 +168,13 @@ def _note_dip(tb: TrackTable, i: int, old: float, now_s: float) -> None:
     tb.dip_seen_s[i] = now_s
 
 
-def _hold(send: _Send, i: int, lim: ChargerLimit) -> SetLimit:
+def _hold(send: _Send, i: int, k: int) -> SetLimit:
     """A charger offering its fallback (new session, lease over) whose increase must wait:
     hold it at 0 A rather than let its car start at the fallback beside in-flight decreases.
     A hold is not a pause decision, so no minimum pause applies to it."""
     table = send.table
     paused = table.paused_since_s[i]
-    (cmd,) = send([i], [lim], [0.0], [table.high_a[i]], None)
+    (cmd,) = send([i], [k], [0.0], [table.high_a[i]], None)
     table.paused_since_s[i] = paused
     return cmd
 
@@ -241,6 +248,10 @@ def _floor_power(power_w: float) -> float:
     return round(math.floor(power_w * 10 + 1e-6) / 10, 1)
 
 
+def _floor_power_or_none(power_w: float | None) -> float | None:
+    return None if power_w is None else _floor_power(power_w)
+
+
 def clean_limit(lim: ChargerLimit, resolution_a: float) -> ChargerLimit:
     """The limit floored to the charger's resolution and written without float noise
     (8.200000000000001 -> 8.2): it is what the API, the logs and OCPP show, and flooring
@@ -273,7 +284,7 @@ def _due_again(table: TrackTable, i: int, now_s: float, settings: ControlSetting
 def _pause_event(  # noqa: PLR0917 - the row's values, passed on by _Send
     charger_id: str,
     old: float | None,
-    lim: ChargerLimit,
+    reason: Reason,
     limit: float,
     now_s: float,
     was_paused: bool,
@@ -281,7 +292,7 @@ def _pause_event(  # noqa: PLR0917 - the row's values, passed on by _Send
     """A pause of a car that was charging, or a resume of a car this controller paused
     (``was_paused``: a pause decision, not an idle hold nor a limit unknown since a restart,
     a reconnect or a lapsed lease — re-asserting a limit is no resume)."""
-    if lim.reason.kind is ReasonKind.NO_SESSION:
+    if reason.kind is ReasonKind.NO_SESSION:
         return None
     if limit <= 0 < (old or 0.0):
         return Event(
@@ -289,7 +300,7 @@ def _pause_event(  # noqa: PLR0917 - the row's values, passed on by _Send
             kind=EventKind.PAUSED,
             severity=Severity.INFO,
             subject=charger_id,
-            message=f"paused: {lim.reason.text}",
+            message=f"paused: {reason.text}",
         )
     if was_paused and limit > 0 >= (old if old is not None else 0.0):
         return Event(
@@ -297,7 +308,7 @@ def _pause_event(  # noqa: PLR0917 - the row's values, passed on by _Send
             kind=EventKind.RESUMED,
             severity=Severity.INFO,
             subject=charger_id,
-            message=f"charging at {limit:g} A: {lim.reason.text}",
+            message=f"charging at {limit:g} A: {reason.text}",
         )
     return None
 
@@ -305,7 +316,7 @@ def _pause_event(  # noqa: PLR0917 - the row's values, passed on by _Send
 def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
     index: SiteIndex,
     send: _Send,
-    increases: list[tuple[int, ChargerLimit, float]],
+    increases: list[tuple[int, int, float]],
     headroom: Mapping[str, PerLine],
     down: list[SetLimit],
     refresh: list[int],
@@ -319,12 +330,12 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
     table = send.table
     excess = _excess(index, table) if increases else {}
     rows: list[int] = []
-    lims: list[ChargerLimit] = []
+    ks: list[int] = []
     values: list[float] = []
     highs: list[float] = []
     held: list[str] = []
     metered = index.meter_set
-    for i, lim, goal in increases:
+    for i, k, goal in increases:
         high = table.high_a[i]
         known = table.limit_a[i]
         if known is not None and high > known + EPS and table.ids[i] in metered:
@@ -338,15 +349,15 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
         if goal > high + EPS and not _fits(index, table, i, excess, headroom):
             held.append(table.ids[i])
             if table.limit_a[i] is None:
-                down.append(_hold(send, i, lim))
+                down.append(_hold(send, i, k))
             elif _due_again(table, i, send.now_s, settings):  # its own unacknowledged command
                 refresh.append(i)  # blocks others
             continue
         rows.append(i)
-        lims.append(lim)
+        ks.append(k)
         values.append(goal)
         highs.append(high if high > goal else goal)
-    return send(rows, lims, values, highs, events), held
+    return send(rows, ks, values, highs, events), held
 
 
 def plan_commands(
@@ -366,7 +377,7 @@ def plan_commands(
         index,
         table,
         rows,
-        list(targets.values()),
+        ChargerLimits.of(targets.values()),
         headroom,
         now_s=now_s,
         settings=settings,
@@ -380,27 +391,27 @@ def plan_rows(
     index: SiteIndex,
     table: TrackTable,
     rows: list[int],
-    limits: list[ChargerLimit],
+    targets: ChargerLimits,
     headroom: Mapping[str, PerLine],
     *,
     now_s: float,
     settings: ControlSettings,
     events: list[Event],
 ) -> Plan:
-    """Compare each controllable charger's target (``limits[k]`` for row ``rows[k]``) with
+    """Compare each controllable charger's target (``targets``' k-th for row ``rows[k]``) with
     what it was told; update ``table`` in place and return the commands. The targets are
     only chargers the controller may command now (online, compliant, with a session or a
     limit to withdraw).
 
     Every decision reads only its own row, so each kind of command is decided first and sent
     (written) after, in the same order. Commands to send are kept as parallel lists of
-    (row, allocated limit, value, high), not a tuple each: at 1,000 chargers those tuples
+    (row, target index, value, high), not a tuple each: at 1,000 chargers those tuples
     alone set off garbage collections."""
     down_rows: list[int] = []
-    down_lims: list[ChargerLimit] = []
+    down_ks: list[int] = []
     down_values: list[float] = []
     down_highs: list[float] = []
-    increases: list[tuple[int, ChargerLimit, float]] = []
+    increases: list[tuple[int, int, float]] = []
     refresh: list[int] = []
     lease = now_s + settings.lease_s
     texts: dict[int, str] = {}
@@ -408,28 +419,28 @@ def plan_rows(
     deadband = settings.deadband_a - EPS
     chargers, ids = index.chargers, table.ids
     floors: dict[float, dict[float, float]] = {}  # see _goal
-    for i, raw in zip(rows, limits, strict=True):
+    for k, (i, raw_a) in enumerate(zip(rows, targets.limit_a, strict=True)):
         res = chargers[ids[i]].resolution_a
         if type(res) is float and (by_limit := floors.get(res)) is not None:
-            goal = by_limit.get(raw.limit_a)
+            goal = by_limit.get(raw_a)
             if goal is None:
-                goal = by_limit[raw.limit_a] = _floor_limit(raw.limit_a, res)
+                goal = by_limit[raw_a] = _floor_limit(raw_a, res)
         else:
-            goal = _goal(floors, raw.limit_a, res)
+            goal = _goal(floors, raw_a, res)
         known = limit_a[i]
         high = high_a[i]
         base = known if known is not None else high
         if goal < base - EPS or (known is None and goal <= base + EPS):
             down_rows.append(i)
-            down_lims.append(raw)
+            down_ks.append(k)
             down_values.append(goal)
             down_highs.append(high if high > base else base)
         elif goal > base + EPS and (goal - base >= deadband or base <= 0 or goal <= high + EPS):
-            increases.append((i, raw, goal))
+            increases.append((i, k, goal))
         elif _due_again(table, i, now_s, settings):
             refresh.append(i)
-    send = _Send(table, now_s, lease, texts)
-    down = send(down_rows, down_lims, down_values, down_highs, events)
+    send = _Send(table, targets, now_s, lease, texts)
+    down = send(down_rows, down_ks, down_values, down_highs, events)
     up, held = _raise(index, send, increases, headroom, down, refresh, settings, events)
     again = [_refresh(table, i, now_s, lease) for i in refresh]
     return Plan(commands=(*down, *up, *again), held=tuple(held))

@@ -47,6 +47,7 @@ from ampshare.core.allocation import (
     Allocation,
     AllocationInput,
     ChargerLimit,
+    ChargerLimits,
     FixedLoad,
     Policy,
 )
@@ -457,14 +458,18 @@ def _targets(
     table: TrackTable,
     skip: set[str],
     with_session: set[str],
-) -> tuple[list[int], list[ChargerLimit]]:
-    """The chargers to command now, as rows and their limits: controllable ones with a car,
-    or with a limit to withdraw or an unknown one to assert (after a restart)."""
+    idle: list[tuple[int, ChargerLimit]],
+) -> tuple[list[int], ChargerLimits]:
+    """The chargers to command now, as rows and their limits (columns): controllable ones
+    with a car, or with a limit to withdraw or an unknown one to assert (after a restart),
+    then the ``idle`` targets. The allocation's own columns when that is every charger in
+    table order (a car at each, nothing to skip: the common case of a busy site)."""
     pos, limit_a, high_a = table.pos, table.limit_a, table.high_a
+    got = alloc.limits
+    ids = got.charger_ids
     rows: list[int] = []
-    limits: list[ChargerLimit] = []
-    for lim in alloc.limits:
-        cid = lim.charger_id
+    picked: list[int] = []
+    for k, cid in enumerate(ids):
         i = pos.get(cid)
         if i is None or cid in skip:
             continue
@@ -474,8 +479,24 @@ def _targets(
             or (limit_a[i] or 0.0) > 0
         ):
             rows.append(i)
-            limits.append(lim)
-    return rows, limits
+            picked.append(k)
+    if not idle and len(picked) == len(ids) and rows == picked:
+        return rows, got
+    watts = got.power_w
+    power_w = None if watts is None else [watts[k] for k in picked]
+    out_ids = [ids[k] for k in picked]
+    out_a = [got.limit_a[k] for k in picked]
+    out_phases = [got.phases[k] for k in picked]
+    out_reasons = [got.reasons[k] for k in picked]
+    for i, lim in idle:
+        rows.append(i)
+        out_ids.append(lim.charger_id)
+        out_a.append(lim.limit_a)
+        out_phases.append(lim.phases)
+        out_reasons.append(lim.reason)
+        if power_w is not None:
+            power_w.append(lim.power_w)
+    return rows, ChargerLimits(out_ids, out_a, out_phases, out_reasons, power_w)
 
 
 def _fallback_commands(index: SiteIndex, table: TrackTable) -> list[InstallFallback]:
@@ -599,10 +620,7 @@ def step(  # noqa: PLR0917 - the documented public signature
     alloc = allocate(ainput)
     # distribute
     skip = uncontrolled.union([table.ids[i] for i in idle])
-    rows, limits = _targets(alloc, table, skip, with_session)
-    for i, lim in idle_targets(index, table, idle):
-        rows.append(i)
-        limits.append(lim)
+    rows, limits = _targets(alloc, table, skip, with_session, idle_targets(index, table, idle))
     headroom = {h.node_id: h.headroom_a for h in alloc.headroom}
     plan = plan_rows(
         index, table, rows, limits, headroom, now_s=now_s, settings=settings, events=events

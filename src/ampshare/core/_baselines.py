@@ -21,6 +21,7 @@ from ampshare.core.allocation import (
     Allocation,
     AllocationInput,
     ChargerLimit,
+    ChargerLimits,
     PolicyName,
     Reason,
     ReasonKind,
@@ -89,5 +90,5 @@ def baseline(
     )
     v = node_sums(cs, pcoef, x)
     return Allocation(
-        limits=tuple(limits), headroom=node_headroom(cs, hr, v), rotation=inp.rotation
+        limits=ChargerLimits.of(limits), headroom=node_headroom(cs, hr, v), rotation=inp.rotation
     )

@@ -8,7 +8,6 @@ from itertools import compress
 import numpy as np
 import numpy.typing as npt
 
-from ampshare.core._bulk import bulk_builder
 from ampshare.core._compiled import (
     COL_POWER,
     COL_PRIMARY,
@@ -24,7 +23,7 @@ from ampshare.core._waterfill import alone_slack, node_sums
 from ampshare.core.allocation import (
     Allocation,
     AllocationInput,
-    ChargerLimit,
+    ChargerLimits,
     NodeHeadroom,
     Reason,
     ReasonKind,
@@ -33,10 +32,6 @@ from ampshare.core.allocation import (
 from ampshare.core.electrical import line_of
 
 __all__ = ["explain", "node_headroom", "row_reason"]
-
-_build_limits = bulk_builder(
-    ChargerLimit, ("charger_id", "limit_a", "phases", "reason", "power_w")
-)
 
 F64 = npt.NDArray[np.float64]
 C128 = npt.NDArray[np.complex128]
@@ -143,15 +138,14 @@ def explain(
         elif grid.has_session[i]:
             detail = f"cap {inp.caps_a[cid]:g} A is below the minimum {float(grid.lo[i]):g} A"
             reasons[i] = Reason(kind=ReasonKind.CONTROLLER_CAP, detail=detail)
-    powers: list[float | None] = [None] * len(xs)
+    powers: list[float | None] | None = None
     if cs.static.is_w.any():
+        powers = [None] * len(xs)
         volts = grid.volt_for(floor.one_phase).tolist()
         for i in np.flatnonzero(cs.static.is_w).tolist():
             powers[i] = round(xs[i] * volts[i], 3)
-    # The one per-charger loop left: building the answer's frozen values themselves.
-    limits = tuple(
-        _build_limits(cs.charger_ids, xs, _phases(cs, floor.one_phase), reasons, powers)
-    )
+    # columns; the frozen ``ChargerLimit`` values are built when someone reads them
+    limits = ChargerLimits(cs.charger_ids, xs, _phases(cs, floor.one_phase), reasons, powers)
     lines = site_pair_coefficients(cs, floor.one_phase, np.arange(3, dtype=np.int64))
     v3 = node_sums(cs, lines, x)
     return Allocation(

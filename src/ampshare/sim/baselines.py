@@ -26,6 +26,7 @@ from ampshare.core.allocation import (
     Allocation,
     AllocationInput,
     ChargerLimit,
+    ChargerLimits,
     Reason,
     ReasonKind,
     RotationState,
@@ -125,7 +126,7 @@ def _limits(
                 reason=Reason(kind=why, detail="baseline"),
             )
         )
-    return Allocation(limits=tuple(out), headroom=(), rotation=rotation)
+    return Allocation(limits=ChargerLimits.of(out), headroom=(), rotation=rotation)
 
 
 def greedy_clamp(inp: AllocationInput) -> Allocation:

@@ -156,7 +156,7 @@ class InMemoryRuntime:
                 site=self._site,
                 policy=self._policy,
                 sessions=tuple(sorted(self._sessions.values(), key=lambda s: s.charger_id)),
-                limits=a.limits if a else (),
+                limits=tuple(a.limits) if a else (),
                 headroom=a.headroom if a else (),
                 charger_states=MappingProxyType(dict(self._states)),
                 meter_readings=MappingProxyType(dict(self._readings)),
