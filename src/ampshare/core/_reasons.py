@@ -301,6 +301,11 @@ def _rotation(
     if was_paused:
         pz.update((c, was_paused[c]) for c in pz.keys() & was_paused.keys())
     ch = dict.fromkeys(compress(ids, charging.tolist()), now)
+    if not pz and not was_paused and ch.keys() == was_charging.keys():
+        # nobody paused before or now, the same cars charging: the memory is unchanged
+        # (a busy site's usual cycle; a fixed charger is never in ``charging``, so its
+        # memory, were it charging before, would make the key sets differ)
+        return prev
     if was_charging:
         keep = (ch.keys() & was_charging.keys()) - was_paused.keys()
         ch.update((c, was_charging[c]) for c in keep)
