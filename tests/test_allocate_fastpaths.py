@@ -12,9 +12,11 @@ from __future__ import annotations
 import random
 
 import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ampshare.core._compiled import compile_site, site_pair_coefficients
-from ampshare.core._waterfill import node_sums
+from ampshare.core._compiled import compile_site, pair_classes, site_pair_coefficients
+from ampshare.core._waterfill import alone_slack, node_sums, slack_only
 from ampshare.core.allocate import allocate
 from ampshare.core.allocation import AllocationInput, NodeMeasurement, Policy, PolicyName
 from ampshare.core.site import (
@@ -28,6 +30,7 @@ from ampshare.core.site import (
     VoltageSystem,
 )
 from ampshare.core.snapshot import ChargerState, Session
+from test_allocate_strategies import cases
 
 
 def _site(n: int, limit_a: float = 1000.0) -> Site:
@@ -129,3 +132,42 @@ def test_every_policy_repeated_calls_give_the_same_answer_with_the_memo_warm() -
         first = allocate(inp)
         assert allocate(inp) == first
         assert sum(lim.limit_a for lim in first.limits) > 0.0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(["equal"]), st.integers(0, 2**32 - 1))
+def test_slack_by_pair_class_equals_slack_per_pair(inp: AllocationInput, seed: int) -> None:
+    """``slack_only`` and ``alone_slack`` work per class of (node, coefficients) on memoised
+    coefficients; on a writeable copy they take the per-pair path. Same numbers, same binding
+    node and column (ties: the node nearest the root, then the lowest column), on random
+    sites with every connection, primaries, power and line-sum rows."""
+    rnd = np.random.default_rng(seed)
+    cs = compile_site(inp.site)
+    n, m = len(cs.charger_ids), len(cs.node_ids)
+    if n == 0:
+        return
+    one = rnd.random(n) < 0.3
+    cols = np.flatnonzero(rnd.random(8) < 0.6).astype(np.int64)
+    cols = cols if len(cols) else np.array([0], dtype=np.int64)
+    memo = site_pair_coefficients(cs, one, cols)
+    plain = memo.copy()
+    assert pair_classes(cs, memo) is not None
+    assert pair_classes(cs, plain) is None
+    x = rnd.uniform(0.0, 32.0, n)
+    v = node_sums(cs, plain, x)
+    # limits around the present sums: some rows tight, some over, some infinite
+    limit = np.abs(v) * rnd.uniform(0.8, 1.6, v.shape)
+    limit[rnd.random(v.shape) < 0.2] = np.inf
+    idx = rnd.random(n) < 0.8
+    nodes = rnd.random(m) < 0.7
+    for only in (None, nodes):
+        np.testing.assert_array_equal(
+            slack_only(cs, memo, v, limit, idx, nodes=only),
+            slack_only(cs, plain, v, limit, idx, nodes=only),
+        )
+        for got, want in zip(
+            alone_slack(cs, memo, v, limit, idx, nodes=only),
+            alone_slack(cs, plain, v, limit, idx, nodes=only),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, want)

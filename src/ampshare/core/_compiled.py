@@ -35,11 +35,13 @@ __all__ = [
     "COL_SUM",
     "CompiledSite",
     "K",
+    "PairClasses",
     "active_columns",
     "can_cancel",
     "compile_site",
     "freeze",
     "last_read",
+    "pair_classes",
     "pair_coefficients",
     "site_pair_coefficients",
     "summing_matrix",
@@ -82,6 +84,9 @@ class CompiledSite:
     group_start: I64
     by_charger: I64
     charger_start: I64
+    # Each charger's pairs as one row (n, D), nearest-the-root node first, padded with the
+    # index p (one past the last pair) where a charger has fewer than D ancestors.
+    pair_rows: I64
     incidence: Any  # scipy CSR (m, n): 1 where the node is the charger's leaf or above it
     unit3: C128  # per charger and line: the direction of a measured current (n, 3)
     prim: C128
@@ -95,6 +100,10 @@ class CompiledSite:
     # The sparse (node, column) x charger matrix of each memoised pair-coefficient array, keyed
     # by the array's id (the entry holds the array, so the id cannot be reused meanwhile).
     sum_memo: dict[int, tuple[C128, Any]] = field(default_factory=dict, compare=False, repr=False)
+    # ``pair_classes`` of each memoised pair-coefficient array, keyed like ``sum_memo``.
+    class_memo: dict[int, tuple[C128, PairClasses]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
     # What was read from the last call's inputs, by name: (the input object, what was read).
     # A controller passes the very same sessions / charger-state tuples while they are
     # unchanged (a meter reading alone triggered the cycle), and reading 1,000 frozen objects
@@ -195,6 +204,9 @@ def _compile(site: Site) -> CompiledSite:
     # per-charger minima with one reduceat instead of a sort every call.
     by_charger = np.lexsort((pair_n, pair_c)).astype(np.int64)
     charger_start = np.searchsorted(pair_c[by_charger], np.arange(n + 1)).astype(np.int64)
+    depth = np.diff(charger_start)
+    pair_rows = np.full((n, int(depth.max(initial=0))), len(pair_c), dtype=np.int64)
+    pair_rows[np.repeat(np.arange(n), depth), _ranks(depth)] = by_charger
     lim, margin, prim = _node_limits(site)
     mag = np.abs(coef3)
     live = mag > 1e-12
@@ -218,6 +230,7 @@ def _compile(site: Site) -> CompiledSite:
         group_start=group_start,
         by_charger=by_charger,
         charger_start=charger_start,
+        pair_rows=pair_rows,
         incidence=sparse.csr_array(
             (np.ones(len(pair_c)), (pair_n, pair_c)), shape=(len(node_ids), n)
         ),
@@ -228,6 +241,12 @@ def _compile(site: Site) -> CompiledSite:
         line_to_line=np.array([c.connection.is_line_to_line for c in chargers], dtype=np.bool_),
         static=_statics(site),
     )
+
+
+def _ranks(counts: I64) -> I64:
+    """0, 1, ..., c - 1 for every count c, concatenated."""
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(int(counts.sum()), dtype=np.int64) - starts
 
 
 _CACHE: OrderedDict[int, CompiledSite] = OrderedDict()
@@ -311,6 +330,47 @@ def summing_matrix(cs: CompiledSite, pcoef: C128) -> Any | None:
         del cs.sum_memo[next(iter(cs.sum_memo))]
     cs.sum_memo[id(pcoef)] = (pcoef, mat)
     return mat
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairClasses:
+    """The (charger, ancestor) pairs of one pair-coefficient array grouped into classes of
+    equal node and equal coefficients: a site has few kinds of connection, so a node's pairs
+    share a handful of coefficient rows, and what depends only on (node, coefficients) — how
+    far a charger alone could rise on that node's rows — is worked out once per class (q,)
+    instead of once per pair. ``rows`` (n, D): each charger's pair classes as
+    ``CompiledSite.pair_rows`` lays out its pairs, padding = q."""
+
+    node: I64
+    coef: C128
+    rows: I64
+
+
+def pair_classes(cs: CompiledSite, pcoef: C128) -> PairClasses | None:
+    """For a memoised (read-only) ``pcoef``: its pair classes (see ``PairClasses``); None for
+    any other array, as ``summing_matrix``."""
+    if pcoef.flags.writeable:
+        return None
+    hit = cs.class_memo.get(id(pcoef))
+    if hit is not None and hit[0] is pcoef:
+        return hit[1]
+    c = pcoef.shape[1]
+    key = np.zeros(len(cs.pair_n), dtype=[("n", np.int64), ("c", np.complex128, (c,))])
+    key["n"] = cs.pair_n
+    key["c"] = pcoef
+    uniq, inverse = np.unique(key, return_inverse=True)
+    q = len(uniq)
+    padded = np.append(inverse.ravel().astype(np.int64), q)
+    out = PairClasses(
+        node=np.ascontiguousarray(uniq["n"], dtype=np.int64),
+        coef=np.ascontiguousarray(uniq["c"], dtype=np.complex128).reshape(q, c),
+        rows=padded[cs.pair_rows],
+    )
+    freeze(out.node, out.coef, out.rows)
+    if len(cs.class_memo) >= _MEMO_SIZE:
+        del cs.class_memo[next(iter(cs.class_memo))]
+    cs.class_memo[id(pcoef)] = (pcoef, out)
+    return out
 
 
 def last_read(cs: CompiledSite, name: str, source: object, read: Callable[[], T]) -> T:

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ampshare.core._compiled import COL_PRIMARY, CompiledSite, summing_matrix
+from ampshare.core._compiled import (
+    COL_PRIMARY,
+    CompiledSite,
+    PairClasses,
+    pair_classes,
+    summing_matrix,
+)
 
 __all__ = [
     "Profiles",
@@ -110,6 +116,9 @@ def alone_slack(
     the (node, column) that stops it (-1 where nothing does; on a tie the node nearest the
     root, then the lowest column). Shapes (n,). ``nodes``: only these nodes' rows."""
     n = len(cs.charger_ids)
+    cl = pair_classes(cs, pcoef)
+    if cl is not None and n and cs.pair_rows.shape[1]:
+        return _alone_by_class(cl, v, limit, idx, nodes)
     node = np.full(n, -1, dtype=np.int64)
     column = np.full(n, -1, dtype=np.int64)
     sel = idx[cs.pair_c] if nodes is None else idx[cs.pair_c] & nodes[cs.pair_n]
@@ -142,6 +151,11 @@ def slack_only(
     and the floor ask only how far each car could rise. ``nodes``: only these nodes' rows
     (``can_bind``: the others cannot stop a car below its maximum)."""
     n = len(cs.charger_ids)
+    cl = pair_classes(cs, pcoef)
+    if cl is not None and n and cs.pair_rows.shape[1]:
+        steps = _class_steps(cl, v, limit, nodes).min(axis=1)
+        per = np.append(steps, np.inf)[cl.rows].min(axis=1)
+        return np.asarray(np.where(idx, per, np.inf), dtype=np.float64)
     sel = idx[cs.pair_c] if nodes is None else idx[cs.pair_c] & nodes[cs.pair_n]
     if n == 0 or not sel.any():
         return np.full(n, np.inf)
@@ -149,6 +163,40 @@ def slack_only(
     best = np.full(len(sel), np.inf)
     best[sel] = _max_step(v[pn], pcoef[sel], limit[pn]).min(axis=1)
     return np.asarray(np.minimum.reduceat(best[cs.by_charger], cs.charger_start[:-1]))
+
+
+def _class_steps(cl: PairClasses, v: C128, limit: F64, nodes: B | None) -> F64:
+    """``_max_step`` per pair class and column (q, c); inf for classes of nodes not in
+    ``nodes``. A pair's steps are its class's: the same numbers the pair would give."""
+    steps = _max_step(v[cl.node], cl.coef, limit[cl.node])
+    if nodes is not None:
+        steps[~nodes[cl.node]] = np.inf
+    return steps
+
+
+def _alone_by_class(
+    cl: PairClasses, v: C128, limit: F64, idx: B, nodes: B | None
+) -> tuple[F64, I64, I64]:
+    """``alone_slack`` through the pair classes: per class the step and the column that
+    stops it (the lowest on a tie), then per charger the first of its pairs (nearest the
+    root) with the smallest step."""
+    steps = _class_steps(cl, v, limit, nodes)
+    q = len(cl.node)
+    col = np.argmin(steps, axis=1) if steps.shape[1] else np.zeros(q, dtype=np.int64)
+    step = np.append(steps[np.arange(q), col], np.inf)
+    per = step[cl.rows]  # (n, D)
+    first = np.argmin(per, axis=1)
+    n = len(first)
+    slack = per[np.arange(n), first]
+    cls = cl.rows[np.arange(n), first]
+    bound = idx & np.isfinite(slack)
+    node = np.where(bound, np.append(cl.node, -1)[cls], -1)
+    column = np.where(bound, np.append(col, -1)[cls], -1)
+    return (
+        np.asarray(np.where(idx, slack, np.inf), dtype=np.float64),
+        np.asarray(node, dtype=np.int64),
+        np.asarray(column, dtype=np.int64),
+    )
 
 
 def prefix_accept(
