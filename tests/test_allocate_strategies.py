@@ -193,14 +193,9 @@ class Judge:
             if m is not None:
                 if m.current_a is None or m.stale:
                     w = m.worst_case_line_a
-                    lines = (
-                        list(w)
-                        if w is not None
-                        else [
-                            max(lim - n.margin_a, 0.0) if math.isfinite(lim) else 0.0
-                            for lim in n.line_limit_a
-                        ]
-                    )
+                    # no worst case: the node's whole rating (what its breaker lets through)
+                    rating = [max(a, 0.0) if math.isfinite(a) else 0.0 for a in n.line_limit_a]
+                    lines = list(w) if w is not None else rating
                     lines = [a if k in present else 0.0 for k, a in enumerate(lines)]
                     pw = v * sum(lines)
                     if w is None and n.max_power_w is not None:

@@ -470,3 +470,37 @@ def test_a_single_valued_query_parameter_given_twice_is_refused(client: httpx.Cl
         client.get("/api/v1/events", params={"kind": "charger_limit"}, headers=READ).status_code
         == 200
     )
+
+
+def test_event_filters_too_long_or_too_many_are_refused(client: httpx.Client) -> None:
+    """The text filters' invalid forms (the fuzzer's wrong types arrive as valid text)."""
+    long_kind = client.get("/api/v1/events", params={"kind": "k" * 101}, headers=READ)
+    assert long_kind.status_code == 422
+    assert "kind" in long_kind.text
+    many = [("exclude_kind", f"k{i}") for i in range(21)]
+    too_many = client.get("/api/v1/events", params=many, headers=READ)
+    assert too_many.status_code == 422
+    assert "exclude_kind" in too_many.text
+    assert client.get("/api/v1/events", params=many[:20], headers=READ).status_code == 200
+
+
+def test_a_boolean_or_text_for_a_number_in_a_body_is_refused(client: httpx.Client) -> None:
+    """``true`` is not 1 s and ``"5"`` not 5: the 422 names the field; the policy is kept."""
+    before = client.get("/api/v1/policy", headers=READ).json()
+    for bad in (True, "5"):
+        r = client.put(
+            "/api/v1/policy",
+            json={"name": "static", "rotation_interval_s": bad},
+            headers=ADMIN,
+        )
+        assert r.status_code == 422
+        assert "rotation_interval_s" in r.text
+    assert client.get("/api/v1/policy", headers=READ).json() == before
+    edit = client.patch("/api/v1/sessions/s1", json={"priority": True}, headers=ADMIN)
+    assert edit.status_code == 422
+    assert "priority" in edit.text
+    ok = client.put(
+        "/api/v1/policy", json={"name": "equal", "rotation_interval_s": 600}, headers=ADMIN
+    )
+    assert ok.status_code == 200
+    assert ok.json()["rotation_interval_s"] == 600.0

@@ -55,10 +55,20 @@ def _operations(schema: Any) -> list[Any]:
     return [r.ok() for r in schema.get_all_operations()]
 
 
+# Free-form text query parameters: a query string carries only text, so a "wrong type" the
+# fuzzer makes (a number, an empty list or an object for a list of kind names) reaches the
+# server as text that is a valid kind name, and is rightly accepted. Seen: ``kind=[]`` and
+# ``exclude_kind=8.6e-157`` answered 200. Their real invalid forms (too long, given twice,
+# too many) are refused (tests/test_api.py).
+TEXT_ONLY_QUERY = {"GET /api/v1/events"}
+
+
 def _fuzz(op: Any, mode: GenerationMode) -> None:
     excluded = (
         [schemathesis.checks.positive_data_acceptance] if op.label in CROSS_FIELD_RULES else []
     )
+    if op.label in TEXT_ONLY_QUERY:
+        excluded.append(schemathesis.checks.negative_data_rejection)
 
     @given(case=op.as_strategy(generation_mode=mode))
     @settings(

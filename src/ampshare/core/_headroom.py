@@ -6,8 +6,10 @@ magnitude (triangle inequality: ``|B + E| <= |B| + |E|`` never under-estimates a
 * Metered, fresh: ``max(0, |T| - |E_meas|)`` per line, ``E_meas`` the phasor sum of the
   chargers' measured currents below (a charger without a measurement counts as 0 EV, which
   makes the building look larger — the pessimistic side).
-* Metered, stale or missing: the worst case given by the controller, else the whole limit
-  (nothing below gets current — the pessimistic truth).
+* Metered, stale or missing: the worst case given by the controller, else the node's whole
+  rating — its configured limit before margin and external caps, what its breaker lets
+  through (nothing below gets current, and the nodes above count it at all it may carry:
+  the pessimistic truth; the margin is room kept at the node, not a bound on its load).
 * Unmetered: the other load of the metered nodes below it plus the known loads (``Site.loads``)
   hanging below it outside any meter, at their maximum.
 * Fixed loads (chargers not controlled this cycle) are added at every node above them.
@@ -126,11 +128,12 @@ def _readings(cs: CompiledSite, states: Sequence[ChargerState]) -> tuple[I64, F6
 
 
 def _metered_other(
-    ms: NodeMeasurement, lim: F64, ev: F64, ev_power: float, *, v_ln: float, present: B
+    ms: NodeMeasurement, rating: F64, ev: F64, ev_power: float, *, v_ln: float, present: B
 ) -> tuple[F64, float, bool]:
     """Other line load (3,) and power at a metered node, and whether it counted as stale.
 
-    ``lim`` is the node's row (K,): a stale meter without a worst case takes all of it."""
+    ``rating`` is the node's configured row (K,), before margin and caps: a stale meter
+    without a worst case takes all of it."""
     cur = ms.current_a
     out = np.zeros(3)
     stale_any = ms.stale or cur is None
@@ -139,7 +142,7 @@ def _metered_other(
         if val is None:
             stale_any = True
             worst = ms.worst_case_line_a
-            out[k] = worst[k] if worst is not None else max(float(lim[k]), 0.0)
+            out[k] = worst[k] if worst is not None else max(float(rating[k]), 0.0)
         elif ms.includes_ev_load:
             out[k] = max(0.0, val - ev[k])
         else:
@@ -147,8 +150,8 @@ def _metered_other(
     # A line the site does not have carries nothing, whatever a worst case says about it.
     out = np.where(np.isfinite(out) & present, out, 0.0)
     power = float(v_ln * out.sum())
-    if stale_any and ms.worst_case_line_a is None and np.isfinite(lim[COL_POWER]):
-        power = max(float(lim[COL_POWER]), power)
+    if stale_any and ms.worst_case_line_a is None and np.isfinite(rating[COL_POWER]):
+        power = max(float(rating[COL_POWER]), power)
     if ms.power_w is not None and not stale_any:
         p = ms.power_w - ev_power if ms.includes_ev_load else ms.power_w
         power = max(0.0, p)
@@ -201,7 +204,7 @@ def headroom(cs: CompiledSite, inp: AllocationInput) -> Headroom:
         row = lines[j]
         if ms is not None:
             out, power[j], stale[j] = _metered_other(
-                ms, lim[j], ev[j], ev_power[j], v_ln=v_ln, present=present
+                ms, cs.base_limit[j], ev[j], ev_power[j], v_ln=v_ln, present=present
             )
             row[:] = out.tolist()
             measured[j] = True

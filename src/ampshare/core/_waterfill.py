@@ -116,8 +116,10 @@ def alone_slack(
     the (node, column) that stops it (-1 where nothing does; on a tie the node nearest the
     root, then the lowest column). Shapes (n,). ``nodes``: only these nodes' rows."""
     n = len(cs.charger_ids)
+    if not idx.any():
+        return np.full(n, np.inf), np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
     cl = pair_classes(cs, pcoef)
-    if cl is not None and n and cs.pair_rows.shape[1]:
+    if cl is not None and cs.pair_rows.shape[1]:
         return _alone_by_class(cl, v, limit, idx, nodes)
     node = np.full(n, -1, dtype=np.int64)
     column = np.full(n, -1, dtype=np.int64)
@@ -151,8 +153,10 @@ def slack_only(
     and the floor ask only how far each car could rise. ``nodes``: only these nodes' rows
     (``can_bind``: the others cannot stop a car below its maximum)."""
     n = len(cs.charger_ids)
+    if not idx.any():
+        return np.full(n, np.inf)
     cl = pair_classes(cs, pcoef)
-    if cl is not None and n and cs.pair_rows.shape[1]:
+    if cl is not None and cs.pair_rows.shape[1]:
         steps = _class_steps(cl, v, limit, nodes).min(axis=1)
         per = np.append(steps, np.inf)[cl.rows].min(axis=1)
         return np.asarray(np.where(idx, per, np.inf), dtype=np.float64)

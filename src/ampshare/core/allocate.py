@@ -73,7 +73,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     grid = make_grid(cs, inp, facts)
     cars = Cars(lo=grid.lo, hi=grid.hi, volt=grid.volt, facts=facts)
     cand = np.flatnonzero(grid.candidate)
-    order = keep_order(inp, cars, cs.charger_ids, cand)
+    order = keep_order(inp, cars, cs, cand)
     cols = active_columns(hr.available)
     avail = hr.available[:, cols]
     floor = _floor.decide(cs, grid, avail, order, cols)

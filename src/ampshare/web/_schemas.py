@@ -53,7 +53,9 @@ __all__ = [
 # Limits and headroom use None for "no limit on this line" (JSON has no infinity).
 Lines = tuple[float | None, float | None, float | None]
 OptLines = tuple[float | None, float | None, float | None]
-Amps = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)]
+# Numbers in request bodies are strict: ``true`` is not 1 and ``"5"`` is not 5 (a client that
+# sends either has a bug worth a 422 that names the field, not a silent coercion).
+Amps = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False, strict=True)]
 
 
 def _fin(t: tuple[float, float, float]) -> Lines:
@@ -72,15 +74,26 @@ class SessionEdit(_In):
     """A driver's or manager's declared inputs; omitted fields stay, ``null`` clears one."""
 
     departure_s: float | None = Field(
-        default=None, ge=0, le=1e10, allow_inf_nan=False, description="planned departure [s]"
+        default=None,
+        ge=0,
+        le=1e10,
+        allow_inf_nan=False,
+        strict=True,
+        description="planned departure [s]",
     )
-    energy_wanted_wh: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
-    priority: int | None = Field(default=None, ge=0, le=10, description="tier, higher first")
+    energy_wanted_wh: float | None = Field(
+        default=None, ge=0, le=1_000_000, allow_inf_nan=False, strict=True
+    )
+    priority: int | None = Field(
+        default=None, ge=0, le=10, strict=True, description="tier, higher first"
+    )
 
 
 class PolicyIn(_In):
     name: PolicyName
-    rotation_interval_s: float = Field(default=900.0, gt=0, le=86400, allow_inf_nan=False)
+    rotation_interval_s: float = Field(
+        default=900.0, gt=0, le=86400, allow_inf_nan=False, strict=True
+    )
     deadline_mode: str = Field(default="edf", pattern="^(edf|llf)$")
 
 
@@ -90,8 +103,10 @@ class CapIn(_In):
     node_id: str = Field(min_length=1, max_length=200)
     source: str = Field(default="admin", min_length=1, max_length=100)
     line_limit_a: tuple[Amps, Amps, Amps] | None = None
-    max_power_w: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
-    until_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_power_w: float | None = Field(
+        default=None, ge=0, le=1e9, allow_inf_nan=False, strict=True
+    )
+    until_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
 
 
 class HeadroomOut(BaseModel):
