@@ -467,6 +467,10 @@ def _targets(
     pos, limit_a, high_a = table.pos, table.limit_a, table.high_a
     got = alloc.limits
     ids = got.charger_ids
+    if not idle and not skip and len(with_session) == len(ids) and tuple(ids) == table.ids:
+        # a car at every charger, the table in the site's order, nothing to skip: all of
+        # them, as they are (``with_session`` only names known chargers)
+        return list(range(len(ids))), got
     rows: list[int] = []
     picked: list[int] = []
     for k, cid in enumerate(ids):
