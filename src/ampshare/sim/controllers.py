@@ -117,10 +117,11 @@ class AllocatorController:
         )
         alloc = self._allocate(inp)
         self._rotation = alloc.rotation
+        got = alloc.limits  # read as columns: no ChargerLimit per charger per decision
         return Decision(
             pilots={
-                lim.charger_id: Pilot(limit_a=lim.limit_a, phases=lim.phases)
-                for lim in alloc.limits
+                cid: Pilot(limit_a=a, phases=ph)
+                for cid, a, ph in zip(got.charger_ids, got.limit_a, got.phases, strict=True)
             }
         )
 
