@@ -300,7 +300,7 @@ def _fallback_messages(site: Site) -> list[str]:
 def test_fallback_zero_names_its_actual_cause() -> None:
     (missing,) = _fallback_messages(_site_with_meter_fallback(None))
     assert "meter m on node main has no meters[].fallback_line_a" in missing
-    assert "3 charger(s) (c0, c1, c2)" in missing
+    assert missing.startswith("3 chargers (c0, c1, c2) fall back to 0 A")
     (small,) = _fallback_messages(_site_with_meter_fallback(62.0))
     assert "no meters[].fallback_line_a" not in small
     assert "(0.33 A) is below the charger minimum 6 A" in small  # (63 - 62) / 3
@@ -308,6 +308,22 @@ def test_fallback_zero_names_its_actual_cause() -> None:
     assert "fallback_line_a (63 A)" in full
     assert "no meters[].fallback_line_a" not in full
     assert _fallback_messages(_site_with_meter_fallback(25.0)) == []
+
+
+def test_a_single_charger_falling_back_to_zero_is_the_subject_not_repeated() -> None:
+    site = _site_with_meter_fallback(None)
+    one = Site(
+        name="s",
+        voltage=site.voltage,
+        nodes=site.nodes,
+        chargers=site.chargers[:1],
+        meters=site.meters,
+    )
+    res = step(one, S, P, initial_state(one, S), ControlInputs(), T0)
+    (ev,) = [e for e in res.events if e.kind.value == "fallback_zero"]
+    assert ev.subject == "c0"
+    assert ev.message.startswith("falls back to 0 A without the controller: meter m")
+    assert "c0" not in ev.message
 
 
 def _acked(res, t_s: float) -> tuple[CommandAck, ...]:
@@ -366,14 +382,17 @@ def test_a_meter_reading_alone_hands_allocate_the_very_same_inputs_again() -> No
     sessions = _sessions(["c0", "c1"])
     report = ChargerState(charger_id="c0", t_s=T0, measured_current_a=(8.0, 8.0, 8.0))
     first = step(
-        site, S, P, initial_state(site, S),
-        ControlInputs(readings=(_reading(T0, 10.0),), sessions=sessions,
-                      charger_states=(report,)),
+        site,
+        S,
+        P,
+        initial_state(site, S),
+        ControlInputs(readings=(_reading(T0, 10.0),), sessions=sessions, charger_states=(report,)),
         T0,
     )
     assert first.state.sessions is sessions
-    reading_only = step(site, S, P, first.state, ControlInputs(readings=(_reading(T0 + 1, 30.0),)),
-                        T0 + 1)
+    reading_only = step(
+        site, S, P, first.state, ControlInputs(readings=(_reading(T0 + 1, 30.0),)), T0 + 1
+    )
     assert reading_only.state.sessions is first.state.sessions
     assert reading_only.state.charger_state_values is first.state.charger_state_values
     assert reading_only.state.charger_state_values == (report,)

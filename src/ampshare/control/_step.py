@@ -73,15 +73,18 @@ def _fallback_events(site: Site, index: SiteIndex, now_s: float) -> list[Event]:
         by_cause.setdefault(why, []).append(cid)
     out = []
     for why, ids in sorted(by_cause.items()):
-        shown = ", ".join(sorted(ids)[:5]) + (", ..." if len(ids) > 5 else "")
+        if len(ids) == 1:  # the subject names it already
+            who = "falls"
+        else:
+            shown = ", ".join(sorted(ids)[:5]) + (", ..." if len(ids) > 5 else "")
+            who = f"{len(ids)} chargers ({shown}) fall"
         out.append(
             Event(
                 t_s=now_s,
                 kind=EventKind.FALLBACK_ZERO,
                 severity=Severity.WARNING,
                 subject=ids[0] if len(ids) == 1 else site.name,
-                message=f"{len(ids)} charger(s) ({shown}) fall back to 0 A without the "
-                f"controller: {why}",
+                message=f"{who} back to 0 A without the controller: {why}",
             )
         )
     return out
