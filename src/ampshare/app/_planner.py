@@ -7,36 +7,123 @@ Solves run in a worker thread — HiGHS releases the GIL, so the event loop keep
 chargers — whenever ``RecedingHorizonPlanner.needs_replan`` says so (interval, arrivals and
 departures, plan running out, last solve unusable), one at a time. A car whose charger reports
 SuspendedEV counts as full (the plan reserves nothing for it) until it draws again.
+
+The plan leaves room for the building: every step's allocation says what non-EV load each
+fresh metered node carried (``NodeHeadroom.other_load_a``: measured total minus the chargers'
+measured current). ``LoadHistory`` keeps one sample a minute of it per node, in memory for
+``lookback_weeks`` weeks, and each solve gets a forecast from it (``core.planner.
+forecast_profile``: the same weekday and time on the weeks seen, the 0.9 quantile; before a
+week has been seen, the highest load seen so far — unknown means pessimistic). A restart
+starts the history afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
-from ampshare.core.allocation import Policy, PolicyName
+import numpy as np
+
+from ampshare.core.allocation import Allocation, Policy, PolicyName
 from ampshare.core.planner import (
     Plan,
     RecedingHorizonPlanner,
+    SiteForecast,
+    forecast_profile,
     full_sessions,
     policy_at,
     without_full,
 )
+from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, Session
 
-__all__ = ["LivePlanner"]
+__all__ = ["LivePlanner", "LoadHistory"]
+
+WEEK_S = 7 * 86400.0
+
+
+@dataclass(slots=True)
+class LoadHistory:
+    """Non-EV load per fresh metered node, one sample per ``sample_s`` (the first reading of
+    each interval), kept for ``lookback_weeks`` weeks plus a day."""
+
+    sample_s: float = 60.0
+    lookback_weeks: int = 4
+    quantile: float = 0.9
+    _t: dict[str, list[float]] = field(default_factory=dict)
+    _v: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+
+    def observe(self, now_s: float, allocation: Allocation) -> None:
+        for h in allocation.headroom:
+            if not h.measured or h.stale or not all(map(math.isfinite, h.other_load_a)):
+                continue  # only what a meter saw, never a worst case
+            ts = self._t.setdefault(h.node_id, [])
+            if ts and now_s < ts[-1] + self.sample_s:
+                continue
+            ts.append(now_s)
+            vs = self._v.setdefault(h.node_id, [])
+            vs.append(h.other_load_a)
+            keep_from = now_s - (self.lookback_weeks * WEEK_S + 86400.0)
+            if ts[0] < keep_from:
+                cut = int(np.searchsorted(np.asarray(ts), keep_from))
+                del ts[:cut], vs[:cut]
+
+    def samples(self, node_id: str) -> int:
+        return len(self._t.get(node_id, ()))
+
+    def forecast(self, site: Site) -> _Forecast:
+        """A forecast function for one solve, over a copy of the history as it is now (the
+        solve runs in a worker thread while the loop goes on observing)."""
+        data = {
+            nid: (np.asarray(ts, dtype=np.float64), np.asarray(self._v[nid], dtype=np.float64))
+            for nid, ts in self._t.items()
+            if ts
+        }
+        return _Forecast(site=site, data=data, weeks=self.lookback_weeks, quantile=self.quantile)
+
+
+@dataclass(frozen=True, slots=True)
+class _Forecast:
+    site: Site
+    data: dict[str, tuple[np.ndarray, np.ndarray]]  # node -> (times, (k, 3) line amperes)
+    weeks: int
+    quantile: float
+
+    def __call__(self, start_s: float, slot_s: float, n_slots: int) -> SiteForecast:
+        lines: dict[str, np.ndarray] = {}
+        for nid, (t, v) in self.data.items():
+            seen = max(1, min(self.weeks, math.ceil((start_s - t[0]) / WEEK_S)))
+            f = forecast_profile(
+                t, v, start_s=start_s, slot_s=slot_s, n_slots=n_slots, lookbacks=seen,
+                quantile=self.quantile,
+            )
+            lines[nid] = np.maximum(f, 0.0)
+        if not lines:
+            return SiteForecast()
+        root = self.site.root.id
+        power = None
+        if root in lines:
+            power = lines[root].sum(axis=1) * self.site.voltage.line_to_neutral_v
+        return SiteForecast(building_line_a=lines, building_power_w=power)
 
 
 class LivePlanner:
     """The planner of one supervised site; ``latest`` is its newest plan (None: none yet)."""
 
-    def __init__(self, mpc: RecedingHorizonPlanner) -> None:
+    def __init__(self, mpc: RecedingHorizonPlanner, history: LoadHistory | None = None) -> None:
         self.mpc = mpc
+        self.history = history if history is not None else LoadHistory()
         self.latest: Plan | None = None
         self.solves = 0
         self._full: frozenset[str] = frozenset()
         self._running = False
+
+    def observe(self, now_s: float, allocation: Allocation | None) -> None:
+        """Record the non-EV load the step's allocation counted (see the module docstring)."""
+        if allocation is not None:
+            self.history.observe(now_s, allocation)
 
     def policy(self, base: Policy, now_s: float) -> Policy:
         """What this step runs: ``base`` unless it is ``planned``; then the plan's targets for
@@ -57,6 +144,7 @@ class LivePlanner:
         self._running = True
         try:
             known = without_full(sessions, self._full)
+            self.mpc.forecast = self.history.forecast(self.mpc.site)
             self.latest = await asyncio.to_thread(self.mpc.step, now_s, known)
             self.solves += 1
         finally:

@@ -36,7 +36,7 @@ from ampshare.adapters.mqtt import SessionCommand
 from ampshare.adapters.ocpp import CentralSystem, ChargerLink, CommandOutcome, LinkOptions
 from ampshare.adapters.ocpp.port import OutcomeStatus
 from ampshare.app._mqtt import MqttLink, SessionEdits, command_changes, mqtt_password
-from ampshare.app._planner import LivePlanner
+from ampshare.app._planner import LivePlanner, LoadHistory
 from ampshare.app._web import WebBridge
 from ampshare.clock import Clock, SystemClock
 from ampshare.config import SiteConfig
@@ -114,7 +114,14 @@ class Supervisor:
         self.options = options or SupervisorOptions()
         self.settings = control_settings(config)
         self.policy = policy_from(config)
-        self.planner = LivePlanner(self.options.planner) if self.options.planner else None
+        self.planner = None
+        if self.options.planner is not None:
+            section = config.planner
+            history = LoadHistory(
+                quantile=section.safety_quantile if section else 0.9,
+                lookback_weeks=section.forecast_weeks if section else 4,
+            )
+            self.planner = LivePlanner(self.options.planner, history)
         self.link: ChargerLink | None = link
         self._own_link = link is None
         self.state: ControllerState = initial_state(self.site, self.settings)
@@ -322,6 +329,8 @@ class Supervisor:
         result = step(self.site, self.settings, policy, before, inputs, now_s)
         self.state = result.state
         self.last_result = result
+        if self.planner is not None:
+            self.planner.observe(now_s, result.allocation)  # the building load, for forecasts
         self.trigger.ran(now_s, result.next_wakeup_s)
         for ev in result.events:
             log.log(logging.WARNING if ev.severity != "info" else logging.INFO,
