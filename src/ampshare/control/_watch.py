@@ -20,7 +20,7 @@ from ampshare.control._types import (
 )
 from ampshare.core.allocation import NodeMeasurement
 from ampshare.core.site import MeterSpec, Site
-from ampshare.core.snapshot import ChargerState, MeterReading
+from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading
 
 __all__ = [
     "apply_ack_rows",
@@ -298,6 +298,11 @@ def _reclaim(
     it leaves ``reclaim_below_a`` of its limit unused for ``reclaim_after_s``: a deadband, so
     the limit moves in steps, not with every report); lift the cap when it draws up to it.
 
+    A car drawing nothing is capped only when its charger says the car itself declines the
+    current (SuspendedEV: full, or its own timer): then at the charger's minimum. One that has
+    not started yet (SuspendedEVSE, just plugged in, waiting to be authorised) keeps its
+    share, or it would start at the minimum and climb back in reclaim steps.
+
     A probe (``_caps``) lifts the cap but keeps it in ``cap_a`` (``cap_set_s`` None): a car
     that then draws up to that old cap takes more, and everything is forgotten; one that is
     capped again has missed the probe, and the next one waits twice as long."""
@@ -310,7 +315,7 @@ def _reclaim(
         lim is None
         or lim < min_a
         or t.pending
-        or measured < 0.5
+        or (measured < 0.5 and s.status is not ChargerStatus.SUSPENDED_EV)
         or measured > lim - settings.reclaim_below_a
     ):
         return evolve(t, under_since_s=None) if t.under_since_s is not None else t
