@@ -118,3 +118,49 @@ def test_a_charger_reporting_on_change_reports_when_its_car_starts() -> None:
     starts = _last_reports(rare, 20.0)
     assert set(starts.values()) == {3.0}
     assert _last_reports({"charger_report_s": 300.0}, 20.0) == {"c1": 0.0, "c2": 0.0, "c3": 0.0}
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    cars=st.lists(
+        st.tuples(
+            st.sampled_from("abcd"),
+            st.floats(0.0, 30.0),  # arrives at
+            st.floats(0.02, 0.4),  # kWh it wants: full within the run or not
+            st.booleans(),  # an ideal battery (stops at once when full) or a tapering one
+            st.one_of(st.none(), st.floats(20.0, 50.0)),  # leaves at (and a car comes back)
+        ),
+        min_size=2,
+        max_size=4,
+        unique_by=lambda c: c[0],
+    ),
+    reports=REPORTS,
+)
+def test_full_cars_paused_probed_and_replaced_never_exceed_a_limit(cars, reports) -> None:
+    """Cars fill up and stop drawing (SuspendedEV), are paused at 0 A after reclaim_after_s,
+    offered current again by probes every few seconds and paused again, leave and are
+    replaced by a car that wants energy: the freed current moves around, never above a limit.
+    Short reclaim and probe times, so that every car goes round that cycle in the run."""
+    events = []
+    for charger, at, kwh, basic, leaves in cars:
+        ev = {"charger": charger, "wanted_kwh": round(kwh, 3), "max_a": 32, "basic": basic}
+        events.append({"at_s": round(at, 1), "ev_arrives": ev})
+        if leaves is not None:
+            events.append({"at_s": round(at + leaves, 1), "ev_leaves": charger})
+            again = {"charger": charger, "wanted_kwh": 20, "max_a": 32}
+            events.append({"at_s": round(at + leaves + 2.0, 1), "ev_arrives": again})
+    sc = parse_scenario(
+        {
+            "name": "full cars",
+            "site": SITE,
+            "duration_s": 120,
+            "building_a": {"main": 5},
+            "physics": reports,
+            "control": {"min_pause_s": 0, "reclaim_after_s": 3, "probe_interval_s": 8},
+            "events": events,
+            "expect": [{"never_above_limit": {}}],
+        },
+        source="<hypothesis>",
+    )
+    result = evaluate(sc, run_scenario(sc))
+    assert result.passed, result.checks

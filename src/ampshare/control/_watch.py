@@ -299,40 +299,44 @@ def _reclaim(
     the limit moves in steps, not with every report); lift the cap when it draws up to it.
 
     A car drawing nothing is capped only when its charger says the car itself declines the
-    current (SuspendedEV: full, or its own timer): then at the charger's minimum. One that has
-    not started yet (SuspendedEVSE, just plugged in, waiting to be authorised) keeps its
-    share, or it would start at the minimum and climb back in reclaim steps.
+    current (SuspendedEV: full, or its own timer): then at 0 A, which pauses it (its minimum
+    would sit unused), and the probes offer it current again now and then; any draw ends the
+    cap. One that has not started yet (SuspendedEVSE, just plugged in, waiting to be
+    authorised) keeps its share, or it would start at the minimum and climb back in steps.
 
     A probe (``_caps``) lifts the cap but keeps it in ``cap_a`` (``cap_set_s`` None): a car
     that then draws up to that old cap takes more, and everything is forgotten; one that is
     capped again has missed the probe, and the next one waits twice as long."""
     margin = settings.reclaim_margin_a
     cap = t.cap_a
-    if cap is not None and measured >= cap - margin / 2:
+    if cap is not None and measured >= max(cap - margin / 2, 0.5):  # a 0 A cap: any draw
         return evolve(t, cap_a=None, cap_set_s=None, under_since_s=None, probe_misses=0)
+    full = measured < 0.5 and s.status is ChargerStatus.SUSPENDED_EV
     lim = t.limit_a
     if (
         lim is None
         or lim < min_a
         or t.pending
-        or (measured < 0.5 and s.status is not ChargerStatus.SUSPENDED_EV)
+        or (measured < 0.5 and not full)
         or measured > lim - settings.reclaim_below_a
     ):
         return evolve(t, under_since_s=None) if t.under_since_s is not None else t
     since = t.under_since_s if t.under_since_s is not None else s.t_s
-    new_cap = max(min_a, measured + margin)
+    new_cap = 0.0 if full else max(min_a, measured + margin)
     if s.t_s - since < settings.reclaim_after_s - 1e-9 or new_cap >= lim - 1e-9:
         return evolve(t, under_since_s=since) if t.under_since_s != since else t
     probing = cap is not None and t.cap_set_s is None
-    _ev(
-        events,
-        s.t_s,
-        kind=EventKind.RECLAIMED,
-        sev=Severity.INFO,
-        subj=t.charger_id,
-        msg=f"draws {measured:.1f} A of {lim:g} A for {s.t_s - since:.0f} s: capped at "
-        f"{new_cap:.1f} A, the rest goes to others",
-    )
+    if full:
+        msg = (
+            f"the car takes none of its {lim:g} A (SuspendedEV) for {s.t_s - since:.0f} s: "
+            "paused, its current goes to others; offered current again now and then"
+        )
+    else:
+        msg = (
+            f"draws {measured:.1f} A of {lim:g} A for {s.t_s - since:.0f} s: capped at "
+            f"{new_cap:.1f} A, the rest goes to others"
+        )
+    _ev(events, s.t_s, kind=EventKind.RECLAIMED, sev=Severity.INFO, subj=t.charger_id, msg=msg)
     return evolve(
         t,
         cap_a=new_cap,

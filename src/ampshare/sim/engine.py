@@ -58,7 +58,7 @@ class _Plug:
     lease_until_s: float = math.inf
     avg_a: float = 0.0  # mean current over the last segment (energy-true, for the records)
     charging: bool = False  # pilot > 0 at the last decision
-    starts: int = 0  # times the pilot went 0 -> >0
+    starts: int = 0  # times the pilot went 0 -> >0 for a car that wanted energy
     stops: int = 0  # times it went >0 -> 0 while the car still wanted energy
 
 
@@ -313,7 +313,7 @@ class _Loop:
 
     def _apply(self, p: _Plug, pilot: Pilot, now_s: float) -> None:
         on = pilot.limit_a > 0
-        if on and not p.charging:
+        if on and not p.charging and not p.ev.full:  # a probe of a full car starts nothing
             p.starts += 1
         elif p.charging and not on and not p.ev.full:
             p.stops += 1
