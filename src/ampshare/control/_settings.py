@@ -39,7 +39,8 @@ class ControlSettings:
       plus the margin (again, lower, as it tapers further); drawing up to its cap lifts it.
       ``probe_interval_s`` after the cap was set it is lifted to see if the car takes more,
       if the car draws within the margin of it; each probe that finds nothing (or is
-      skipped) doubles the wait, up to 8x.
+      skipped) doubles the wait, up to 8x. A car taking nothing while its charger reports
+      SuspendedEV (full) for ``reclaim_after_s`` is capped at 0 A (paused) and probed alike.
     * ``startup_grace_s``: a charger not yet connected since the controller (re)started is
       counted pessimistically like any offline charger, but raises its "offline" alert only
       when it has not connected this long after the start.
