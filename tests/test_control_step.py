@@ -19,7 +19,7 @@ from ampshare.control import (
     rebuild_state,
     step,
 )
-from ampshare.core.allocation import Policy
+from ampshare.core.allocation import Policy, ReasonKind
 from ampshare.core.electrical import node_line_currents_a
 from ampshare.core.site import (
     Charger,
@@ -32,7 +32,7 @@ from ampshare.core.site import (
     Site,
     VoltageSystem,
 )
-from ampshare.core.snapshot import ChargerState, MeterReading, Session
+from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading, Session
 
 S = ControlSettings()
 P = Policy()
@@ -401,3 +401,46 @@ def test_a_meter_reading_alone_hands_allocate_the_very_same_inputs_again() -> No
     assert reported.state.charger_state_values == (newer,)
     fewer = step(site, S, P, reported.state, ControlInputs(sessions=sessions[:1]), T0 + 3)
     assert fewer.state.sessions == sessions[:1]
+
+
+def test_a_full_car_is_paused_with_its_reason_and_its_current_goes_to_the_other() -> None:
+    """c0's car takes nothing while its charger says SuspendedEV; after reclaim_after_s it is
+    held at 0 A (the reason says why, for the dashboard) and c1 gets what is left."""
+    from ampshare.core.allocation import ReasonKind
+    from ampshare.core.snapshot import ChargerStatus
+
+    site = _site(2)
+    settings = replace(S, reclaim_after_s=5.0, probe_interval_s=600.0, min_charge_s=0.0)
+    state = initial_state(site, settings)
+    res = step(
+        site, settings, P, state, ControlInputs(readings=(_reading(T0, 10.0),),
+                                                sessions=_sessions(["c0", "c1"])), T0
+    )
+    limits: dict[str, float] = {}
+    t = T0
+    for _ in range(20):
+        limits.update({c.charger_id: c.limit_a for c in res.commands if isinstance(c, SetLimit)})
+        acks = tuple(
+            CommandAck(charger_id=c.charger_id, t_s=t + 0.2, limit_a=c.limit_a,
+                       fallback=isinstance(c, InstallFallback))
+            for c in res.commands
+        )
+        t += 1.0
+        c1 = limits.get("c1", 0.0)
+        reports = (
+            ChargerState(charger_id="c0", t_s=t, status=ChargerStatus.SUSPENDED_EV,
+                         measured_current_a=(0.0, 0.0, 0.0), installed_limit_a=limits.get("c0")),
+            ChargerState(charger_id="c1", t_s=t, status=ChargerStatus.CHARGING,
+                         measured_current_a=(c1, c1, c1), installed_limit_a=c1),
+        )
+        res = step(site, settings, P, res.state,
+                   ControlInputs(acks=acks, charger_states=reports,
+                                 readings=(_reading(t, 10.0 + c1),)), t)
+    assert res.allocation is not None
+    by_id = {lim.charger_id: lim for lim in res.allocation.limits}
+    assert by_id["c0"].limit_a == 0.0
+    assert by_id["c0"].reason.kind is ReasonKind.CONTROLLER_CAP
+    assert "SuspendedEV" in by_id["c0"].reason.detail
+    assert by_id["c1"].limit_a == 32.0  # 63 - 10 leaves 53 A: c1 at its maximum
+    assert any(e.kind.value == "reclaimed" and e.subject == "c0"
+               for e in res.state.recent_events)

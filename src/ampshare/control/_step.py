@@ -198,9 +198,11 @@ def _caps(
     now_s: float,
     settings: ControlSettings,
     events: list[Event],
+    why: dict[str, str],
 ) -> dict[str, float]:
     """Per-charger caps for the allocator: reclaim of unused current (lifted for a probe,
-    ``_probe_due``), the minimum pause, and the ramp (chargers in id order)."""
+    ``_probe_due``), the minimum pause, and the ramp (chargers in id order). ``why`` gets the
+    reason of each cap that pauses a car (shown with its limit)."""
     ramp = settings.ramp_up_a_per_s
     n = len(table.ids)
     cap_a, cap_set_s, paused = table.cap_a, table.cap_set_s, table.paused_since_s
@@ -230,8 +232,12 @@ def _caps(
                 table.obj[i] = None
             else:
                 cap = capped_a
+                if cap <= 0.0:
+                    why[cid] = _FULL_CAR
         since_pause = paused[i]
         if since_pause is not None and now_s - since_pause < settings.min_pause_s:
+            if cap > 0.0:
+                why[cid] = f"a pause lasts at least {settings.min_pause_s:g} s (min_pause_s)"
             cap = 0.0
         limit = limit_a[i]
         if ramp is not None and limit is not None:
@@ -243,6 +249,9 @@ def _caps(
             caps[cid] = cap
     return caps
 
+
+#: Why a car is held at 0 A by its reclaim cap (``_watch._reclaim``: SuspendedEV, no draw).
+_FULL_CAR = "the car takes no current (SuspendedEV: full?); it is offered some now and then"
 
 #: A probe that finds nothing doubles the wait for the next one, up to this many times.
 MAX_PROBE_BACKOFF = 3
@@ -534,6 +543,7 @@ def _allocation_input(
     ext: tuple[ExternalCap, ...],
     fixed: list[FixedLoad],
     caps: dict[str, float],
+    cap_why: dict[str, str],
     settings: ControlSettings,
     table: TrackTable,
     index: SiteIndex,
@@ -551,6 +561,7 @@ def _allocation_input(
         external_caps=ext,
         fixed_loads=tuple(fixed),
         caps_a=MappingProxyType(caps),
+        cap_reasons=MappingProxyType(cap_why),
         policy=policy,
         rotation=state.rotation,
     )
@@ -606,7 +617,10 @@ def step(  # noqa: PLR0917 - the documented public signature
     settle_idle(table, idle)
     _forget_reclaim(table, idle)
     fixed.extend(idle_loads(index, table, idle, now_s, settings))
-    caps = _caps(index, table, with_session, now_s=now_s, settings=settings, events=events)
+    cap_why: dict[str, str] = {}
+    caps = _caps(
+        index, table, with_session, now_s=now_s, settings=settings, events=events, why=cap_why
+    )
     # calculate
     ainput = _allocation_input(
         site,
@@ -619,6 +633,7 @@ def step(  # noqa: PLR0917 - the documented public signature
         ext=ext,
         fixed=fixed,
         caps=caps,
+        cap_why=cap_why,
         settings=settings,
         table=table,
         index=index,

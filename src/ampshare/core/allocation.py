@@ -41,6 +41,10 @@ def _empty() -> Mapping[str, float]:
     return MappingProxyType({})
 
 
+def _no_text() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
 class PolicyName(StrEnum):
     EQUAL = "equal"  # max-min fair water-filling, optional weights
     FCFS = "fcfs"  # arrival order
@@ -110,7 +114,8 @@ class AllocationInput:
     ``sessions`` are the cars plugged in (one per charger); ``charger_states`` their last
     reports (measured current feeds the "measured total minus measured EV" headroom);
     ``caps_a`` temporary per-charger caps from the controller (reclaim of unused current,
-    ramp limits); ``fixed_loads`` chargers counted at a fixed worst case.
+    ramp limits), ``cap_reasons`` why, where the controller says (shown when a cap pauses a
+    car); ``fixed_loads`` chargers counted at a fixed worst case.
     """
 
     site: Site
@@ -121,6 +126,7 @@ class AllocationInput:
     external_caps: tuple[ExternalCap, ...] = ()
     fixed_loads: tuple[FixedLoad, ...] = ()
     caps_a: Mapping[str, float] = field(default_factory=_empty)
+    cap_reasons: Mapping[str, str] = field(default_factory=_no_text)
     policy: Policy = field(default_factory=Policy)
     rotation: RotationState = field(default_factory=RotationState)
 
