@@ -406,9 +406,6 @@ def test_a_meter_reading_alone_hands_allocate_the_very_same_inputs_again() -> No
 def test_a_full_car_is_paused_with_its_reason_and_its_current_goes_to_the_other() -> None:
     """c0's car takes nothing while its charger says SuspendedEV; after reclaim_after_s it is
     held at 0 A (the reason says why, for the dashboard) and c1 gets what is left."""
-    from ampshare.core.allocation import ReasonKind
-    from ampshare.core.snapshot import ChargerStatus
-
     site = _site(2)
     settings = replace(S, reclaim_after_s=5.0, probe_interval_s=600.0, min_charge_s=0.0)
     state = initial_state(site, settings)
