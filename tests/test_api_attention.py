@@ -27,6 +27,7 @@ from ampshare.core.snapshot import Session
 from ampshare.store import open_store
 from ampshare.web import InMemoryRuntime
 from ampshare.web._readiness import readiness, readiness_index
+from ampshare.web._schemas import charger_out
 from test_api import (  # the small site's fixtures: runtime, a real server, its client
     DRIVER,
     READ,
@@ -174,3 +175,32 @@ def test_the_plan_decides_when_a_planner_runs(
     )
     cp = client.get("/api/v1/chargers/cp01", headers=READ).json()
     assert (cp["will_not_be_ready"], cp["readiness_from"]) == (False, "plan")
+
+
+def test_a_charger_paused_by_the_controller_says_why(tmp_path: Path) -> None:
+    """A full car held at 0 A: the API gives the controller's reason, which the dashboard
+    shows ("paused: the car takes no current …") instead of a bare 'controller cap'."""
+    rt = _rotation(tmp_path)
+    full = Reason(
+        kind=ReasonKind.CONTROLLER_CAP,
+        detail="the car takes no current (SuspendedEV: full?); it is offered some now and then",
+    )
+    before = rt.view()
+    rt.set_allocation(
+        Allocation(
+            limits=ChargerLimits.of(
+                (
+                    ChargerLimit(charger_id="cp01", limit_a=0.0, phases=3, reason=full),
+                    *before.limits[1:],
+                )
+            ),
+            headroom=before.headroom,
+            rotation=RotationState(),
+        )
+    )
+    v = rt.view()
+    out = charger_out(v, "cp01")
+    assert out.reason_kind == "controller_cap"
+    assert out.reason_detail is not None
+    assert out.reason_detail.startswith("the car takes no current (SuspendedEV")
+    assert charger_out(v, "cp02").reason_detail is None

@@ -228,3 +228,31 @@ def test_dashboard_fits_a_phone_and_asks_for_a_token(
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
     page.close()
+
+
+def test_a_card_opens_the_chargers_details_by_click_and_by_keyboard(
+    browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
+) -> None:
+    url, rt, _ = site_app
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/#token={ADMIN}")
+    page.get_by_test_id("charger-cp01").click()
+    dialog = page.get_by_test_id("detail")
+    dialog.wait_for(state="visible")
+    lim = rt.view().limit("cp01")
+    assert lim is not None
+    assert float(page.get_by_test_id("detail-limit-cp01").inner_text()) == lim.limit_a
+    # the dialog's own copy of the card is no button
+    assert page.get_by_test_id("detail-charger-cp01").get_attribute("role") is None
+    dialog.get_by_role("button", name="close").click()
+    dialog.wait_for(state="hidden")
+    page.get_by_test_id("charger-cp02").focus()
+    page.keyboard.press("Enter")
+    dialog.wait_for(state="visible")
+    assert page.get_by_test_id("detail-limit-cp02").is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-card-detail.png"))
+    page.close()
+    assert errors == []

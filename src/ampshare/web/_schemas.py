@@ -209,6 +209,9 @@ class ChargerOut(BaseModel):
     reason_kind: str | None
     reason_node_id: str | None = Field(description="the circuit node that bound the limit")
     reason_line: str | None = Field(description="the line (L1, L2, L3) that bound it")
+    reason_detail: str | None = Field(
+        default=None, description="more on the reason, where there is more (e.g. why paused)"
+    )
     measured_current_a: OptLines | None
     offered_current_a: float | None
     power_w: float | None
@@ -415,6 +418,7 @@ def charger_out(
         reason_kind=lim.reason.kind.value if lim else None,
         reason_node_id=lim.reason.node_id if lim else None,
         reason_line=lim.reason.line.value if lim and lim.reason.line else None,
+        reason_detail=(lim.reason.detail or None) if lim else None,
         measured_current_a=st.measured_current_a if st else None,
         offered_current_a=st.offered_current_a if st else None,
         power_w=st.power_w if st else None,

@@ -147,7 +147,8 @@ function why(c, f) {
     case "external_cap": return `a cap set on ${node}`;
     case "charger_max": return "the charger's maximum";
     case "vehicle_max": return "the car's maximum";
-    case "controller_cap": return "the car takes less than offered; the rest goes to others";
+    case "controller_cap": return c.limit_a === 0 && c.reason_detail ? `paused: ${c.reason_detail}`
+      : "the car takes less than offered; the rest goes to others";
     case "policy_share": return `its share under the ${f.site.policy} policy`;
     case "static_share": return "its fixed share";
     case "plan_target": return "its charging plan";
@@ -178,7 +179,7 @@ function chargerCard(c, f) {
   const detail = [phases, kw > 0.05 ? `${kw.toFixed(1)} kW` : "", soc].filter(Boolean).join(" · ");
   const seen = c.online ? "" : ` · offline since ${c.last_seen_s ? fmtTime(c.last_seen_s) : "–"}`;
   const whyText = c.session || c.reason_kind === "fixed" ? why(c, f) : "no car plugged in";
-  return `<div class="card" data-testid="charger-${esc(c.id)}" data-activity="${esc(c.activity)}">
+  return `<div class="card" data-testid="charger-${esc(c.id)}" data-id="${esc(c.id)}" data-activity="${esc(c.activity)}" tabindex="0" role="button" aria-label="${esc(c.name)}: details">
     <div class="card-head"><b>${esc(c.name)}</b><span class="pill ${tone}" data-testid="activity-${esc(c.id)}" title="charger reports ${esc(c.status)}">${esc(label)}</span></div>
     <div class="big"><span data-testid="current-${esc(c.id)}">${cur === null ? "–" : cur.toFixed(1)}</span><small> A of </small><span data-testid="limit-${esc(c.id)}">${lim === null ? "–" : lim.toFixed(1)}</span><small> A allowed</small>
       <span class="detail">${esc(detail)}</span></div>
@@ -592,7 +593,8 @@ function renderDetail(f, fresh) {
   const extra = [s && s.user_id ? `driver ${esc(s.user_id)}` : "", s ? `plugged in since ${fmtTime(s.arrival_s)}` : "",
     probs.length ? `<b class="bad">needs attention: ${probs.join(", ")}</b>` : ""].filter(Boolean).join(" · ");
   // The card of the cards view, with its own test ids so that both can be on the page.
-  setHtml($("#detail-card"), chargerCard(c, f).replaceAll('data-testid="', 'data-testid="detail-') +
+  setHtml($("#detail-card"), chargerCard(c, f).replaceAll('data-testid="', 'data-testid="detail-')
+    .replace(' tabindex="0" role="button"', "") +
     (extra ? `<p class="hint">${extra}</p>` : ""));
   const form = $("#detail-edit");
   form.classList.toggle("hidden", !s);
@@ -628,6 +630,10 @@ function wireCompact() {
   const open = (e) => { const t = e.target.closest(".tile"); if (t) openDetail(t.dataset.id); };
   $("#groups").addEventListener("click", open);
   $("#groups").addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(e); } });
+  // the cards view: a card opens the same dialog (its card there is not inside #chargers)
+  const openCard = (e) => { const t = e.target.closest(".card[data-id]"); if (t) openDetail(t.dataset.id); };
+  $("#chargers").addEventListener("click", openCard);
+  $("#chargers").addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openCard(e); } });
   $("#detail-close").addEventListener("click", closeDetail);
   $("#detail").addEventListener("close", () => { state.detail = null; });
   const form = $("#detail-edit");
