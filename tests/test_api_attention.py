@@ -23,11 +23,11 @@ from ampshare.core.allocation import (
 )
 from ampshare.core.planner import Plan, PlanStatus, SessionPlan
 from ampshare.core.site import Line
-from ampshare.core.snapshot import Session
+from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.store import open_store
 from ampshare.web import InMemoryRuntime
 from ampshare.web._readiness import readiness, readiness_index
-from ampshare.web._schemas import charger_out
+from ampshare.web._schemas import Activity, activity, charger_out
 from test_api import (  # the small site's fixtures: runtime, a real server, its client
     DRIVER,
     READ,
@@ -177,15 +177,18 @@ def test_the_plan_decides_when_a_planner_runs(
     assert (cp["will_not_be_ready"], cp["readiness_from"]) == (False, "plan")
 
 
-def test_a_charger_paused_by_the_controller_says_why(tmp_path: Path) -> None:
-    """A full car held at 0 A: the API gives the controller's reason, which the dashboard
-    shows ("paused: the car takes no current …") instead of a bare 'controller cap'."""
+def test_a_full_car_paused_by_the_controller_is_not_flagged_late(tmp_path: Path) -> None:
+    """A car its charger reports SuspendedEV, held at 0 A by the controller (reason
+    ``car_full``): the API says so (reason, detail, activity "car not taking power") and does not
+    flag it as a car that will not be ready — nothing for a manager to act on; a car paused
+    for lack of room still is."""
     rt = _rotation(tmp_path)
     full = Reason(
-        kind=ReasonKind.CONTROLLER_CAP,
-        detail="the car takes no current (SuspendedEV: full?); it is offered some now and then",
+        kind=ReasonKind.CAR_FULL,
+        detail="the car takes no current (SuspendedEV); it is offered some now and then",
     )
     before = rt.view()
+    rt.edit_session("a", {"energy_wanted_wh": 30_000.0}, by="test")  # far more than 1 h gives
     rt.set_allocation(
         Allocation(
             limits=ChargerLimits.of(
@@ -200,7 +203,36 @@ def test_a_charger_paused_by_the_controller_says_why(tmp_path: Path) -> None:
     )
     v = rt.view()
     out = charger_out(v, "cp01")
-    assert out.reason_kind == "controller_cap"
+    assert out.reason_kind == "car_full"
     assert out.reason_detail is not None
     assert out.reason_detail.startswith("the car takes no current (SuspendedEV")
+    assert out.will_not_be_ready is False
     assert charger_out(v, "cp02").reason_detail is None
+    # offered nothing, its charger says SuspendedEVSE: still "car not taking power", not "paused"
+    idle = ChargerState(
+        charger_id="cp01", t_s=T0, status=ChargerStatus.SUSPENDED_EVSE,
+        measured_current_a=(0.0, 0.0, 0.0),
+    )
+    lim = v.limit("cp01")
+    assert activity(v.site.charger("cp01"), idle, lim, v.session_at("cp01")) is (
+        Activity.CAR_NOT_DRAWING
+    )
+    # the same car paused for lack of room: flagged
+    rt.set_allocation(
+        Allocation(
+            limits=ChargerLimits.of(
+                (
+                    ChargerLimit(
+                        charger_id="cp01",
+                        limit_a=0.0,
+                        phases=3,
+                        reason=Reason(kind=ReasonKind.PAUSED_NO_HEADROOM, node_id="garage"),
+                    ),
+                    *before.limits[1:],
+                )
+            ),
+            headroom=before.headroom,
+            rotation=RotationState(),
+        )
+    )
+    assert charger_out(rt.view(), "cp01").will_not_be_ready is True

@@ -436,7 +436,7 @@ def test_a_full_car_is_paused_with_its_reason_and_its_current_goes_to_the_other(
     assert res.allocation is not None
     by_id = {lim.charger_id: lim for lim in res.allocation.limits}
     assert by_id["c0"].limit_a == 0.0
-    assert by_id["c0"].reason.kind is ReasonKind.CONTROLLER_CAP
+    assert by_id["c0"].reason.kind is ReasonKind.CAR_FULL
     assert "SuspendedEV" in by_id["c0"].reason.detail
     assert by_id["c1"].limit_a == 32.0  # 63 - 10 leaves 53 A: c1 at its maximum
     assert any(e.kind.value == "reclaimed" and e.subject == "c0"

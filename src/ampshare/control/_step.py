@@ -50,6 +50,8 @@ from ampshare.core.allocation import (
     ChargerLimits,
     FixedLoad,
     Policy,
+    Reason,
+    ReasonKind,
 )
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
@@ -198,7 +200,7 @@ def _caps(
     now_s: float,
     settings: ControlSettings,
     events: list[Event],
-    why: dict[str, str],
+    why: dict[str, Reason],
 ) -> dict[str, float]:
     """Per-charger caps for the allocator: reclaim of unused current (lifted for a probe,
     ``_probe_due``), the minimum pause, and the ramp (chargers in id order). ``why`` gets the
@@ -233,11 +235,14 @@ def _caps(
             else:
                 cap = capped_a
                 if cap <= 0.0:
-                    why[cid] = _FULL_CAR
+                    why[cid] = _CAR_FULL
         since_pause = paused[i]
         if since_pause is not None and now_s - since_pause < settings.min_pause_s:
             if cap > 0.0:
-                why[cid] = f"a pause lasts at least {settings.min_pause_s:g} s (min_pause_s)"
+                why[cid] = Reason(
+                    kind=ReasonKind.CONTROLLER_CAP,
+                    detail=f"a pause lasts at least {settings.min_pause_s:g} s (min_pause_s)",
+                )
             cap = 0.0
         limit = limit_a[i]
         if ramp is not None and limit is not None:
@@ -251,7 +256,10 @@ def _caps(
 
 
 #: Why a car is held at 0 A by its reclaim cap (``_watch._reclaim``: SuspendedEV, no draw).
-_FULL_CAR = "the car takes no current (SuspendedEV: full?); it is offered some now and then"
+_CAR_FULL = Reason(
+    kind=ReasonKind.CAR_FULL,
+    detail="the car takes no current (SuspendedEV); it is offered some now and then",
+)
 
 #: A probe that finds nothing doubles the wait for the next one, up to this many times.
 MAX_PROBE_BACKOFF = 3
@@ -543,7 +551,7 @@ def _allocation_input(
     ext: tuple[ExternalCap, ...],
     fixed: list[FixedLoad],
     caps: dict[str, float],
-    cap_why: dict[str, str],
+    cap_why: dict[str, Reason],
     settings: ControlSettings,
     table: TrackTable,
     index: SiteIndex,
@@ -617,7 +625,7 @@ def step(  # noqa: PLR0917 - the documented public signature
     settle_idle(table, idle)
     _forget_reclaim(table, idle)
     fixed.extend(idle_loads(index, table, idle, now_s, settings))
-    cap_why: dict[str, str] = {}
+    cap_why: dict[str, Reason] = {}
     caps = _caps(
         index, table, with_session, now_s=now_s, settings=settings, events=events, why=cap_why
     )

@@ -136,10 +136,9 @@ def explain(
             reasons[i] = Reason(kind=ReasonKind.FIXED, detail=fixed[cid].reason)
             xs[i] = max(fixed[cid].current_a)
         elif grid.has_session[i]:
-            detail = inp.cap_reasons.get(cid) or (
-                f"cap {inp.caps_a[cid]:g} A is below the minimum {float(grid.lo[i]):g} A"
-            )
-            reasons[i] = Reason(kind=ReasonKind.CONTROLLER_CAP, detail=detail)
+            given = inp.cap_reasons.get(cid)
+            detail = f"cap {inp.caps_a[cid]:g} A is below the minimum {float(grid.lo[i]):g} A"
+            reasons[i] = given or Reason(kind=ReasonKind.CONTROLLER_CAP, detail=detail)
     powers: list[float | None] | None = None
     if cs.static.is_w.any():
         powers = [None] * len(xs)

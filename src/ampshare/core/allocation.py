@@ -41,7 +41,7 @@ def _empty() -> Mapping[str, float]:
     return MappingProxyType({})
 
 
-def _no_text() -> Mapping[str, str]:
+def _no_reasons() -> Mapping[str, Reason]:
     return MappingProxyType({})
 
 
@@ -114,8 +114,8 @@ class AllocationInput:
     ``sessions`` are the cars plugged in (one per charger); ``charger_states`` their last
     reports (measured current feeds the "measured total minus measured EV" headroom);
     ``caps_a`` temporary per-charger caps from the controller (reclaim of unused current,
-    ramp limits), ``cap_reasons`` why, where the controller says (shown when a cap pauses a
-    car); ``fixed_loads`` chargers counted at a fixed worst case.
+    ramp limits), ``cap_reasons`` why, where the controller says (the reason of a car a cap
+    pauses); ``fixed_loads`` chargers counted at a fixed worst case.
     """
 
     site: Site
@@ -126,7 +126,7 @@ class AllocationInput:
     external_caps: tuple[ExternalCap, ...] = ()
     fixed_loads: tuple[FixedLoad, ...] = ()
     caps_a: Mapping[str, float] = field(default_factory=_empty)
-    cap_reasons: Mapping[str, str] = field(default_factory=_no_text)
+    cap_reasons: Mapping[str, Reason] = field(default_factory=_no_reasons)
     policy: Policy = field(default_factory=Policy)
     rotation: RotationState = field(default_factory=RotationState)
 
@@ -140,6 +140,7 @@ class ReasonKind(StrEnum):
     CHARGER_MAX = "charger_max"
     VEHICLE_MAX = "vehicle_max"
     CONTROLLER_CAP = "controller_cap"  # reclaim / ramp cap from the controller
+    CAR_FULL = "car_full"  # paused by the controller: the car takes no current (SuspendedEV)
     POLICY_SHARE = "policy_share"  # got its share; others had priority
     STATIC_SHARE = "static_share"
     PLAN_TARGET = "plan_target"

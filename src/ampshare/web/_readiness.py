@@ -70,6 +70,10 @@ def readiness(
         return sp.will_not_be_ready, Readiness.PLAN
     if lim is None:
         return None, None
+    if lim.reason.kind is ReasonKind.CAR_FULL:
+        # the car declines current (full) and the controller paused it: no shortfall for a
+        # manager to act on (the planner likewise plans nothing more for a full car)
+        return False, Readiness.ESTIMATE
     rate_a = lim.limit_a
     r = lim.reason
     if r.kind is ReasonKind.PAUSED_ROTATION and r.node_id and r.line:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ampshare.core.allocation import ChargerLimit, NodeHeadroom, PolicyName
+from ampshare.core.allocation import ChargerLimit, NodeHeadroom, PolicyName, ReasonKind
 from ampshare.core.site import Charger
 from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.store import EventRecord, SeriesPoint, SessionRecord
@@ -379,6 +379,8 @@ def activity(c: Charger, st: ChargerState | None, lim: ChargerLimit | None,
     drawing = max((x or 0.0 for x in st.measured_current_a or ()), default=0.0) > _DRAWING_A
     if sess is None:
         return Activity.CHARGING if drawing else Activity.NO_CAR
+    if lim is not None and lim.reason.kind is ReasonKind.CAR_FULL and not drawing:
+        return Activity.CAR_NOT_DRAWING  # paused because the car takes nothing: not waiting
     if lim is not None and lim.limit_a < c.min_current_a - 1e-9:
         return Activity.PAUSED
     if drawing:

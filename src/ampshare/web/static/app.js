@@ -149,6 +149,7 @@ function why(c, f) {
     case "vehicle_max": return "the car's maximum";
     case "controller_cap": return c.limit_a === 0 && c.reason_detail ? `paused: ${c.reason_detail}`
       : "the car takes less than offered; the rest goes to others";
+    case "car_full": return "paused: the car takes no current (full); it is offered some now and then";
     case "policy_share": return `its share under the ${f.site.policy} policy`;
     case "static_share": return "its fixed share";
     case "plan_target": return "its charging plan";
