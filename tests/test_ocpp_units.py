@@ -179,3 +179,35 @@ def test_capabilities_parsed() -> None:
     ])
     assert caps201.rate_units == ("A",)
     assert not caps201.smart_charging
+
+
+def test_a_current_sampled_before_the_charger_said_available_reads_zero() -> None:
+    """Chargers sample only during a transaction: the last reading of a car that left would
+    otherwise stay, and the controller would subtract it from the meter's total as EV load
+    (the building would look that much smaller)."""
+    tr = ChargerTracker(CH)
+    tr.connected()
+    tr.seen(T0)
+    tr.on_status(ChargerStatus.CHARGING, T0)
+    tr.start_tx(tx_id="1", connector_id=1, t_s=T0, meter_start_wh=0.0)
+    tr.on_samples([Sample(t_s=T0 + 60, measurand="Current.Import", value=7.7, terminal=t)
+                   for t in (Line.L1, Line.L2, Line.L3)]
+                  + [Sample(t_s=T0 + 60, measurand="Power.Active.Import", value=5300.0)])
+    assert tr.state().measured_current_a == (7.7, 7.7, 7.7)
+    tr.end_tx("1", 1000.0)
+    tr.on_status(ChargerStatus.FINISHING, T0 + 70)  # the car may still be plugged in
+    assert tr.state().measured_current_a == (7.7, 7.7, 7.7)
+    tr.on_status(ChargerStatus.AVAILABLE, T0 + 80)  # unplugged: nothing can flow
+    st_ = tr.state()
+    assert st_.measured_current_a == (0.0, 0.0, 0.0)
+    assert st_.power_w == 0.0
+    tr.on_status(ChargerStatus.AVAILABLE, T0 + 90)  # said again: still since T0 + 80
+    # a sample taken after it said Available counts as it is
+    tr.on_samples([Sample(t_s=T0 + 85, measurand="Current.Import", value=0.4, terminal=Line.L1)])
+    assert tr.state().measured_current_a == (0.4, 0.0, 0.0)
+    # the next car: the last car's samples stay gone; its own count
+    tr.on_status(ChargerStatus.PREPARING, T0 + 100)
+    assert tr.state().measured_current_a == (0.4, 0.0, 0.0)
+    tr.on_samples([Sample(t_s=T0 + 110, measurand="Current.Import", value=16.0, terminal=t)
+                   for t in (Line.L1, Line.L2, Line.L3)])
+    assert tr.state().measured_current_a == (16.0, 16.0, 16.0)

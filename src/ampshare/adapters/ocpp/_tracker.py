@@ -47,6 +47,10 @@ class ChargerTracker:
         self._latest: dict[tuple[str, Line | None], Sample] = {}
         self.transactions: dict[str, Transaction] = {}
         self.active_tx: str | None = None
+        # When it last became "Available" (no car plugged in; None: never seen so): a
+        # current or power sampled before that no longer flows, now or after the next car
+        # arrives (that car's own samples come after it).
+        self.unplugged_s: float | None = None
 
     # --- connection and status -----------------------------------------------------------
     def seen(self, t_s: float) -> None:
@@ -66,6 +70,11 @@ class ChargerTracker:
         """Record a status; True when the charger resumed from SuspendedEVSE (re-assert)."""
         resumed = (self.status is ChargerStatus.SUSPENDED_EVSE
                    and status is ChargerStatus.CHARGING)
+        if status is ChargerStatus.AVAILABLE and (
+            self.status is not ChargerStatus.AVAILABLE or not self.status_known
+            or self.unplugged_s is None
+        ):
+            self.unplugged_s = max(t_s, self.unplugged_s or t_s)
         self.status = status
         self.status_known = True
         self.seen(t_s)
@@ -114,13 +123,20 @@ class ChargerTracker:
         return s.value if s is not None else None
 
     def _site_currents(self) -> tuple[float | None, float | None, float | None] | None:
+        """The last current sampled per site line. Once the charger says "Available" (the car
+        is gone) a sample from before reads 0 A, also once the next car arrives: chargers
+        send no samples outside a
+        transaction, and a stale reading of a car that left would be subtracted from the
+        meter's total as EV load — the building would look that much smaller."""
         out: list[float | None] = [None, None, None]
         terminals = self.charger.connection.terminals
         plain = self._value("Current.Import")
+        gone = self.unplugged_s
         for t in terminals:
             s = self._value("Current.Import", t) or plain
             if s is not None:
-                out[self.charger.phase_rotation.site_line(t).index] = s.value
+                value = 0.0 if gone is not None and s.t_s < gone else s.value
+                out[self.charger.phase_rotation.site_line(t).index] = value
         # Lines the charger is not wired to carry nothing from it: that is known, not unknown.
         wired = {self.charger.phase_rotation.site_line(t).index for t in terminals}
         if all(out[i] is None for i in wired):
@@ -129,11 +145,18 @@ class ChargerTracker:
                 out[2] if 2 in wired else 0.0)
 
     def _power_w(self) -> float | None:
+        """The last power sampled; 0 W for a sample from before "Available" (see
+        ``_site_currents``)."""
+        gone = self.unplugged_s
+
+        def now(p: Sample) -> float:
+            return 0.0 if gone is not None and p.t_s < gone else p.value
+
         total = self._value("Power.Active.Import")
         if total is not None:
-            return total.value
+            return now(total)
         per = [self._value("Power.Active.Import", t) for t in (Line.L1, Line.L2, Line.L3)]
-        vals = [p.value for p in per if p is not None]
+        vals = [now(p) for p in per if p is not None]
         return sum(vals) if vals else None
 
     def _active_phases(self) -> int | None:
