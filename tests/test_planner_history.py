@@ -15,23 +15,10 @@ from ampshare.config import load_config, parse_site
 from ampshare.config.tariff_files import planner_from_section
 from ampshare.core.allocation import Allocation, ChargerLimits, NodeHeadroom, RotationState
 from ampshare.core.snapshot import Session
+from test_planner_live import SITE  # 32 A service, two chargers, planned, 12 h horizon
 
 DAY = 86400.0
 T0 = 1_750_032_000.0  # a Monday 00:00 UTC
-SITE = """
-site: Garage
-voltage: "230/400"
-nodes:
-  - id: main
-    limit_a: 32
-chargers:
-  - {id: cp1, node: main, max_a: 32}
-policy: {name: planned}
-planner:
-  enabled: true
-  horizon_h: 6
-  slot_s: 900
-"""
 
 
 def _seen(node_a: dict[str, float], *, stale: bool = False, measured: bool = True) -> Allocation:

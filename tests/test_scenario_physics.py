@@ -70,14 +70,25 @@ def test_random_arrivals_and_departures_never_exceed_a_limit(moves, reports) -> 
         )
         if leaves:
             events.append({"at_s": round(at + 15.0, 1), "ev_leaves": charger})
+    _never_above(events, reports, control={"min_pause_s": 0}, duration_s=60)
+
+
+def _never_above(
+    events: list[dict[str, object]],
+    reports: dict[str, object],
+    *,
+    control: dict[str, float],
+    duration_s: float,
+) -> None:
+    """Run ``events`` on the tight site (5 A of building load) and check no limit is passed."""
     sc = parse_scenario(
         {
             "name": "random",
             "site": SITE,
-            "duration_s": 60,
+            "duration_s": duration_s,
             "building_a": {"main": 5},
             "physics": reports,
-            "control": {"min_pause_s": 0},
+            "control": control,
             "events": events,
             "expect": [{"never_above_limit": {}}],
         },
@@ -149,18 +160,5 @@ def test_full_cars_paused_probed_and_replaced_never_exceed_a_limit(cars, reports
             events.append({"at_s": round(at + leaves, 1), "ev_leaves": charger})
             again = {"charger": charger, "wanted_kwh": 20, "max_a": 32}
             events.append({"at_s": round(at + leaves + 2.0, 1), "ev_arrives": again})
-    sc = parse_scenario(
-        {
-            "name": "full cars",
-            "site": SITE,
-            "duration_s": 120,
-            "building_a": {"main": 5},
-            "physics": reports,
-            "control": {"min_pause_s": 0, "reclaim_after_s": 3, "probe_interval_s": 8},
-            "events": events,
-            "expect": [{"never_above_limit": {}}],
-        },
-        source="<hypothesis>",
-    )
-    result = evaluate(sc, run_scenario(sc))
-    assert result.passed, result.checks
+    control = {"min_pause_s": 0, "reclaim_after_s": 3, "probe_interval_s": 8}
+    _never_above(events, reports, control=control, duration_s=120)

@@ -20,6 +20,7 @@ starts the history afresh.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -67,7 +68,7 @@ class LoadHistory:
             vs.append(h.other_load_a)
             keep_from = now_s - (self.lookback_weeks * WEEK_S + 86400.0)
             if ts[0] < keep_from:
-                cut = int(np.searchsorted(np.asarray(ts), keep_from))
+                cut = bisect.bisect_left(ts, keep_from)
                 del ts[:cut], vs[:cut]
 
     def samples(self, node_id: str) -> int:

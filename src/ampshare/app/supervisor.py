@@ -117,9 +117,12 @@ class Supervisor:
         self.planner = None
         if self.options.planner is not None:
             section = config.planner
-            history = LoadHistory(
-                quantile=section.safety_quantile if section else 0.9,
-                lookback_weeks=section.forecast_weeks if section else 4,
+            history = (
+                LoadHistory(
+                    quantile=section.safety_quantile, lookback_weeks=section.forecast_weeks
+                )
+                if section
+                else LoadHistory()
             )
             self.planner = LivePlanner(self.options.planner, history)
         self.link: ChargerLink | None = link

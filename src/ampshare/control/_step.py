@@ -192,6 +192,13 @@ def _fixed_load(
     return FixedLoad(charger_id=t.charger_id, current_a=per_line, reason=why)  # type: ignore[arg-type]
 
 
+#: Why a car is held at 0 A by its reclaim cap (``_watch._reclaim``: SuspendedEV, no draw).
+_CAR_FULL = Reason(
+    kind=ReasonKind.CAR_FULL,
+    detail="the car takes no current (SuspendedEV); it is offered some now and then",
+)
+
+
 def _caps(
     index: SiteIndex,
     table: TrackTable,
@@ -254,12 +261,6 @@ def _caps(
             caps[cid] = cap
     return caps
 
-
-#: Why a car is held at 0 A by its reclaim cap (``_watch._reclaim``: SuspendedEV, no draw).
-_CAR_FULL = Reason(
-    kind=ReasonKind.CAR_FULL,
-    detail="the car takes no current (SuspendedEV); it is offered some now and then",
-)
 
 #: A probe that finds nothing doubles the wait for the next one, up to this many times.
 MAX_PROBE_BACKOFF = 3

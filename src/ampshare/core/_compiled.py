@@ -317,19 +317,30 @@ def summing_matrix(cs: CompiledSite, pcoef: C128) -> Any | None:
     the phase choice. None for any other array (building it would cost more than it saves)."""
     if pcoef.flags.writeable:
         return None
-    hit = cs.sum_memo.get(id(pcoef))
-    if hit is not None and hit[0] is pcoef:
-        return hit[1]
+    return _memo_by_array(cs.sum_memo, pcoef, lambda: _summing(cs, pcoef))
+
+
+def _summing(cs: CompiledSite, pcoef: C128) -> Any:
     c = pcoef.shape[1]
     rows = (cs.pair_n[:, None] * c + np.arange(c)[None, :]).ravel()
-    mat = sparse.csr_array(
+    return sparse.csr_array(
         (pcoef.ravel(), (rows, np.repeat(cs.pair_c, c))),
         shape=(len(cs.node_ids) * c, len(cs.charger_ids)),
     )
-    if len(cs.sum_memo) >= _MEMO_SIZE:
-        del cs.sum_memo[next(iter(cs.sum_memo))]
-    cs.sum_memo[id(pcoef)] = (pcoef, mat)
-    return mat
+
+
+def _memo_by_array(memo: dict[int, tuple[C128, T]], key: C128, build: Callable[[], T]) -> T:
+    """What ``build()`` makes for the array ``key``, kept in ``memo`` by the array's id (the
+    entry holds the array, so the id cannot be reused meanwhile); oldest out past
+    ``_MEMO_SIZE``."""
+    hit = memo.get(id(key))
+    if hit is not None and hit[0] is key:
+        return hit[1]
+    value = build()
+    if len(memo) >= _MEMO_SIZE:
+        del memo[next(iter(memo))]
+    memo[id(key)] = (key, value)
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -351,9 +362,10 @@ def pair_classes(cs: CompiledSite, pcoef: C128) -> PairClasses | None:
     any other array, as ``summing_matrix``."""
     if pcoef.flags.writeable:
         return None
-    hit = cs.class_memo.get(id(pcoef))
-    if hit is not None and hit[0] is pcoef:
-        return hit[1]
+    return _memo_by_array(cs.class_memo, pcoef, lambda: _classes(cs, pcoef))
+
+
+def _classes(cs: CompiledSite, pcoef: C128) -> PairClasses:
     c = pcoef.shape[1]
     key = np.zeros(len(cs.pair_n), dtype=[("n", np.int64), ("c", np.complex128, (c,))])
     key["n"] = cs.pair_n
@@ -367,9 +379,6 @@ def pair_classes(cs: CompiledSite, pcoef: C128) -> PairClasses | None:
         rows=padded[cs.pair_rows],
     )
     freeze(out.node, out.coef, out.rows)
-    if len(cs.class_memo) >= _MEMO_SIZE:
-        del cs.class_memo[next(iter(cs.class_memo))]
-    cs.class_memo[id(pcoef)] = (pcoef, out)
     return out
 
 

@@ -137,8 +137,10 @@ def explain(
             xs[i] = max(fixed[cid].current_a)
         elif grid.has_session[i]:
             given = inp.cap_reasons.get(cid)
-            detail = f"cap {inp.caps_a[cid]:g} A is below the minimum {float(grid.lo[i]):g} A"
-            reasons[i] = given or Reason(kind=ReasonKind.CONTROLLER_CAP, detail=detail)
+            if given is None:
+                detail = f"cap {inp.caps_a[cid]:g} A is below the minimum {float(grid.lo[i]):g} A"
+                given = Reason(kind=ReasonKind.CONTROLLER_CAP, detail=detail)
+            reasons[i] = given
     powers: list[float | None] | None = None
     if cs.static.is_w.any():
         powers = [None] * len(xs)
@@ -255,7 +257,7 @@ def _make(cs: CompiledSite, hr: Headroom, *, cat: int, node: int, col: int, deta
     """Build the reason a key stands for (many chargers share one)."""
     if cat == _NONE:
         return Reason(kind=ReasonKind.NO_SESSION)
-    if cat in (_FIXED, _CAP):  # placeholder; ``explain`` writes the per-charger text
+    if cat in (_FIXED, _CAP):  # a stand-in: ``explain`` replaces it with the charger's own
         return Reason(kind=ReasonKind.FIXED if cat == _FIXED else ReasonKind.CONTROLLER_CAP)
     if cat == _NO_HEADROOM:
         return _paused(cs, hr, ReasonKind.PAUSED_NO_HEADROOM, node, col)

@@ -72,9 +72,8 @@ class ChargerTracker:
                    and status is ChargerStatus.CHARGING)
         if status is ChargerStatus.AVAILABLE and (
             self.status is not ChargerStatus.AVAILABLE or not self.status_known
-            or self.unplugged_s is None
-        ):
-            self.unplugged_s = max(t_s, self.unplugged_s or t_s)
+        ):  # it just became Available (a late message never moves the mark back)
+            self.unplugged_s = t_s if self.unplugged_s is None else max(t_s, self.unplugged_s)
         self.status = status
         self.status_known = True
         self.seen(t_s)
@@ -125,9 +124,9 @@ class ChargerTracker:
     def _site_currents(self) -> tuple[float | None, float | None, float | None] | None:
         """The last current sampled per site line. Once the charger says "Available" (the car
         is gone) a sample from before reads 0 A, also once the next car arrives: chargers
-        send no samples outside a
-        transaction, and a stale reading of a car that left would be subtracted from the
-        meter's total as EV load — the building would look that much smaller."""
+        send no samples outside a transaction, and a stale reading of a car that left would
+        be subtracted from the meter's total as EV load — the building would look that much
+        smaller."""
         out: list[float | None] = [None, None, None]
         terminals = self.charger.connection.terminals
         plain = self._value("Current.Import")
