@@ -49,3 +49,45 @@ def test_replacer_equals_dataclasses_replace() -> None:
     assert got == replace(s, measured_current_a=(8.0, 8.0, 8.0), power_w=5520.0)
     assert got is not s
     assert fast(s) == s
+
+
+def test_node_headrooms_columns_equal_the_values_they_stand_for() -> None:
+    """The allocator's column answer reads as the ``NodeHeadroom`` values it replaces, and its
+    shortcuts (``short``, ``left_by_node``) agree with reading those values."""
+    from ampshare.core.allocation import NodeHeadrooms
+
+    rows = NodeHeadrooms(
+        ["main", "garage"],
+        [[100.0, 100.0, 100.0], [32.0, 32.0, 32.0]],
+        [[40.0, 41.0, 42.0], [0.0, 0.0, 0.0]],
+        [[50.0, 50.0, 50.0], [32.0, 32.5, 31.0]],
+        [[10.0, 9.0, 8.0], [0.0, -0.5, 1.0]],
+        [True, False],
+        [False, False],
+    )
+    expected = (
+        NodeHeadroom(
+            node_id="main",
+            limit_a=(100.0, 100.0, 100.0),
+            other_load_a=(40.0, 41.0, 42.0),
+            ev_load_a=(50.0, 50.0, 50.0),
+            headroom_a=(10.0, 9.0, 8.0),
+            measured=True,
+            stale=False,
+        ),
+        NodeHeadroom(
+            node_id="garage",
+            limit_a=(32.0, 32.0, 32.0),
+            other_load_a=(0.0, 0.0, 0.0),
+            ev_load_a=(32.0, 32.5, 31.0),
+            headroom_a=(0.0, -0.5, 1.0),
+            measured=False,
+            stale=False,
+        ),
+    )
+    assert rows == expected and rows == NodeHeadrooms.of(expected)
+    assert rows[1] == expected[1] and len(rows) == 2
+    assert rows.short() == [1] and rows.short(tol=0.6) == []
+    assert rows.left_by_node() == {h.node_id: h.headroom_a for h in expected}
+    with pytest.raises(ValueError, match="one value per node"):
+        NodeHeadrooms(["a"], [], [], [], [], [], [])

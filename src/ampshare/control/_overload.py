@@ -64,9 +64,9 @@ def overload_events(
     through it is above its limit."""
     by_node = {m.node_id: m for m in measured}
     over = set()
-    for h in alloc.headroom:
-        if min(h.headroom_a) >= -1e-6:
-            continue
+    rooms = alloc.headroom
+    for j in rooms.short(1e-6):
+        h = rooms[j]
         flow = _flowing_a(h, by_node, index, table, fixed)
         if flow is not None and any(f > lim + 1e-6 for f, lim in zip(flow, h.limit_a, strict=True)):
             over.add(h.node_id)

@@ -30,7 +30,13 @@ from ampshare.control._types import (
     Severity,
     new_set_limit,
 )
-from ampshare.core.allocation import ChargerLimit, ChargerLimits, Reason, ReasonKind
+from ampshare.core.allocation import (
+    ChargerLimit,
+    ChargerLimits,
+    NodeHeadrooms,
+    Reason,
+    ReasonKind,
+)
 
 __all__ = ["Plan", "clean_limit", "plan_commands", "plan_rows"]
 
@@ -317,7 +323,7 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
     index: SiteIndex,
     send: _Send,
     increases: list[tuple[int, int, float]],
-    headroom: Mapping[str, PerLine],
+    headroom: NodeHeadrooms | Mapping[str, PerLine],
     down: list[SetLimit],
     refresh: list[int],
     settings: ControlSettings,
@@ -329,6 +335,7 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
     a meter whose own decrease is unconfirmed waits too, until it is confirmed."""
     table = send.table
     excess = _excess(index, table) if increases else {}
+    rooms = headroom.left_by_node() if isinstance(headroom, NodeHeadrooms) else headroom
     rows: list[int] = []
     ks: list[int] = []
     values: list[float] = []
@@ -346,7 +353,7 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
             if _due_again(table, i, send.now_s, settings):
                 refresh.append(i)
             continue
-        if goal > high + EPS and not _fits(index, table, i, excess, headroom):
+        if goal > high + EPS and not _fits(index, table, i, excess, rooms):
             held.append(table.ids[i])
             if table.limit_a[i] is None:
                 down.append(_hold(send, i, k))
@@ -392,7 +399,7 @@ def plan_rows(
     table: TrackTable,
     rows: list[int],
     targets: ChargerLimits,
-    headroom: Mapping[str, PerLine],
+    headroom: NodeHeadrooms | Mapping[str, PerLine],
     *,
     now_s: float,
     settings: ControlSettings,

@@ -652,9 +652,8 @@ def step(  # noqa: PLR0917 - the documented public signature
     # distribute
     skip = uncontrolled.union([table.ids[i] for i in idle])
     rows, limits = _targets(alloc, table, skip, with_session, idle_targets(index, table, idle))
-    headroom = {h.node_id: h.headroom_a for h in alloc.headroom}
     plan = plan_rows(
-        index, table, rows, limits, headroom, now_s=now_s, settings=settings, events=events
+        index, table, rows, limits, alloc.headroom, now_s=now_s, settings=settings, events=events
     )
     commands: list[Command] = [*plan.commands, *_fallback_commands(index, table)]
     over_events, overloaded = overload_events(

@@ -24,7 +24,7 @@ from ampshare.core.allocation import (
     Allocation,
     AllocationInput,
     ChargerLimits,
-    NodeHeadroom,
+    NodeHeadrooms,
     Reason,
     ReasonKind,
     RotationState,
@@ -73,32 +73,19 @@ def _join(a: str, b: str) -> str:
     return f"{a}; {b}" if a and b else a or b
 
 
-def node_headroom(cs: CompiledSite, hr: Headroom, v3: C128) -> tuple[NodeHeadroom, ...]:
+def node_headroom(cs: CompiledSite, hr: Headroom, v3: C128) -> NodeHeadrooms:
     """Per node; ``v3`` holds the EV line phasor sums (m, 3)."""
     ev = np.abs(v3)
     lim, other = hr.limit[:, :3], hr.other[:, :3]
-    left = lim - other - ev
-    rows = zip(
+    return NodeHeadrooms(
         cs.node_ids,
-        *(a.tolist() for a in (lim, other, ev, left, hr.measured, hr.stale)),
-        strict=True,
+        lim.tolist(),
+        other.tolist(),
+        ev.tolist(),
+        (lim - other - ev).tolist(),
+        hr.measured.tolist(),
+        hr.stale.tolist(),
     )
-    return tuple(
-        NodeHeadroom(
-            node_id=nid,
-            limit_a=_t3(li),
-            other_load_a=_t3(ot),
-            ev_load_a=_t3(e),
-            headroom_a=_t3(lf),
-            measured=me,
-            stale=st,
-        )
-        for nid, li, ot, e, lf, me, st in rows
-    )
-
-
-def _t3(row: list[float]) -> tuple[float, float, float]:
-    return (row[0], row[1], row[2])
 
 
 def _phases(cs: CompiledSite, one: B) -> list[int]:

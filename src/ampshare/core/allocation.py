@@ -26,6 +26,7 @@ __all__ = [
     "ChargerLimits",
     "FixedLoad",
     "NodeHeadroom",
+    "NodeHeadrooms",
     "NodeMeasurement",
     "Policy",
     "PolicyName",
@@ -283,13 +284,139 @@ class NodeHeadroom:
     stale: bool
 
 
+class NodeHeadrooms(Sequence[NodeHeadroom]):
+    """Every node's ``NodeHeadroom``, in site order, held as columns (rows of three floats
+    per line); the frozen values are built the first time anyone reads the sequence itself.
+    The controller reads only ``left_by_node`` (when an increase must fit) and ``short``
+    (nodes below zero), so most cycles build none (111 values took ~0.4 ms a call). Equal to
+    any sequence of the same ``NodeHeadroom`` values."""
+
+    __slots__ = (
+        "_by_node",
+        "_items",
+        "ev_load_a",
+        "headroom_a",
+        "limit_a",
+        "measured",
+        "node_ids",
+        "other_load_a",
+        "stale",
+    )
+
+    def __init__(  # noqa: PLR0913, PLR0917 - one argument per column
+        self,
+        node_ids: Sequence[str],
+        limit_a: Sequence[Sequence[float]],
+        other_load_a: Sequence[Sequence[float]],
+        ev_load_a: Sequence[Sequence[float]],
+        headroom_a: Sequence[Sequence[float]],
+        measured: Sequence[bool],
+        stale: Sequence[bool],
+    ) -> None:
+        n = len(node_ids)
+        cols = (limit_a, other_load_a, ev_load_a, headroom_a, measured, stale)
+        if any(len(c) != n for c in cols):
+            raise ValueError("NodeHeadrooms: every column needs one value per node")
+        self.node_ids = node_ids
+        self.limit_a = limit_a
+        self.other_load_a = other_load_a
+        self.ev_load_a = ev_load_a
+        self.headroom_a = headroom_a
+        self.measured = measured
+        self.stale = stale
+        self._items: tuple[NodeHeadroom, ...] | None = None
+        self._by_node: Mapping[str, PerLine] | None = None
+
+    @classmethod
+    def of(cls, items: Iterable[NodeHeadroom]) -> NodeHeadrooms:
+        """Columns from ``NodeHeadroom`` values (baselines, tests)."""
+        rows = tuple(items)
+        out = cls(
+            [h.node_id for h in rows],
+            [h.limit_a for h in rows],
+            [h.other_load_a for h in rows],
+            [h.ev_load_a for h in rows],
+            [h.headroom_a for h in rows],
+            [h.measured for h in rows],
+            [h.stale for h in rows],
+        )
+        out._items = rows
+        return out
+
+    def left_by_node(self) -> Mapping[str, PerLine]:
+        """Headroom per line by node id (built once)."""
+        if self._by_node is None:
+            self._by_node = MappingProxyType(
+                {nid: _t3(row) for nid, row in zip(self.node_ids, self.headroom_a, strict=True)}
+            )
+        return self._by_node
+
+    def short(self, tol: float = 1e-6) -> list[int]:
+        """Positions of the nodes with a line's headroom below ``-tol``."""
+        return [i for i, row in enumerate(self.headroom_a) if min(row) < -tol]
+
+    def _built(self) -> tuple[NodeHeadroom, ...]:
+        items = self._items
+        if items is None:
+            items = self._items = tuple(
+                _build_rooms(
+                    self.node_ids,
+                    map(_t3, self.limit_a),
+                    map(_t3, self.other_load_a),
+                    map(_t3, self.ev_load_a),
+                    map(_t3, self.headroom_a),
+                    self.measured,
+                    self.stale,
+                )
+            )
+        return items
+
+    def __len__(self) -> int:
+        return len(self.node_ids)
+
+    @overload
+    def __getitem__(self, i: int) -> NodeHeadroom: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[NodeHeadroom, ...]: ...
+    def __getitem__(self, i: int | slice) -> NodeHeadroom | tuple[NodeHeadroom, ...]:
+        return self._built()[i]
+
+    def __iter__(self) -> Iterator[NodeHeadroom]:
+        return iter(self._built())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return self._built() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._built())
+
+    def __repr__(self) -> str:
+        return f"NodeHeadrooms({list(self._built())!r})"
+
+
+def _t3(row: Sequence[float]) -> PerLine:
+    return (row[0], row[1], row[2])
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Allocation:
+    """``headroom`` given as any sequence of ``NodeHeadroom`` is kept as ``NodeHeadrooms``."""
+
     limits: ChargerLimits
-    headroom: tuple[NodeHeadroom, ...]
+    headroom: NodeHeadrooms
     rotation: RotationState
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headroom, NodeHeadrooms):
+            object.__setattr__(self, "headroom", NodeHeadrooms.of(self.headroom))
 
 
 _build_limits = bulk_builder(
     ChargerLimit, ("charger_id", "limit_a", "phases", "reason", "power_w")
+)
+_build_rooms = bulk_builder(
+    NodeHeadroom,
+    ("node_id", "limit_a", "other_load_a", "ev_load_a", "headroom_a", "measured", "stale"),
 )

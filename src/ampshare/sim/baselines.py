@@ -27,6 +27,7 @@ from ampshare.core.allocation import (
     AllocationInput,
     ChargerLimit,
     ChargerLimits,
+    NodeHeadrooms,
     Reason,
     ReasonKind,
     RotationState,
@@ -126,7 +127,9 @@ def _limits(
                 reason=Reason(kind=why, detail="baseline"),
             )
         )
-    return Allocation(limits=ChargerLimits.of(out), headroom=(), rotation=rotation)
+    return Allocation(
+        limits=ChargerLimits.of(out), headroom=NodeHeadrooms.of(()), rotation=rotation
+    )
 
 
 def greedy_clamp(inp: AllocationInput) -> Allocation:

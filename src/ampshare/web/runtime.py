@@ -157,7 +157,7 @@ class InMemoryRuntime:
                 policy=self._policy,
                 sessions=tuple(sorted(self._sessions.values(), key=lambda s: s.charger_id)),
                 limits=tuple(a.limits) if a else (),
-                headroom=a.headroom if a else (),
+                headroom=tuple(a.headroom) if a else (),
                 charger_states=MappingProxyType(dict(self._states)),
                 meter_readings=MappingProxyType(dict(self._readings)),
                 external_caps=tuple(self._caps.values()),
