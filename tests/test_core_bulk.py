@@ -85,9 +85,12 @@ def test_node_headrooms_columns_equal_the_values_they_stand_for() -> None:
             stale=False,
         ),
     )
-    assert rows == expected and rows == NodeHeadrooms.of(expected)
-    assert rows[1] == expected[1] and len(rows) == 2
-    assert rows.short() == [1] and rows.short(tol=0.6) == []
+    assert rows == expected
+    assert rows == NodeHeadrooms.of(expected)
+    assert rows[1] == expected[1]
+    assert len(rows) == 2
+    assert rows.short() == [1]
+    assert rows.short(tol=0.6) == []
     assert rows.left_by_node() == {h.node_id: h.headroom_a for h in expected}
     with pytest.raises(ValueError, match="one value per node"):
         NodeHeadrooms(["a"], [], [], [], [], [], [])

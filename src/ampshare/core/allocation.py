@@ -303,7 +303,7 @@ class NodeHeadrooms(Sequence[NodeHeadroom]):
         "stale",
     )
 
-    def __init__(  # noqa: PLR0913, PLR0917 - one argument per column
+    def __init__(  # noqa: PLR0917 - one argument per column
         self,
         node_ids: Sequence[str],
         limit_a: Sequence[Sequence[float]],
