@@ -79,12 +79,18 @@ def _caps(cs: CompiledSite, inp: AllocationInput) -> tuple[F64, list[list[str]]]
 
 
 def _ev_measured(cs: CompiledSite, inp: AllocationInput) -> tuple[F64, F64]:
-    """Per node: |phasor sum| of measured EV line currents (m, 3) and measured EV power (m,)."""
+    """Per node: |phasor sum| of measured EV line currents (m, 3) and measured EV power (m,).
+    Kept for the very same ``charger_states`` object: a step woken by a meter reading alone
+    (the overload path) sees the charger reports of the step before."""
+    states = inp.charger_states
+    return last_read(cs, "ev_measured", states, lambda: _ev_sums(cs, states))
+
+
+def _ev_sums(cs: CompiledSite, states: Sequence[ChargerState]) -> tuple[F64, F64]:
     n = len(cs.charger_ids)
     meas = np.zeros((n, 3))
     power = np.full(n, np.nan)
-    states = inp.charger_states
-    idx, rows, watts = last_read(cs, "charger_states", states, lambda: _readings(cs, states))
+    idx, rows, watts = _readings(cs, states)
     if len(idx):
         meas[idx] = np.nan_to_num(rows, nan=0.0)
         power[idx] = watts
@@ -92,9 +98,12 @@ def _ev_measured(cs: CompiledSite, inp: AllocationInput) -> tuple[F64, F64]:
     power = np.where(np.isnan(power), cs.volt3 * meas.max(axis=1), power)
     # Sparse incidence products: every node's sum over the chargers below it in one step.
     z = meas * cs.unit3
-    out = np.asarray(cs.incidence @ z, dtype=np.complex128)
-    node_power = cs.incidence @ power
-    return np.abs(out), np.asarray(node_power, dtype=np.float64)
+    out = (
+        np.abs(np.asarray(cs.incidence @ z, dtype=np.complex128)),
+        np.asarray(cs.incidence @ power, dtype=np.float64),
+    )
+    freeze(*out)
+    return out
 
 
 def _readings(cs: CompiledSite, states: Sequence[ChargerState]) -> tuple[I64, F64, F64]:
@@ -122,9 +131,7 @@ def _readings(cs: CompiledSite, states: Sequence[ChargerState]) -> tuple[I64, F6
         pw = np.full(len(watts), np.nan)
     else:
         pw = np.array(watts, dtype=np.float64)
-    out = (idx[keep], rows, pw)
-    freeze(*out)
-    return out
+    return idx[keep], rows, pw
 
 
 def _metered_other(

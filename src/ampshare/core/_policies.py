@@ -92,7 +92,7 @@ def _rotation_keys(
     # The memory as arrays over every charger, read once per ``RotationState`` object (a busy
     # site passes the same one back cycle after cycle), then the same cases as
     # ``rotation_key_at`` as array operations (a Python call per car cost ~0.4 ms per 1,000).
-    charging_all, paused_all = last_read(cs, "rotation", rot, lambda: _memory(rot, cs))
+    charging_all, paused_all = rotation_memory(cs, rot)
     charging, paused_at = charging_all[cand], paused_all[cand]
     is_charging = ~np.isnan(charging) & np.isnan(paused_at)
     paused = np.where(np.isnan(paused_at), arrival, paused_at)
@@ -101,6 +101,11 @@ def _rotation_keys(
     group = np.where(is_charging, charge_group, pause_group)
     since = np.where(is_charging, -charging, paused)
     return group, since
+
+
+def rotation_memory(cs: CompiledSite, rot: RotationState) -> tuple[F64, F64]:
+    """``_memory``, read once per ``RotationState`` object."""
+    return last_read(cs, "rotation", rot, lambda: _memory(rot, cs))
 
 
 def _memory(rot: RotationState, cs: CompiledSite) -> tuple[F64, F64]:

@@ -19,6 +19,7 @@ from ampshare.core._compiled import (
 from ampshare.core._floor import Floor
 from ampshare.core._grid import MAX_KINDS, Grid
 from ampshare.core._headroom import Headroom
+from ampshare.core._policies import rotation_memory
 from ampshare.core._waterfill import alone_slack, node_sums
 from ampshare.core.allocation import (
     Allocation,
@@ -111,9 +112,7 @@ def explain(
     nodes can have stopped a car below its maximum (``_waterfill.can_bind``)."""
     charging = floor.running & (x > 0)
     paused = grid.candidate & ~charging
-    keys = _keys(
-        cs=cs, grid=grid, floor=floor, pcoef=pcoef, x=x, avail=avail, cols=cols, loud=loud
-    )
+    keys = _keys(cs=cs, grid=grid, floor=floor, pcoef=pcoef, x=x, avail=avail, cols=cols, loud=loud)
     reasons = _reasons(cs, hr, keys)
     xs = x.tolist()
     fixed = {fl.charger_id: fl for fl in inp.fixed_loads}
@@ -286,16 +285,16 @@ def _rotation(
     ids = cs.charger_ids
     was_paused = prev.paused_since_s
     was_charging = prev.charging_since_s
+    if not was_paused and not paused.any() and _same_charging(cs, prev, charging):
+        # nobody paused before or now, the same cars charging: the memory is unchanged (a
+        # busy site's usual cycle; a fixed charger is never in ``charging``, so its memory,
+        # were it charging before, would make the masks differ)
+        return prev
     # Set operations on the key views instead of a lookup per charger (thousands per cycle).
     pz = dict.fromkeys(compress(ids, paused.tolist()), now)
     if was_paused:
         pz.update((c, was_paused[c]) for c in pz.keys() & was_paused.keys())
     ch = dict.fromkeys(compress(ids, charging.tolist()), now)
-    if not pz and not was_paused and ch.keys() == was_charging.keys():
-        # nobody paused before or now, the same cars charging: the memory is unchanged
-        # (a busy site's usual cycle; a fixed charger is never in ``charging``, so its
-        # memory, were it charging before, would make the key sets differ)
-        return prev
     if was_charging:
         keep = (ch.keys() & was_charging.keys()) - was_paused.keys()
         ch.update((c, was_charging[c]) for c in keep)
@@ -304,3 +303,12 @@ def _rotation(
         pz.update((c, was_paused[c]) for c in held & was_paused.keys())
         ch.update((c, was_charging[c]) for c in held & was_charging.keys())
     return RotationState(paused_since_s=pz, charging_since_s=ch)
+
+
+def _same_charging(cs: CompiledSite, rot: RotationState, charging: B) -> bool:
+    """Whether exactly the cars ``charging`` are the ones ``rot`` remembers as charging (the
+    memory as arrays is kept per state object, ``rotation_memory``; an id the site does not
+    have makes them differ)."""
+    since, _ = rotation_memory(cs, rot)
+    known = ~np.isnan(since)
+    return bool(np.array_equal(known, charging)) and int(known.sum()) == len(rot.charging_since_s)

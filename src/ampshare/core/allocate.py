@@ -156,7 +156,7 @@ def _round_and_top_up(
         cand = order[want[order]]
         if level is not None:
             # equal: remainders go to the cars that are lowest now (max-min fair to a step)
-            cand = cand[np.lexsort((np.arange(len(cand)), x[cand] / level[cand]))]
+            cand = cand[np.argsort(x[cand] / level[cand], kind="stable")]
         acc = prefix_accept(cs, pcoef, v, avail, cand, delta=delta, nodes=loud)
         trial = x + np.where(acc, delta, 0.0)
         v_trial = node_sums(cs, pcoef, trial)
