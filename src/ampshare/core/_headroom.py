@@ -34,6 +34,7 @@ from ampshare.core._compiled import (
     freeze,
     last_read,
 )
+from ampshare.core._rows import row_max, row_sum
 from ampshare.core.allocation import AllocationInput, NodeMeasurement
 from ampshare.core.snapshot import ChargerState
 
@@ -95,7 +96,7 @@ def _ev_sums(cs: CompiledSite, states: Sequence[ChargerState]) -> tuple[F64, F64
         meas[idx] = np.nan_to_num(rows, nan=0.0)
         power[idx] = watts
     # Without a reported power, the charger's W per A times its largest line current.
-    power = np.where(np.isnan(power), cs.volt3 * meas.max(axis=1), power)
+    power = np.where(np.isnan(power), cs.volt3 * row_max(meas), power)
     # Sparse incidence products: every node's sum over the chargers below it in one step.
     z = meas * cs.unit3
     out = (
@@ -226,10 +227,10 @@ def headroom(cs: CompiledSite, inp: AllocationInput) -> Headroom:
             power[p] += power[j]
     fixed = _fixed(cs, inp)
     lines_a = np.asarray(lines, dtype=np.float64).reshape(m, 3) + fixed
-    power_a = np.asarray(power, dtype=np.float64) + v_ln * fixed.sum(axis=1)
+    power_a = np.asarray(power, dtype=np.float64) + v_ln * row_sum(fixed)
     other = np.zeros((m, K))
     other[:, :3] = lines_a
     other[:, COL_POWER] = power_a
-    other[:, COL_SUM] = lines_a.sum(axis=1)
+    other[:, COL_SUM] = row_sum(lines_a)
     other[:, COL_PRIMARY : COL_PRIMARY + 3] = np.einsum("mij,mj->mi", np.abs(cs.prim), lines_a)
     return Headroom(limit=lim, other=other, measured=measured, stale=stale, cap_source=src)

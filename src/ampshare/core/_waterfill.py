@@ -24,6 +24,7 @@ from ampshare.core._compiled import (
     pair_classes,
     summing_matrix,
 )
+from ampshare.core._rows import row_any, row_argmin, row_min, row_sum
 
 __all__ = [
     "Profiles",
@@ -60,16 +61,16 @@ class Profiles:
         """``x_i(t)`` for the chargers ``idx``."""
         s, sl, ln = self.start[idx], self.slope[idx], self.length[idx]
         rise = np.clip(sl * (t - s), 0.0, ln)
-        return np.asarray(self.base[idx] + rise.sum(axis=1), dtype=np.float64)
+        return np.asarray(self.base[idx] + row_sum(rise), dtype=np.float64)
 
     def at_levels(self, t: F64, idx: I64) -> F64:
         """``x_i(t_i)`` for the chargers ``idx``, each at its own level ``t``."""
         s, sl, ln = self.start[idx], self.slope[idx], self.length[idx]
         rise = np.clip(sl * (t[:, None] - s), 0.0, ln)
-        return np.asarray(self.base[idx] + rise.sum(axis=1), dtype=np.float64)
+        return np.asarray(self.base[idx] + row_sum(rise), dtype=np.float64)
 
     def end(self) -> F64:
-        return np.asarray(self.base + self.length.sum(axis=1), dtype=np.float64)
+        return np.asarray(self.base + row_sum(self.length), dtype=np.float64)
 
 
 def node_sums(cs: CompiledSite, pcoef: C128, x: F64) -> C128:
@@ -128,7 +129,7 @@ def alone_slack(
         return np.full(n, np.inf), node, column
     pn = cs.pair_n[sel]
     steps = _max_step(v[pn], pcoef[sel], limit[pn])
-    col = np.argmin(steps, axis=1)
+    col = row_argmin(steps)
     best = np.full(len(sel), np.inf)
     best[sel] = steps[np.arange(len(pn)), col]
     best_col = np.zeros(len(sel), dtype=np.int64)
@@ -157,16 +158,24 @@ def slack_only(
         return np.full(n, np.inf)
     cl = pair_classes(cs, pcoef)
     if cl is not None and cs.pair_rows.shape[1]:
-        steps = _class_steps(cl, v, limit, nodes).min(axis=1)
-        per = np.append(steps, np.inf)[cl.rows].min(axis=1)
+        steps = row_min(_class_steps(cl, v, limit, nodes))
+        per = _gather_min(np.append(steps, np.inf), cl.rows)
         return np.asarray(np.where(idx, per, np.inf), dtype=np.float64)
     sel = idx[cs.pair_c] if nodes is None else idx[cs.pair_c] & nodes[cs.pair_n]
     if n == 0 or not sel.any():
         return np.full(n, np.inf)
     pn = cs.pair_n[sel]
     best = np.full(len(sel), np.inf)
-    best[sel] = _max_step(v[pn], pcoef[sel], limit[pn]).min(axis=1)
+    best[sel] = row_min(_max_step(v[pn], pcoef[sel], limit[pn]))
     return np.asarray(np.minimum.reduceat(best[cs.by_charger], cs.charger_start[:-1]))
+
+
+def _gather_min(values: F64, rows: I64) -> F64:
+    """``values[rows].min(axis=1)`` one column of ``rows`` at a time (see ``_rows``)."""
+    out = values[rows[:, 0]]
+    for d in range(1, rows.shape[1]):
+        np.minimum(out, values[rows[:, d]], out=out)
+    return out
 
 
 def _class_steps(cl: PairClasses, v: C128, limit: F64, nodes: B | None) -> F64:
@@ -186,10 +195,10 @@ def _alone_by_class(
     root) with the smallest step."""
     steps = _class_steps(cl, v, limit, nodes)
     q = len(cl.node)
-    col = np.argmin(steps, axis=1) if steps.shape[1] else np.zeros(q, dtype=np.int64)
+    col = row_argmin(steps)
     step = np.append(steps[np.arange(q), col], np.inf)
     per = step[cl.rows]  # (n, D)
-    first = np.argmin(per, axis=1)
+    first = row_argmin(per)
     n = len(first)
     slack = per[np.arange(n), first]
     cls = cl.rows[np.arange(n), first]
@@ -233,7 +242,7 @@ def prefix_accept(
     acc = _cum(inc)
     starts = np.searchsorted(pn, np.arange(len(cs.node_ids) + 1))
     prefix = acc[1:] - acc[starts[pn]] + v[pn]
-    bad = (np.abs(prefix) > limit[pn] + TOL_A).any(axis=1)
+    bad = row_any(np.abs(prefix) > limit[pn] + TOL_A)
     cut = np.full(len(cs.node_ids), np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(cut, pn[bad], pos[pc][bad])
     blocked = np.zeros(n, dtype=np.int64)
@@ -267,9 +276,9 @@ class _Events:
 
 
 def _events(cs: CompiledSite, pcoef: C128, active: B, prof: Profiles, nodes_on: B) -> _Breaks:
-    sel = active[cs.pair_c] & nodes_on[cs.pair_n]
-    pc, pn, pco = cs.pair_c[sel], cs.pair_n[sel], pcoef[sel]
-    nodes, times, chs, ds = [], [], [], []
+    at = np.flatnonzero(active[cs.pair_c] & nodes_on[cs.pair_n])
+    pc, pn = cs.pair_c[at], cs.pair_n[at]
+    nodes, times, pairs, weights = [], [], [], []
     for g in range(prof.start.shape[1]):
         s, sl, ln = prof.start[pc, g], prof.slope[pc, g], prof.length[pc, g]
         ok = (ln > 0) & (sl > 0)
@@ -277,16 +286,18 @@ def _events(cs: CompiledSite, pcoef: C128, active: B, prof: Profiles, nodes_on: 
         for tt, sign in ((s, 1.0), (end, -1.0)):
             nodes.append(pn[ok])
             times.append(tt[ok])
-            chs.append(pc[ok])
-            ds.append(sign * sl[ok][:, None] * pco[ok])
+            pairs.append(at[ok])
+            weights.append(sign * sl[ok])
     node = np.concatenate(nodes)
     t = np.concatenate(times)
     order = _by_node_then_level(node, t)
+    pair = np.concatenate(pairs)[order]
+    # the slope changes as phasors only once sorted: one gather of the coefficients
     return _Breaks(
         node=node[order],
         t=t[order],
-        charger=np.concatenate(chs)[order],
-        d=np.concatenate(ds)[order],
+        charger=cs.pair_c[pair],
+        d=np.concatenate(weights)[order][:, None] * pcoef[pair],
     )
 
 
@@ -346,21 +357,25 @@ def _crossings(ev: _Events, v0: C128, limit: F64) -> F64:
 
 def _independent_rows(cs: CompiledSite, tc: F64) -> list[tuple[int, int, float]]:
     """The earliest crossings that cannot influence each other (no shared chargers, and no
-    earlier crossing above them that might bind first)."""
-    rows = np.argwhere(np.isfinite(tc))
-    if len(rows) == 0:
+    earlier crossing above them that might bind first). Per node only its earliest column
+    can be picked (on a tie the lowest column; ``cs.ancestors[j]`` starts with ``j``, so a
+    later row of a taken node is blocked), so nodes are visited, not rows."""
+    col = row_argmin(tc)
+    first = tc[np.arange(len(tc)), col]
+    nodes = np.flatnonzero(np.isfinite(first))
+    if len(nodes) == 0:
         return []
-    times = tc[rows[:, 0], rows[:, 1]]
     picked: list[tuple[int, int, float]] = []
     taken: set[int] = set()  # accepted or blocked nodes
     above_taken: set[int] = set()  # ancestors of accepted nodes
-    for r in np.argsort(times, kind="stable"):
-        j, k = int(rows[r, 0]), int(rows[r, 1])
+    times = first[nodes]
+    for r in np.argsort(times, kind="stable").tolist():
+        j = int(nodes[r])
         anc = cs.ancestors[j]
         if j in above_taken or any(a in taken for a in anc):
             taken.add(j)
             continue
-        picked.append((j, k, float(times[r])))
+        picked.append((j, int(col[j]), float(times[r])))
         taken.add(j)
         above_taken.update(anc)
     return picked
@@ -378,7 +393,7 @@ def can_bind(v_end: C128, lim: F64, cols: I64) -> B:
     over = np.abs(v_end) > lim - TOL_A
     prim = (cols >= COL_PRIMARY) & (cols < COL_PRIMARY + 3)
     over[:, prim] |= lim[:, prim] < BIG_LIMIT
-    return np.asarray(over.any(axis=1), dtype=np.bool_)
+    return row_any(over)
 
 
 def _freeze(
