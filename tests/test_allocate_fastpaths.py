@@ -16,7 +16,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ampshare.core._compiled import compile_site, pair_classes, site_pair_coefficients
-from ampshare.core._waterfill import alone_slack, node_sums, slack_only
+from ampshare.core._waterfill import (
+    Profiles,
+    _class_breaks,
+    _drop_frozen,
+    _events,
+    _merged,
+    alone_slack,
+    fill,
+    node_sums,
+    slack_only,
+)
 from ampshare.core.allocate import allocate
 from ampshare.core.allocation import AllocationInput, NodeMeasurement, Policy, PolicyName
 from ampshare.core.site import (
@@ -171,3 +181,53 @@ def test_slack_by_pair_class_equals_slack_per_pair(inp: AllocationInput, seed: i
             strict=True,
         ):
             np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(["equal"]), st.integers(0, 2**32 - 1))
+def test_water_filling_by_class_table_equals_sorting_every_breakpoint(
+    inp: AllocationInput, seed: int
+) -> None:
+    """On memoised coefficients the water-filling adds slope changes up per (pair class,
+    level) cell; on a writeable copy it sorts every (charger, ancestor) breakpoint. Same
+    segments for any set of frozen chargers, and the same filling, on random sites and
+    profiles whose levels are often shared (as with ``equal``) or all distinct."""
+    rnd = np.random.default_rng(seed)
+    cs = compile_site(inp.site)
+    n, m = len(cs.charger_ids), len(cs.node_ids)
+    if n == 0:
+        return
+    cols = np.flatnonzero(rnd.random(8) < 0.6).astype(np.int64)
+    cols = cols if len(cols) else np.array([0], dtype=np.int64)
+    memo = site_pair_coefficients(cs, rnd.random(n) < 0.3, cols)
+    plain = memo.copy()
+    g = int(rnd.integers(1, 3))
+    shared = rnd.random() < 0.7
+    pick = (lambda *a: rnd.choice(a, size=(n, g))) if shared else None
+    start = pick(0.0, 2.0, 5.0) if pick else rnd.uniform(0.0, 5.0, (n, g))
+    slope = pick(0.0, 1.0, 2.0) if pick else rnd.uniform(0.0, 2.0, (n, g))
+    length = pick(0.0, 6.0, 10.0) if pick else rnd.uniform(0.0, 10.0, (n, g))
+    prof = Profiles(base=rnd.choice([0.0, 6.0], n), start=start, slope=slope, length=length)
+    nodes_on = rnd.random(m) < 0.8
+    active = rnd.random(n) < 0.9
+    dense = _class_breaks(cs, memo, prof, nodes_on)
+    if dense is None:  # too many distinct levels for a small table, or no breakpoint at all
+        assert not shared or not ((length > 0) & (slope > 0)).any()
+        return
+    assert _class_breaks(cs, plain, prof, nodes_on) is None
+    frozen = ~active
+    for _ in range(3):
+        want = _merged(m, _drop_frozen(_events(cs, plain, active, prof, nodes_on), frozen))
+        got = dense.merged(frozen)
+        np.testing.assert_array_equal(got.node, want.node)
+        np.testing.assert_array_equal(got.t, want.t)
+        np.testing.assert_array_equal(got.start, want.start)
+        np.testing.assert_allclose(got.d, want.d, atol=1e-9)
+        frozen = frozen | (rnd.random(n) < 0.3)
+    x_fixed = rnd.uniform(0.0, 10.0, n)
+    v = node_sums(cs, plain, np.where(active, prof.end(), x_fixed))
+    limit = np.abs(v) * rnd.uniform(0.3, 1.2, v.shape)
+    limit[rnd.random(v.shape) < 0.2] = np.inf
+    a = fill(cs, memo, limit, x_fixed, active, prof=prof, cols=cols)
+    b = fill(cs, plain, limit, x_fixed, active, prof=prof, cols=cols)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-9)

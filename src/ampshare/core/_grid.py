@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ampshare.core._compiled import CompiledSite
+from ampshare.core._rows import row_argmin
 from ampshare.core._sessions import SessionFacts
 from ampshare.core.allocation import AllocationInput, ReasonKind
 
@@ -133,7 +134,7 @@ def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Gr
     his, kinds = [], []
     for volt in (cs.volt3, cs.volt1):
         bounds = np.stack([cmax, np.maximum(vmax, lo), cap, pmax / np.maximum(volt, EPS)])
-        kind = np.argmin(bounds, axis=0).astype(np.int64)
+        kind = row_argmin(bounds.T)  # see core._rows
         step_a = np.where(is_w, 1.0 / np.maximum(volt, EPS), res)
         his.append(_snap(cs, _dn(bounds.min(axis=0), step_a)))
         kinds.append(kind)

@@ -321,11 +321,85 @@ def _merged(m: int, br: _Breaks) -> _Events:
         new[1:] = (node[1:] != node[:-1]) | (t[1:] != t[:-1])
         first = np.flatnonzero(new)
         node, t, d = node[first], t[first], np.add.reduceat(d, first, axis=0)
+    return _segments(m, node, t, d)
+
+
+def _segments(m: int, node: I64, t: F64, d: C128) -> _Events:
+    """Events sorted by node, then level, one per (node, level), as segments."""
     start = np.searchsorted(node, np.arange(m + 1)).astype(np.int64)
     dt = np.full(len(t), np.inf)
     same = node[1:] == node[:-1]
     dt[:-1] = np.where(same, t[1:] - t[:-1], np.inf)
     return _Events(node=node, t=t, dt=dt, d=np.asarray(d, dtype=np.complex128), start=start)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ClassBreaks:
+    """The breakpoints as a dense (pair class, level) table: with ``equal`` (and any policy
+    whose cars share levels) 10,000 chargers have a handful of distinct levels, so the
+    30,000 (charger, ancestor) breakpoints fall into a few hundred cells. Each round adds up
+    the live chargers' slope changes per cell (``bincount``) instead of sorting and filtering
+    every breakpoint. ``charger``, ``cell``, ``w``: per (breakpoint, ancestor) of a charger,
+    the charger, its cell (class * levels + level index) and its slope change."""
+
+    levels: F64
+    cls_node: I64
+    coef: C128
+    charger: I64
+    cell: I64
+    w: F64
+    m: int
+
+    def merged(self, frozen: B) -> _Events:
+        """``_merged`` of the live chargers' breakpoints."""
+        q, nt = len(self.cls_node), len(self.levels)
+        live = ~frozen[self.charger]
+        cell = self.cell[live]
+        count = np.bincount(cell, minlength=q * nt).reshape(q, nt)
+        w = np.bincount(cell, weights=self.w[live], minlength=q * nt).reshape(q, nt)
+        # classes are sorted by node: per node, the sum over its classes
+        first = np.flatnonzero(np.diff(self.cls_node, prepend=-1))
+        nodes = self.cls_node[first]
+        d = np.add.reduceat(w[:, :, None] * self.coef[:, None, :], first, axis=0)
+        seen = np.add.reduceat(count, first, axis=0) > 0
+        j, lv = np.nonzero(seen)  # row-major: by node, then level
+        return _segments(self.m, nodes[j], self.levels[lv], d[j, lv])
+
+
+def _class_breaks(
+    cs: CompiledSite, pcoef: C128, prof: Profiles, nodes_on: B
+) -> _ClassBreaks | None:
+    """``_ClassBreaks`` when the pair classes are known and the table stays small (few
+    distinct levels); None otherwise (``_events`` then sorts every breakpoint)."""
+    cl = pair_classes(cs, pcoef)
+    if cl is None or cs.pair_rows.shape[1] == 0:
+        return None
+    q = len(cl.node)
+    s, sl, ln = prof.start, prof.slope, prof.length
+    ok = (ln > 0) & (sl > 0)
+    end = s + np.where(ok, ln / np.where(ok, sl, 1.0), 0.0)
+    charger, g = np.nonzero(ok)
+    t = np.concatenate([s[charger, g], end[charger, g]])
+    if len(t) == 0:
+        return None
+    levels, level = np.unique(t, return_inverse=True)
+    if q * len(levels) > 4 * len(cs.pair_c) + 4096:
+        return None
+    charger = np.concatenate([charger, charger])
+    w = np.concatenate([sl[ok], -sl[ok]])
+    cls = cl.rows[charger]  # (e, D), padding q
+    on = cls < q
+    on[on] = nodes_on[cl.node[cls[on]]]
+    e, _ = np.nonzero(on)
+    return _ClassBreaks(
+        levels=levels,
+        cls_node=cl.node,
+        coef=cl.coef,
+        charger=charger[e],
+        cell=cls[on] * len(levels) + level.ravel()[e],
+        w=w[e],
+        m=len(cs.node_ids),
+    )
 
 
 def _drop_frozen(br: _Breaks, frozen: B) -> _Breaks:
@@ -449,18 +523,21 @@ def fill(
     if not active.any():
         return x, bind_node, bind_col
     loud = can_bind(node_sums(cs, pcoef, np.where(active, prof.end(), x_fixed)), lim, cols)
-    br = _events(cs, pcoef, active, prof, loud)
+    dense = _class_breaks(cs, pcoef, prof, loud)
+    br = _events(cs, pcoef, active, prof, loud) if dense is None else None
     m = len(cs.node_ids)
     frozen = ~active
     for _ in range(len(cs.node_ids) * pcoef.shape[1] + 1):
         v0 = node_sums(cs, pcoef, x)
-        picked = _independent_rows(cs, _crossings(_merged(m, br), v0, lim))
+        ev = dense.merged(frozen) if dense is not None else _merged(m, br)  # type: ignore[arg-type]
+        picked = _independent_rows(cs, _crossings(ev, v0, lim))
         if not picked:
             break
         _freeze(cs, pcoef, picked, prof, x=x, frozen=frozen, bind=(bind_node, bind_col))
         # The frozen values are now constants in v0; the others still sit at their base in x
         # and follow their unchanged profiles from t = 0 in the next round.
-        br = _drop_frozen(br, frozen)
+        if br is not None:
+            br = _drop_frozen(br, frozen)
     rest = np.flatnonzero(~frozen)
     x[rest] = prof.end()[rest]
     return x, bind_node, bind_col
