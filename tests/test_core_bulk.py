@@ -94,3 +94,25 @@ def test_node_headrooms_columns_equal_the_values_they_stand_for() -> None:
     assert rows.left_by_node() == {h.node_id: h.headroom_a for h in expected}
     with pytest.raises(ValueError, match="one value per node"):
         NodeHeadrooms(["a"], [], [], [], [], [], [])
+
+
+def test_since_by_charger_reads_as_the_mapping_it_stands_for() -> None:
+    """The allocator's rotation memory as an array (NaN: not in the mapping) equals the dict
+    of its items, in site order, and an empty one is falsy."""
+    import numpy as np
+
+    from ampshare.core.allocation import RotationState, SinceByCharger
+
+    ids = ("a", "b", "c")
+    since = SinceByCharger(ids, np.array([5.0, np.nan, 0.0]))
+    assert since == {"a": 5.0, "c": 0.0}
+    assert list(since) == ["a", "c"]
+    assert len(since) == 2
+    assert since.get("b") is None
+    assert since["c"] == 0.0
+    assert not SinceByCharger(ids, np.full(3, np.nan))
+    assert RotationState(charging_since_s=since) == RotationState(
+        charging_since_s={"c": 0.0, "a": 5.0}
+    )
+    with pytest.raises(ValueError, match="one time per charger"):
+        SinceByCharger(ids, np.zeros(2))

@@ -22,6 +22,7 @@ recently paused cars.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -31,7 +32,12 @@ import numpy.typing as npt
 from ampshare.core._compiled import CompiledSite, freeze, last_read
 from ampshare.core._sessions import SessionFacts
 from ampshare.core._waterfill import Profiles
-from ampshare.core.allocation import AllocationInput, PolicyName, RotationState
+from ampshare.core.allocation import (
+    AllocationInput,
+    PolicyName,
+    RotationState,
+    SinceByCharger,
+)
 from ampshare.core.snapshot import Session
 
 __all__ = ["Cars", "keep_order", "profiles", "rotation_key"]
@@ -110,15 +116,16 @@ def rotation_memory(cs: CompiledSite, rot: RotationState) -> tuple[F64, F64]:
 
 def _memory(rot: RotationState, cs: CompiledSite) -> tuple[F64, F64]:
     """Per charger (site order): since when it charges, since when it is paused (nan: not)."""
-    ids, nan = cs.charger_ids, float("nan")
-    charging = np.fromiter(
-        map(rot.charging_since_s.get, ids, repeat(nan)), dtype=np.float64, count=len(ids)
-    )
-    paused = np.fromiter(
-        map(rot.paused_since_s.get, ids, repeat(nan)), dtype=np.float64, count=len(ids)
-    )
-    freeze(charging, paused)
-    return charging, paused
+    return _since(cs, rot.charging_since_s), _since(cs, rot.paused_since_s)
+
+
+def _since(cs: CompiledSite, known: Mapping[str, float]) -> F64:
+    ids = cs.charger_ids
+    if isinstance(known, SinceByCharger) and known.ids is ids:
+        return known.since  # the allocator's own array for this site (read-only)
+    out = np.fromiter(map(known.get, ids, repeat(float("nan"))), dtype=np.float64, count=len(ids))
+    freeze(out)
+    return out
 
 
 def keep_order(inp: AllocationInput, cars: Cars, cs: CompiledSite, cand: I64) -> I64:

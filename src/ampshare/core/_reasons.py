@@ -3,8 +3,6 @@ headroom, and the rotation memory for the next call."""
 
 from __future__ import annotations
 
-from itertools import compress
-
 import numpy as np
 import numpy.typing as npt
 
@@ -14,6 +12,7 @@ from ampshare.core._compiled import (
     COL_SUM,
     CompiledSite,
     K,
+    freeze,
     site_pair_coefficients,
 )
 from ampshare.core._floor import Floor
@@ -29,6 +28,7 @@ from ampshare.core.allocation import (
     Reason,
     ReasonKind,
     RotationState,
+    SinceByCharger,
 )
 from ampshare.core.electrical import line_of
 
@@ -282,28 +282,25 @@ def _rotation(
     charger (offline, non-compliant) is not decided this cycle: its memory is kept as it was.
     """
     prev, now = inp.rotation, inp.now_s
-    ids = cs.charger_ids
-    was_paused = prev.paused_since_s
-    was_charging = prev.charging_since_s
-    if not was_paused and not paused.any() and _same_charging(cs, prev, charging):
+    if not prev.paused_since_s and not paused.any() and _same_charging(cs, prev, charging):
         # nobody paused before or now, the same cars charging: the memory is unchanged (a
         # busy site's usual cycle; a fixed charger is never in ``charging``, so its memory,
         # were it charging before, would make the masks differ)
         return prev
-    # Set operations on the key views instead of a lookup per charger (thousands per cycle).
-    pz = dict.fromkeys(compress(ids, paused.tolist()), now)
-    if was_paused:
-        pz.update((c, was_paused[c]) for c in pz.keys() & was_paused.keys())
-    ch = dict.fromkeys(compress(ids, charging.tolist()), now)
-    if was_charging:
-        keep = (ch.keys() & was_charging.keys()) - was_paused.keys()
-        ch.update((c, was_charging[c]) for c in keep)
-    if fixed.any() and (was_paused or was_charging):
-        held = set(compress(ids, fixed.tolist()))
-        pz.update((c, was_paused[c]) for c in held & was_paused.keys())
-        ch.update((c, was_charging[c]) for c in held & was_charging.keys())
-    return RotationState(paused_since_s=pz, charging_since_s=ch)
-
+    was_charging, was_paused = rotation_memory(cs, prev)  # NaN: not in the memory
+    known_paused = ~np.isnan(was_paused)
+    pz = np.where(paused, np.where(known_paused, was_paused, now), np.nan)
+    keep = charging & ~np.isnan(was_charging) & ~known_paused
+    ch = np.where(charging, np.where(keep, was_charging, now), np.nan)
+    held = fixed & known_paused
+    pz = np.where(held, was_paused, pz)
+    held = fixed & ~np.isnan(was_charging)
+    ch = np.where(held, was_charging, ch)
+    freeze(pz, ch)
+    ids = cs.charger_ids
+    return RotationState(
+        paused_since_s=SinceByCharger(ids, pz), charging_since_s=SinceByCharger(ids, ch)
+    )
 
 def _same_charging(cs: CompiledSite, rot: RotationState, charging: B) -> bool:
     """Whether exactly the cars ``charging`` are the ones ``rot`` remembers as charging (the

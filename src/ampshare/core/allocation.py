@@ -15,6 +15,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import overload
 
+import numpy as np
+import numpy.typing as npt
+
 from ampshare.core._bulk import bulk_builder
 from ampshare.core.site import Line, Site
 from ampshare.core.snapshot import ChargerState, ExternalCap, Session
@@ -33,6 +36,7 @@ __all__ = [
     "Reason",
     "ReasonKind",
     "RotationState",
+    "SinceByCharger",
 ]
 
 PerLine = tuple[float, float, float]
@@ -93,6 +97,45 @@ class FixedLoad:
     charger_id: str
     current_a: PerLine
     reason: str
+
+
+class SinceByCharger(Mapping[str, float]):
+    """A ``RotationState`` mapping kept as the allocator made it: one time per charger of the
+    site (``ids``, site order) in an array, NaN where the charger is not in the mapping. The
+    next call reads the array as it is; the dict is built only if someone reads the mapping
+    (an answer for 10,000 chargers spent ~1 ms building dicts that the next call turned back
+    into arrays). Equal to any mapping with the same items."""
+
+    __slots__ = ("_dict", "ids", "since")
+
+    def __init__(self, ids: tuple[str, ...], since: npt.NDArray[np.float64]) -> None:
+        if len(ids) != len(since):
+            raise ValueError("SinceByCharger: one time per charger")
+        self.ids = ids
+        self.since = since
+        self._dict: dict[str, float] | None = None
+
+    def _items(self) -> dict[str, float]:
+        if self._dict is None:
+            at = np.flatnonzero(~np.isnan(self.since)).tolist()
+            times = self.since[at].tolist()
+            self._dict = dict(zip([self.ids[i] for i in at], times, strict=True))
+        return self._dict
+
+    def __getitem__(self, key: str) -> float:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(~np.isnan(self.since)))
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __repr__(self) -> str:
+        return f"SinceByCharger({self._items()!r})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
