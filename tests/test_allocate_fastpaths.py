@@ -210,11 +210,11 @@ def test_water_filling_by_class_table_equals_sorting_every_breakpoint(
     prof = Profiles(base=rnd.choice([0.0, 6.0], n), start=start, slope=slope, length=length)
     nodes_on = rnd.random(m) < 0.8
     active = rnd.random(n) < 0.9
-    dense = _class_breaks(cs, memo, prof, nodes_on)
+    dense = _class_breaks(cs, memo, prof, nodes_on, active)
     if dense is None:  # too many distinct levels for a small table, or no breakpoint at all
-        assert not shared or not ((length > 0) & (slope > 0)).any()
+        assert not shared or not ((length > 0) & (slope > 0) & active[:, None]).any()
         return
-    assert _class_breaks(cs, plain, prof, nodes_on) is None
+    assert _class_breaks(cs, plain, prof, nodes_on, active) is None
     frozen = ~active
     for _ in range(3):
         want = _merged(m, _drop_frozen(_events(cs, plain, active, prof, nodes_on), frozen))

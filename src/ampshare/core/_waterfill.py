@@ -333,71 +333,106 @@ def _segments(m: int, node: I64, t: F64, d: C128) -> _Events:
     return _Events(node=node, t=t, dt=dt, d=np.asarray(d, dtype=np.complex128), start=start)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class _ClassBreaks:
     """The breakpoints as a dense (pair class, level) table: with ``equal`` (and any policy
     whose cars share levels) 10,000 chargers have a handful of distinct levels, so the
-    30,000 (charger, ancestor) breakpoints fall into a few hundred cells. Each round adds up
-    the live chargers' slope changes per cell (``bincount``) instead of sorting and filtering
-    every breakpoint. ``charger``, ``cell``, ``w``: per (breakpoint, ancestor) of a charger,
-    the charger, its cell (class * levels + level index) and its slope change."""
+    30,000 (charger, ancestor) breakpoints fall into a few thousand cells. The table holds
+    each cell's summed slope change and its number of breakpoints; when chargers freeze,
+    only their own breakpoints are taken out (they are stored by charger, ``offsets``),
+    instead of sorting and filtering every breakpoint each round. Local to one ``fill``."""
 
-    levels: F64
-    cls_node: I64
-    coef: C128
-    charger: I64
-    cell: I64
-    w: F64
-    m: int
+    __slots__ = ("breaks", "count", "done", "first", "levels", "m", "nodes", "offsets", "table")
+
+    def __init__(
+        self,
+        *,
+        levels: F64,
+        cls_node: I64,
+        coef: C128,
+        cell: I64,
+        w: F64,
+        offsets: I64,
+        m: int,
+    ) -> None:
+        size = len(cls_node) * len(levels)
+        self.levels, self.offsets, self.m = levels, offsets, m
+        self.first = np.flatnonzero(np.diff(cls_node, prepend=-1))  # classes sorted by node
+        self.nodes = cls_node[self.first]
+        self.breaks = (cell, w, coef)  # by charger: cell, slope change; per class: phasors
+        self.table = np.bincount(cell, weights=w, minlength=size)
+        self.count = np.bincount(cell, minlength=size)
+        self.done = np.zeros(len(offsets) - 1, dtype=np.bool_)
 
     def merged(self, frozen: B) -> _Events:
-        """``_merged`` of the live chargers' breakpoints."""
-        q, nt = len(self.cls_node), len(self.levels)
-        live = ~frozen[self.charger]
-        cell = self.cell[live]
-        count = np.bincount(cell, minlength=q * nt).reshape(q, nt)
-        w = np.bincount(cell, weights=self.w[live], minlength=q * nt).reshape(q, nt)
-        # classes are sorted by node: per node, the sum over its classes
-        first = np.flatnonzero(np.diff(self.cls_node, prepend=-1))
-        nodes = self.cls_node[first]
-        d = np.add.reduceat(w[:, :, None] * self.coef[:, None, :], first, axis=0)
-        seen = np.add.reduceat(count, first, axis=0) > 0
+        """``_merged`` of the breakpoints of the chargers not ``frozen``."""
+        cell, w, coef = self.breaks
+        new = np.flatnonzero(frozen & ~self.done)
+        if len(new):
+            self.done[new] = True
+            at = _ranges(self.offsets[new], self.offsets[new + 1])
+            size = len(self.table)
+            self.table -= np.bincount(cell[at], weights=w[at], minlength=size)
+            self.count -= np.bincount(cell[at], minlength=size)
+            self.table[self.count == 0] = 0.0  # no residue of float cancellation
+        nt = len(self.levels)
+        table = self.table.reshape(-1, nt)
+        d = np.add.reduceat(table[:, :, None] * coef[:, None, :], self.first, axis=0)
+        seen = np.add.reduceat(self.count.reshape(-1, nt), self.first, axis=0) > 0
         j, lv = np.nonzero(seen)  # row-major: by node, then level
-        return _segments(self.m, nodes[j], self.levels[lv], d[j, lv])
+        return _segments(self.m, self.nodes[j], self.levels[lv], d[j, lv])
+
+
+def _ranges(lo: I64, hi: I64) -> I64:
+    """The concatenated index ranges [lo_i, hi_i)."""
+    lens = hi - lo
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lens)
+    shift = np.repeat(lo - (ends - lens), lens)
+    return np.asarray(np.arange(total, dtype=np.int64) + shift, dtype=np.int64)
 
 
 def _class_breaks(
-    cs: CompiledSite, pcoef: C128, prof: Profiles, nodes_on: B
+    cs: CompiledSite, pcoef: C128, prof: Profiles, nodes_on: B, active: B
 ) -> _ClassBreaks | None:
-    """``_ClassBreaks`` when the pair classes are known and the table stays small (few
-    distinct levels); None otherwise (``_events`` then sorts every breakpoint)."""
+    """``_ClassBreaks`` of the ``active`` chargers when the pair classes are known and the
+    table stays small (few distinct levels); None otherwise (``_events`` then sorts every
+    breakpoint)."""
     cl = pair_classes(cs, pcoef)
     if cl is None or cs.pair_rows.shape[1] == 0:
         return None
-    q = len(cl.node)
+    q, n = len(cl.node), len(cs.charger_ids)
     s, sl, ln = prof.start, prof.slope, prof.length
-    ok = (ln > 0) & (sl > 0)
+    ok = (ln > 0) & (sl > 0) & active[:, None]
+    if not ok.any():
+        return None
     end = s + np.where(ok, ln / np.where(ok, sl, 1.0), 0.0)
-    charger, g = np.nonzero(ok)
-    t = np.concatenate([s[charger, g], end[charger, g]])
-    if len(t) == 0:
+    # per charger: (start, end) of each segment, then per ancestor: (n, 2G, D), by charger
+    t = np.stack([s, end], axis=2).reshape(n, -1)
+    w = np.stack([sl, -sl], axis=2).reshape(n, -1)
+    ok2 = np.repeat(ok, 2, axis=1)
+    levels, level = np.unique(t[ok2], return_inverse=True)
+    nt = len(levels)
+    if q * nt > 4 * len(cs.pair_c) + 4096:
         return None
-    levels, level = np.unique(t, return_inverse=True)
-    if q * len(levels) > 4 * len(cs.pair_c) + 4096:
-        return None
-    charger = np.concatenate([charger, charger])
-    w = np.concatenate([sl[ok], -sl[ok]])
-    cls = cl.rows[charger]  # (e, D), padding q
-    on = cls < q
-    on[on] = nodes_on[cl.node[cls[on]]]
-    e, _ = np.nonzero(on)
+    rank = np.zeros(t.shape, dtype=np.int64)
+    rank[ok2] = level.ravel()
+    on = cl.rows < q
+    on[on] = nodes_on[cl.node[cl.rows[on]]]  # (n, D)
+    keep = ok2[:, :, None] & on[:, None, :]
+    cell = cl.rows[:, None, :] * nt + rank[:, :, None]
+    flat = keep.ravel()
+    per = keep.shape[1] * keep.shape[2]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(flat)[per - 1 :: per] if per else 0
     return _ClassBreaks(
         levels=levels,
         cls_node=cl.node,
         coef=cl.coef,
-        charger=charger[e],
-        cell=cls[on] * len(levels) + level.ravel()[e],
-        w=w[e],
+        cell=cell.ravel()[flat],
+        w=np.broadcast_to(w[:, :, None], keep.shape).ravel()[flat],
+        offsets=offsets,
         m=len(cs.node_ids),
     )
 
@@ -523,7 +558,7 @@ def fill(
     if not active.any():
         return x, bind_node, bind_col
     loud = can_bind(node_sums(cs, pcoef, np.where(active, prof.end(), x_fixed)), lim, cols)
-    dense = _class_breaks(cs, pcoef, prof, loud)
+    dense = _class_breaks(cs, pcoef, prof, loud, active)
     br = _events(cs, pcoef, active, prof, loud) if dense is None else None
     m = len(cs.node_ids)
     frozen = ~active
