@@ -333,6 +333,23 @@ def test_external_cap_binds_with_its_source() -> None:
     assert "dso" in lim.reason.text
 
 
+def test_a_row_names_the_cap_in_force_on_each_call_of_one_site() -> None:
+    """The same row binds on every call; whether an external cap set it, and which, changes
+    between calls on the same site object (reasons are kept per site between calls)."""
+    site = _site(30.0, 1, max_current_a=32.0)
+
+    def reason(*caps: ExternalCap) -> str:
+        inp = AllocationInput(site=site, now_s=0.0, sessions=_sessions(1), external_caps=caps)
+        return allocate(inp).limits[0].reason.text
+
+    line = (20.0, 20.0, 20.0)
+    assert "dso" in reason(ExternalCap(source="dso", node_id="main", line_limit_a=line))
+    uncapped = reason()
+    assert "dso" not in uncapped
+    assert "main" in uncapped
+    assert "admin" in reason(ExternalCap(source="admin", node_id="main", line_limit_a=line))
+
+
 def test_pilot_set_and_watt_chargers_land_on_their_grid() -> None:
     site = _site(21.0, 1, max_current_a=32.0, allowed_currents_a=(8.0, 16.0, 24.0, 32.0))
     assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(1))) == {"c0": 16.0}

@@ -219,17 +219,37 @@ def _reasons(cs: CompiledSite, hr: Headroom, keys: I64) -> list[Reason]:
     """A reason per charger; chargers with equal keys share one (frozen) ``Reason``."""
     uniq, inverse = np.unique(keys, return_inverse=True)
     m = _base(cs)
+    known = _known_reasons(cs, hr)
     made: list[Reason] = []
     for key in uniq.tolist():
-        rest, detail = divmod(key, 3)
-        rest, col = divmod(rest, K + 1)
-        cat, node = divmod(rest, m + 1)
-        made.append(_make(cs, hr, cat=cat, node=node - 1, col=col - 1, detail=_DETAILS[detail]))
+        why = known.get(key)
+        if why is None:
+            rest, detail = divmod(key, 3)
+            rest, col = divmod(rest, K + 1)
+            cat, node = divmod(rest, m + 1)
+            why = known[key] = _make(
+                cs, hr, cat=cat, node=node - 1, col=col - 1, detail=_DETAILS[detail]
+            )
+        made.append(why)
     # An object array hands every charger its shared reason without a Python loop.
     table = np.empty(len(made), dtype=object)
     table[:] = made
     out: list[Reason] = table[inverse.ravel()].tolist()
     return out
+
+
+def _known_reasons(cs: CompiledSite, hr: Headroom) -> dict[int, Reason]:
+    """The reasons made for this site so far, by key: a key's reason depends only on the site
+    and on which external caps set which rows (``cap_source``), so they are kept until the
+    caps change (a site has at most a few thousand keys; building them took ~0.5 ms a call
+    at 10,000 chargers)."""
+    hit = cs.last.get("reasons")
+    if hit is not None and hit[0] == hr.cap_source:
+        known: dict[int, Reason] = hit[1]
+        return known
+    known = {}
+    cs.last["reasons"] = ([list(row) for row in hr.cap_source], known)
+    return known
 
 
 _DETAILS = (
