@@ -338,45 +338,71 @@ class _ClassBreaks:
     whose cars share levels) 10,000 chargers have a handful of distinct levels, so the
     30,000 (charger, ancestor) breakpoints fall into a few thousand cells. The table holds
     each cell's summed slope change and its number of breakpoints; when chargers freeze,
-    only their own breakpoints are taken out (they are stored by charger, ``offsets``),
-    instead of sorting and filtering every breakpoint each round. Local to one ``fill``."""
+    only their own breakpoints are taken out (stored by charger, ``offsets``), instead of
+    sorting and filtering every breakpoint each round. A breakpoint counts at each ancestor
+    whose node may bind (``on``): cell = class of (charger, ancestor) * levels + level.
+    Local to one ``fill``."""
 
-    __slots__ = ("breaks", "count", "done", "first", "levels", "m", "nodes", "offsets", "table")
+    __slots__ = (
+        "charger",
+        "coef",
+        "count",
+        "done",
+        "first",
+        "level",
+        "levels",
+        "m",
+        "nodes",
+        "offsets",
+        "on",
+        "rows",
+        "table",
+        "w",
+    )
 
     def __init__(
         self,
         *,
+        cl: PairClasses,
+        on: B,
         levels: F64,
-        cls_node: I64,
-        coef: C128,
-        cell: I64,
+        charger: I64,
+        level: I64,
         w: F64,
         offsets: I64,
         m: int,
     ) -> None:
-        size = len(cls_node) * len(levels)
         self.levels, self.offsets, self.m = levels, offsets, m
-        self.first = np.flatnonzero(np.diff(cls_node, prepend=-1))  # classes sorted by node
-        self.nodes = cls_node[self.first]
-        self.breaks = (cell, w, coef)  # by charger: cell, slope change; per class: phasors
-        self.table = np.bincount(cell, weights=w, minlength=size)
-        self.count = np.bincount(cell, minlength=size)
+        self.rows, self.on, self.coef = cl.rows, on, cl.coef
+        self.charger, self.level, self.w = charger, level, w
+        self.first = np.flatnonzero(np.diff(cl.node, prepend=-1))  # classes sorted by node
+        self.nodes = cl.node[self.first]
+        size = len(cl.node) * len(levels)
+        self.table = np.zeros(size)
+        self.count = np.zeros(size, dtype=np.int64)
+        self._add(np.arange(len(charger)), 1)
         self.done = np.zeros(len(offsets) - 1, dtype=np.bool_)
+
+    def _add(self, at: I64, sign: int) -> None:
+        """Add (sign 1) or take out (-1) the breakpoints ``at`` at every ancestor."""
+        size, nt = len(self.table), len(self.levels)
+        c, lv, w = self.charger[at], self.level[at], self.w[at]
+        for d in range(self.rows.shape[1]):
+            use = self.on[c, d]
+            cell = self.rows[c[use], d] * nt + lv[use]
+            self.table += sign * np.bincount(cell, weights=w[use], minlength=size)
+            self.count += sign * np.bincount(cell, minlength=size)
 
     def merged(self, frozen: B) -> _Events:
         """``_merged`` of the breakpoints of the chargers not ``frozen``."""
-        cell, w, coef = self.breaks
         new = np.flatnonzero(frozen & ~self.done)
         if len(new):
             self.done[new] = True
-            at = _ranges(self.offsets[new], self.offsets[new + 1])
-            size = len(self.table)
-            self.table -= np.bincount(cell[at], weights=w[at], minlength=size)
-            self.count -= np.bincount(cell[at], minlength=size)
+            self._add(_ranges(self.offsets[new], self.offsets[new + 1]), -1)
             self.table[self.count == 0] = 0.0  # no residue of float cancellation
         nt = len(self.levels)
         table = self.table.reshape(-1, nt)
-        d = np.add.reduceat(table[:, :, None] * coef[:, None, :], self.first, axis=0)
+        d = np.add.reduceat(table[:, :, None] * self.coef[:, None, :], self.first, axis=0)
         seen = np.add.reduceat(self.count.reshape(-1, nt), self.first, axis=0) > 0
         j, lv = np.nonzero(seen)  # row-major: by node, then level
         return _segments(self.m, self.nodes[j], self.levels[lv], d[j, lv])
@@ -405,33 +431,28 @@ def _class_breaks(
     q, n = len(cl.node), len(cs.charger_ids)
     s, sl, ln = prof.start, prof.slope, prof.length
     ok = (ln > 0) & (sl > 0) & active[:, None]
-    if not ok.any():
+    charger, g = np.nonzero(ok)  # by charger
+    if len(charger) == 0:
         return None
-    end = s + np.where(ok, ln / np.where(ok, sl, 1.0), 0.0)
-    # per charger: (start, end) of each segment, then per ancestor: (n, 2G, D), by charger
-    t = np.stack([s, end], axis=2).reshape(n, -1)
-    w = np.stack([sl, -sl], axis=2).reshape(n, -1)
-    ok2 = np.repeat(ok, 2, axis=1)
-    levels, level = np.unique(t[ok2], return_inverse=True)
-    nt = len(levels)
-    if q * nt > 4 * len(cs.pair_c) + 4096:
+    start, slope = s[charger, g], sl[charger, g]
+    end = start + ln[charger, g] / slope
+    # each segment's start, then its end: a charger's breakpoints stay together
+    t = np.stack([start, end], axis=1).ravel()
+    levels, level = np.unique(t, return_inverse=True)
+    if q * len(levels) > 4 * len(cs.pair_c) + 4096:
         return None
-    rank = np.zeros(t.shape, dtype=np.int64)
-    rank[ok2] = level.ravel()
     on = cl.rows < q
-    on[on] = nodes_on[cl.node[cl.rows[on]]]  # (n, D)
-    keep = ok2[:, :, None] & on[:, None, :]
-    cell = cl.rows[:, None, :] * nt + rank[:, :, None]
-    flat = keep.ravel()
-    per = keep.shape[1] * keep.shape[2]
+    on[on] = nodes_on[cl.node[cl.rows[on]]]  # (n, D): ancestors whose node may bind
     offsets = np.zeros(n + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(flat)[per - 1 :: per] if per else 0
+    np.cumsum(2 * np.bincount(charger, minlength=n), out=offsets[1:])
+    charger = np.repeat(charger, 2)
     return _ClassBreaks(
+        cl=cl,
+        on=on,
         levels=levels,
-        cls_node=cl.node,
-        coef=cl.coef,
-        cell=cell.ravel()[flat],
-        w=np.broadcast_to(w[:, :, None], keep.shape).ravel()[flat],
+        charger=charger,
+        level=level.ravel().astype(np.int64),
+        w=np.stack([slope, -slope], axis=1).ravel(),
         offsets=offsets,
         m=len(cs.node_ids),
     )
