@@ -51,10 +51,12 @@ K = 8
 COL_PRIMARY = 3
 COL_POWER = 6
 COL_SUM = 7
+EPS_COEF = 1e-12  # a coefficient below this is no coefficient (a charger not on that row)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 C128 = npt.NDArray[np.complex128]
+B = npt.NDArray[np.bool_]
 T = TypeVar("T")
 
 
@@ -355,6 +357,12 @@ class PairClasses:
     node: I64
     coef: C128
     rows: I64
+    # per class and column, for ``_waterfill._class_steps``: the coefficients' real and
+    # imaginary parts, |c|^2 (1 where c is 0) and where c is 0
+    re: F64
+    im: F64
+    a: F64
+    zero: B
 
 
 def pair_classes(cs: CompiledSite, pcoef: C128) -> PairClasses | None:
@@ -373,12 +381,20 @@ def _classes(cs: CompiledSite, pcoef: C128) -> PairClasses:
     uniq, inverse = np.unique(key, return_inverse=True)
     q = len(uniq)
     padded = np.append(inverse.ravel().astype(np.int64), q)
+    coef = np.ascontiguousarray(uniq["c"], dtype=np.complex128).reshape(q, c)
+    re, im = np.ascontiguousarray(coef.real), np.ascontiguousarray(coef.imag)
+    a = re * re + im * im
+    zero = a <= EPS_COEF
     out = PairClasses(
         node=np.ascontiguousarray(uniq["n"], dtype=np.int64),
-        coef=np.ascontiguousarray(uniq["c"], dtype=np.complex128).reshape(q, c),
+        coef=coef,
         rows=padded[cs.pair_rows],
+        re=re,
+        im=im,
+        a=np.where(zero, 1.0, a),
+        zero=zero,
     )
-    freeze(out.node, out.coef, out.rows)
+    freeze(out.node, out.coef, out.rows, out.re, out.im, out.a, out.zero)
     return out
 
 

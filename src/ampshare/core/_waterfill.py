@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from ampshare.core._compiled import (
     COL_PRIMARY,
+    EPS_COEF,
     CompiledSite,
     PairClasses,
     pair_classes,
@@ -44,7 +45,6 @@ B = npt.NDArray[np.bool_]
 
 BIG_LIMIT = 1e12  # stands in for an infinite limit (keeps the quadratics finite)
 TOL_A = 1e-6  # feasibility tolerance in amperes (float noise only)
-EPS_COEF = 1e-12
 EPS_SLOPE = 1e-9  # below this a cumulative slope is float residue of cancelled events
 
 
@@ -181,10 +181,21 @@ def _gather_min(values: F64, rows: I64) -> F64:
 def _class_steps(cl: PairClasses, v: C128, limit: F64, nodes: B | None) -> F64:
     """``_max_step`` per pair class and column (q, c); inf for classes of nodes not in
     ``nodes``. A pair's steps are its class's: the same numbers the pair would give."""
-    steps = _max_step(v[cl.node], cl.coef, limit[cl.node])
+    # ``_max_step`` with the class constants precomputed and the per-node terms worked out
+    # per node before the gather (the same operations in the same order: equal results)
+    lim = np.where(np.isfinite(limit), limit, BIG_LIMIT)
+    vr, vi = v.real, v.imag
+    cc = vr * vr + vi * vi - lim * lim
+    dead = (cc > 0) | (lim < 0)
+    node = cl.node
+    b = vr[node] * cl.re + vi[node] * cl.im
+    disc = np.maximum(b * b - cl.a * cc[node], 0.0)
+    root = (-b + np.sqrt(disc)) / cl.a
+    steps = np.where(dead[node], 0.0, np.maximum(root, 0.0))
+    steps[cl.zero] = np.inf
     if nodes is not None:
-        steps[~nodes[cl.node]] = np.inf
-    return steps
+        steps[~nodes[node]] = np.inf
+    return np.asarray(steps, dtype=np.float64)
 
 
 def _alone_by_class(
@@ -230,13 +241,7 @@ def prefix_accept(
     n = len(cs.charger_ids)
     pos = np.full(n, -1, dtype=np.int64)
     pos[order] = np.arange(len(order))
-    sel = pos[cs.pair_c] >= 0
-    if nodes is not None:
-        sel &= nodes[cs.pair_n]
-    # by node, then by position: one argsort of a combined key (unique, so the order is
-    # np.lexsort's; ~6x faster than lexsort's two passes)
-    at = np.flatnonzero(sel)
-    at = at[np.argsort(cs.pair_n[at] * len(order) + pos[cs.pair_c[at]])]
+    at = _pairs_by_node_then_position(cs, order, nodes)
     pc, pn = cs.pair_c[at], cs.pair_n[at]
     inc = pcoef[at] * delta[pc][:, None]
     acc = _cum(inc)
@@ -250,6 +255,21 @@ def prefix_accept(
     out = np.zeros(n, dtype=np.bool_)
     out[order] = blocked[order] == 0
     return out
+
+
+def _pairs_by_node_then_position(cs: CompiledSite, order: I64, nodes: B | None) -> I64:
+    """The pairs of the chargers ``order`` (at the ``nodes`` only), sorted by node, then by
+    the charger's position in ``order``: the pairs in charger order (``pair_rows``), then a
+    stable sort by node, a radix sort for 16-bit node numbers."""
+    flat = cs.pair_rows[order].ravel()
+    at = flat[flat < len(cs.pair_c)]  # one past the last pair pads the rows
+    if nodes is not None:
+        at = at[nodes[cs.pair_n[at]]]
+    pn = cs.pair_n[at]
+    small = len(cs.node_ids) < np.iinfo(np.int16).max
+    return np.asarray(
+        at[np.argsort(pn.astype(np.int16) if small else pn, kind="stable")], dtype=np.int64
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -543,16 +563,36 @@ def _freeze(
     levels = np.array([t for _, _, t in picked], dtype=np.float64)
     which = np.full(m, -1, dtype=np.int64)
     which[rows[:, 0]] = np.arange(len(picked))
-    pairs = np.flatnonzero(which[cs.pair_n] >= 0)
-    pick = which[cs.pair_n[pairs]]
-    pairs = pairs[np.abs(pcoef[pairs, rows[pick, 1]]) > EPS_COEF]
-    pick = which[cs.pair_n[pairs]]
-    ids = cs.pair_c[pairs]
+    ids, pick = _loading(cs, pcoef, which, rows)
     live = ~frozen[ids]
     ids, pick = ids[live], pick[live]
     x[ids] = prof.at_levels(levels[pick], ids)
     frozen[ids] = True
     bind[0][ids], bind[1][ids] = rows[pick, 0], rows[pick, 1]
+
+
+def _loading(cs: CompiledSite, pcoef: C128, which: I64, rows: I64) -> tuple[I64, I64]:
+    """The chargers that load a picked row (``which``: node -> picked row or -1; ``rows``:
+    (node, column) per picked row) and the row each loads; picked nodes are independent, so
+    a charger loads at most one. Through the pair classes when known (a few hundred
+    classes instead of every pair)."""
+    cl = pair_classes(cs, pcoef)
+    if cl is None or cs.pair_rows.shape[1] == 0:
+        pairs = np.flatnonzero(which[cs.pair_n] >= 0)
+        pick = which[cs.pair_n[pairs]]
+        pairs = pairs[np.abs(pcoef[pairs, rows[pick, 1]]) > EPS_COEF]
+        return cs.pair_c[pairs], which[cs.pair_n[pairs]]
+    q = len(cl.node)
+    at = np.flatnonzero(which[cl.node] >= 0)
+    row = which[cl.node[at]]
+    at_row = np.full(q + 1, -1, dtype=np.int64)  # the padding class q loads nothing
+    loads = np.abs(cl.coef[at, rows[row, 1]]) > EPS_COEF
+    at_row[at[loads]] = row[loads]
+    per = at_row[cl.rows[:, 0]]
+    for d in range(1, cl.rows.shape[1]):
+        np.maximum(per, at_row[cl.rows[:, d]], out=per)
+    ids = np.flatnonzero(per >= 0)
+    return ids, per[ids]
 
 
 def fill(
