@@ -217,7 +217,7 @@ def _base(cs: CompiledSite) -> int:
 
 def _reasons(cs: CompiledSite, hr: Headroom, keys: I64) -> list[Reason]:
     """A reason per charger; chargers with equal keys share one (frozen) ``Reason``."""
-    uniq, inverse = np.unique(keys, return_inverse=True)
+    uniq, inverse = _unique(keys)
     m = _base(cs)
     known = _known_reasons(cs, hr)
     made: list[Reason] = []
@@ -234,8 +234,21 @@ def _reasons(cs: CompiledSite, hr: Headroom, keys: I64) -> list[Reason]:
     # An object array hands every charger its shared reason without a Python loop.
     table = np.empty(len(made), dtype=object)
     table[:] = made
-    out: list[Reason] = table[inverse.ravel()].tolist()
+    out: list[Reason] = table[inverse].tolist()
     return out
+
+
+def _unique(keys: I64) -> tuple[I64, I64]:
+    """``np.unique(keys, return_inverse=True)`` for small non-negative keys by a presence
+    table instead of a sort (the keys of one site stay below ~250 per node)."""
+    top = int(keys.max(initial=0)) + 1
+    if len(keys) == 0 or top > 4 * len(keys) + 65536:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return uniq, inverse.ravel()
+    present = np.zeros(top, dtype=np.bool_)
+    present[keys] = True
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present), rank[keys]
 
 
 def _known_reasons(cs: CompiledSite, hr: Headroom) -> dict[int, Reason]:
