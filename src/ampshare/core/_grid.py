@@ -61,10 +61,15 @@ class Grid:
     def kind_for(self, one_phase: B) -> I64:
         return np.asarray(np.where(one_phase, *self.kind_by_phase[::-1]), dtype=np.int64)
 
-    def down(self, x: F64, one_phase: B) -> F64:
-        """Largest value each charger accepts that is <= x (0 stays 0)."""
+    def step_for(self, one_phase: B) -> F64:
+        """Each charger's grid step in A per phase (a watt charger's 1 W in A)."""
         volt = self.volt_for(one_phase)
-        step = np.where(self.is_w, 1.0 / np.maximum(volt, EPS), self.res)
+        return np.asarray(np.where(self.is_w, 1.0 / np.maximum(volt, EPS), self.res))
+
+    def down(self, x: F64, one_phase: B, step: F64 | None = None) -> F64:
+        """Largest value each charger accepts that is <= x (0 stays 0); ``step``:
+        ``step_for(one_phase)`` if the caller has it."""
+        step = self.step_for(one_phase) if step is None else step
         out = np.floor(x / step + EPS) * step
         out = np.where(x > 0, np.maximum(out, 0.0), 0.0)
         for i, allowed in self._allowed():
@@ -72,10 +77,9 @@ class Grid:
             out[i] = max(ok) if ok else 0.0
         return np.asarray(out, dtype=np.float64)
 
-    def next_up(self, x: F64, one_phase: B) -> F64:
+    def next_up(self, x: F64, one_phase: B, step: F64 | None = None) -> F64:
         """The next value above ``x`` each charger accepts (inf: none)."""
-        volt = self.volt_for(one_phase)
-        step = np.where(self.is_w, 1.0 / np.maximum(volt, EPS), self.res)
+        step = self.step_for(one_phase) if step is None else step
         out = (np.floor(x / step + EPS) + 1.0) * step
         for i, allowed in self._allowed():
             up = [a for a in allowed if a > x[i] + EPS]

@@ -136,7 +136,8 @@ def _round_and_top_up(
     in whole grid steps until no single car can take one more step. Only the rows of the
     ``loud`` nodes can stop a car below its maximum (``can_bind``)."""
     running = floor.running
-    x = np.where(running, grid.down(x, floor.one_phase), 0.0)
+    one, step = floor.one_phase, grid.step_for(floor.one_phase)
+    x = np.where(running, grid.down(x, one, step), 0.0)
     exact = not can_cancel(cols)  # rounding down and greedy prefixes cannot overshoot a row
     if not exact:
         x = _repair(cs=cs, grid=grid, pcoef=pcoef, avail=avail, x=x, floor=floor)
@@ -147,8 +148,8 @@ def _round_and_top_up(
         reach = np.minimum(x + np.where(open_, slack, 0.0), grid.hi)
         if level is not None and rnd < _TOPUP_ROUNDS // 2:
             # equal: one step per car per round, so remainders spread instead of going to one
-            reach = np.minimum(reach, grid.next_up(x, floor.one_phase))
-        target = grid.down(reach, floor.one_phase)
+            reach = np.minimum(reach, grid.next_up(x, one, step))
+        target = grid.down(reach, one, step)
         delta = np.where(open_, target - x, 0.0)
         want = delta > 1e-9
         if not want.any():
