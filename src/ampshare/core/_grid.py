@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ampshare.core._compiled import CompiledSite
-from ampshare.core._rows import row_argmin
+from ampshare.core._rows import argmin_of
 from ampshare.core._sessions import SessionFacts
 from ampshare.core.allocation import AllocationInput, ReasonKind
 
@@ -137,10 +137,11 @@ def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Gr
     switch = is3 & ~one & st.can_switch
     his, kinds = [], []
     for volt in (cs.volt3, cs.volt1):
-        bounds = np.stack([cmax, np.maximum(vmax, lo), cap, pmax / np.maximum(volt, EPS)])
-        kind = row_argmin(bounds.T)  # see core._rows
+        bounds = [cmax, np.maximum(vmax, lo), cap, pmax / np.maximum(volt, EPS)]
+        kind = argmin_of(bounds, n)  # in MAX_KINDS order
         step_a = np.where(is_w, 1.0 / np.maximum(volt, EPS), res)
-        his.append(_snap(cs, _dn(bounds.min(axis=0), step_a)))
+        least = np.minimum(np.minimum(bounds[0], bounds[1]), np.minimum(bounds[2], bounds[3]))
+        his.append(_snap(cs, _dn(least, step_a)))
         kinds.append(kind)
     forced = has & ~fixed & ~st.zero_pauses
     hi_now = np.where(one, his[1], his[0])

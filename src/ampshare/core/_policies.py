@@ -132,14 +132,14 @@ def keep_order(inp: AllocationInput, cars: Cars, cs: CompiledSite, cand: I64) ->
     """``cand`` sorted best-first: the first ones keep their minimum when not all fit.
     Ties end in charger order (the site's order), so the result is deterministic."""
     name = inp.policy.name
-    idx = cand.tolist()
     arrival = cars.facts.arrival_s[cand]
     group, since = _rotation_keys(inp, cs, cand, arrival)
     if name is PolicyName.FCFS:
-        first, group, since = arrival, np.zeros(len(idx)), np.zeros(len(idx))
+        first, group, since = arrival, np.zeros(len(cand)), np.zeros(len(cand))
     elif name is PolicyName.PRIORITY:
         first = -cars.facts.priority[cand]
     elif name in (PolicyName.DEADLINE, PolicyName.PLANNED):
+        idx = cand.tolist()
         # Candidates all have a session (``Grid.candidate``); the filter only narrows the type.
         ss = [s for s in (cars.sessions[i] for i in idx) if s is not None]
         if name is PolicyName.DEADLINE:
@@ -148,7 +148,7 @@ def keep_order(inp: AllocationInput, cars: Cars, cs: CompiledSite, cand: I64) ->
             targets = inp.policy.planned_targets_a
             first = -np.array([targets.get(s.session_id, 0.0) for s in ss], dtype=np.float64)
     else:
-        first = np.zeros(len(idx))
+        first = np.zeros(len(cand))
     order = np.lexsort((cand, since, group, first))
     return np.asarray(cand[order], dtype=np.int64)
 

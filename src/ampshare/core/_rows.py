@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["row_any", "row_argmin", "row_max", "row_min", "row_sum"]
+__all__ = ["argmin_of", "row_any", "row_argmin", "row_max", "row_min", "row_sum"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -52,11 +52,18 @@ def row_any(a: B) -> B:
 
 def row_argmin(a: F64) -> I64:
     """``a.argmin(axis=1)``: the first column holding the row's minimum."""
-    best = a[:, 0].copy() if a.shape[1] else np.full(a.shape[0], np.inf)
-    at = np.zeros(a.shape[0], dtype=np.int64)
-    for k in range(1, a.shape[1]):
-        col = a[:, k]
-        better = col < best
-        best[better] = col[better]
-        at[better] = k
+    return argmin_of([a[:, k] for k in range(a.shape[1])], a.shape[0])
+
+
+def argmin_of(cols: list[F64], n: int) -> I64:
+    """Per element, the index of the first of ``cols`` (arrays of length ``n``) holding the
+    minimum: ``np.stack(cols, axis=1).argmin(axis=1)`` without the stack."""
+    at = np.zeros(n, dtype=np.int64)
+    if not cols:
+        return at
+    best = cols[0].copy()
+    for k in range(1, len(cols)):
+        better = cols[k] < best
+        np.copyto(best, cols[k], where=better)
+        np.copyto(at, k, where=better)
     return at
