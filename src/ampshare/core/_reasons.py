@@ -107,12 +107,18 @@ def explain(
     avail: F64,
     cols: I64,
     loud: B,
+    v: C128 | None = None,
 ) -> Allocation:
     """``pcoef`` and ``avail`` carry only the columns ``cols``; only the rows of ``loud``
-    nodes can have stopped a car below its maximum (``_waterfill.can_bind``)."""
+    nodes can have stopped a car below its maximum (``_waterfill.can_bind``). ``v``: the
+    rows' sums for ``x`` (``node_sums(cs, pcoef, x)``) if the caller has them."""
     charging = floor.running & (x > 0)
     paused = grid.candidate & ~charging
-    keys = _keys(cs=cs, grid=grid, floor=floor, pcoef=pcoef, x=x, avail=avail, cols=cols, loud=loud)
+    if v is None:
+        v = node_sums(cs, pcoef, x)
+    keys = _keys(
+        cs=cs, grid=grid, floor=floor, pcoef=pcoef, x=x, avail=avail, cols=cols, loud=loud, v=v
+    )
     reasons = _reasons(cs, hr, keys)
     xs = x.tolist()
     fixed = {fl.charger_id: fl for fl in inp.fixed_loads}
@@ -136,7 +142,7 @@ def explain(
     # columns; the frozen ``ChargerLimit`` values are built when someone reads them
     limits = ChargerLimits(cs.charger_ids, xs, _phases(cs, floor.one_phase), reasons, powers)
     lines = site_pair_coefficients(cs, floor.one_phase, np.arange(3, dtype=np.int64))
-    v3 = node_sums(cs, lines, x)
+    v3 = v if lines is pcoef else node_sums(cs, lines, x)
     return Allocation(
         limits=limits,
         headroom=node_headroom(cs, hr, v3),
@@ -161,10 +167,11 @@ def _keys(
     avail: F64,
     cols: I64,
     loud: B,
+    v: C128,
 ) -> I64:
     """One integer per charger naming its reason: (category, node or kind, column, detail)
-    packed, so that equal reasons are found with one ``np.unique`` instead of a loop."""
-    v = node_sums(cs, pcoef, x)
+    packed, so that equal reasons are found with one ``np.unique`` instead of a loop; ``v``
+    the rows' sums for ``x``."""
     charging = floor.running & (x > 0)
     paused = grid.candidate & ~charging
     at_max = charging & (x >= grid.hi_for(floor.one_phase) - 1e-6)

@@ -81,7 +81,7 @@ def allocate(inp: AllocationInput) -> Allocation:
     pcoef = site_pair_coefficients(cs, floor.one_phase, cols)
     grid = replace(grid, hi=hi)
     x = np.where(floor.running, hi, 0.0)
-    v_hi = node_sums(cs, pcoef, x)
+    v = v_hi = node_sums(cs, pcoef, x)
     loud = can_bind(v_hi, avail, cols)
     if violations(v_hi, avail).any():
         # Not everyone fits at their maximum: share (most cycles of a site with spare
@@ -92,7 +92,7 @@ def allocate(inp: AllocationInput) -> Allocation:
             cs, pcoef, avail, np.zeros(len(cs.charger_ids)), floor.running, prof=prof, cols=cols
         )
         level = facts.weight if inp.policy.name is PolicyName.EQUAL else None
-        x = _round_and_top_up(
+        x, v = _round_and_top_up(
             cs=cs,
             grid=grid,
             pcoef=pcoef,
@@ -115,6 +115,7 @@ def allocate(inp: AllocationInput) -> Allocation:
         pcoef=pcoef,
         x=x,
         loud=loud,
+        v=v,
     )
 
 
@@ -130,11 +131,12 @@ def _round_and_top_up(
     level: F64 | None,
     cols: I64,
     loud: B,
-) -> F64:
+) -> tuple[F64, C128]:
     """Round down to each charger's grid, repair rows where phasors cancel (rounding one car
     down can raise a transformer primary row), then give remaining slack out in policy order
     in whole grid steps until no single car can take one more step. Only the rows of the
-    ``loud`` nodes can stop a car below its maximum (``can_bind``)."""
+    ``loud`` nodes can stop a car below its maximum (``can_bind``). Returns the currents and
+    the rows' sums for them."""
     running = floor.running
     one, step = floor.one_phase, grid.step_for(floor.one_phase)
     x = np.where(running, grid.down(x, one, step), 0.0)
@@ -169,7 +171,7 @@ def _round_and_top_up(
         if not acc.any():
             break
         x, v = trial, v_trial
-    return x
+    return x, v
 
 
 def _repair(
