@@ -126,6 +126,10 @@ class ChargerStatics:
     can_switch: npt.NDArray[np.bool_]
     three_phase: npt.NDArray[np.bool_]
     with_pilot_set: tuple[int, ...]
+    # the chargers with a pilot set (k,) and their sets (k, P), NaN-padded: what a cycle
+    # snaps onto the sets, as arrays
+    pilot_at: I64
+    pilot_sets: F64
 
 
 def _statics(site: Site) -> ChargerStatics:
@@ -137,6 +141,13 @@ def _statics(site: Site) -> ChargerStatics:
     def flag(vals: list[bool]) -> npt.NDArray[np.bool_]:
         return np.asarray(vals, dtype=np.bool_)
 
+    pilot = [i for i, c in enumerate(cs) if c.allowed_currents_a]
+    width = max((len(cs[i].allowed_currents_a) for i in pilot), default=0)
+    sets = np.full((len(pilot), width), np.nan)
+    for row, i in enumerate(pilot):
+        allowed = cs[i].allowed_currents_a
+        sets[row, : len(allowed)] = allowed
+
     return ChargerStatics(
         min_a=arr([c.min_current_a for c in cs]),
         max_a=arr([c.max_current_a for c in cs]),
@@ -146,7 +157,9 @@ def _statics(site: Site) -> ChargerStatics:
         zero_pauses=flag([c.zero_pauses for c in cs]),
         can_switch=flag([c.can_switch_phases for c in cs]),
         three_phase=flag([c.connection is Connection.THREE_PHASE for c in cs]),
-        with_pilot_set=tuple(i for i, c in enumerate(cs) if c.allowed_currents_a),
+        with_pilot_set=tuple(pilot),
+        pilot_at=np.asarray(pilot, dtype=np.int64),
+        pilot_sets=sets,
     )
 
 

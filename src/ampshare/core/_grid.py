@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ampshare.core._compiled import CompiledSite
-from ampshare.core._rows import argmin_of
+from ampshare.core._rows import argmin_of, row_max, row_min
 from ampshare.core._sessions import SessionFacts
 from ampshare.core.allocation import AllocationInput, ReasonKind
 
@@ -72,18 +72,20 @@ class Grid:
         step = self.step_for(one_phase) if step is None else step
         out = np.floor(x / step + EPS) * step
         out = np.where(x > 0, np.maximum(out, 0.0), 0.0)
-        for i, allowed in self._allowed():
-            ok = [a for a in allowed if a <= x[i] + EPS]
-            out[i] = max(ok) if ok else 0.0
+        st = self.cs.static
+        if len(st.pilot_at):
+            out[st.pilot_at] = _pilot_down(st.pilot_sets, x[st.pilot_at])
         return np.asarray(out, dtype=np.float64)
 
     def next_up(self, x: F64, one_phase: B, step: F64 | None = None) -> F64:
         """The next value above ``x`` each charger accepts (inf: none)."""
         step = self.step_for(one_phase) if step is None else step
         out = (np.floor(x / step + EPS) + 1.0) * step
-        for i, allowed in self._allowed():
-            up = [a for a in allowed if a > x[i] + EPS]
-            out[i] = min(up) if up else np.inf
+        st = self.cs.static
+        if len(st.pilot_at):
+            sets = st.pilot_sets
+            above = sets > x[st.pilot_at][:, None] + EPS  # NaN padding: never
+            out[st.pilot_at] = row_min(np.where(above, sets, np.inf))
         return np.asarray(out, dtype=np.float64)
 
     def step_down(self, i: int, x: float, one_phase: bool) -> float:
@@ -98,9 +100,6 @@ class Grid:
             val = float(np.floor(x / step + EPS) * step) - step
         return val if val >= self.lo[i] - EPS else 0.0
 
-    def _allowed(self) -> list[tuple[int, tuple[float, ...]]]:
-        chargers = self.cs.site.chargers
-        return [(i, chargers[i].allowed_currents_a) for i in self.cs.static.with_pilot_set]
 
 
 def _up(x: F64, step: F64) -> F64:
@@ -127,11 +126,10 @@ def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Gr
     for cid, val in inp.caps_a.items():
         if cid in cs.charger_index:
             cap[cs.charger_index[cid]] = val
-    for i in st.with_pilot_set:
-        c = chargers[i]
-        if c.allowed_currents_a:
-            above = [a for a in c.allowed_currents_a if a >= c.min_current_a - EPS]
-            lo[i] = min(above) if above else np.inf
+    if len(st.pilot_at):
+        sets = st.pilot_sets
+        above = sets >= st.min_a[st.pilot_at][:, None] - EPS  # NaN padding: never
+        lo[st.pilot_at] = row_min(np.where(above, sets, np.inf))
     is3 = st.three_phase
     one = is3 & facts.one_phase_car
     switch = is3 & ~one & st.can_switch
@@ -170,10 +168,16 @@ def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Gr
 
 def _snap(cs: CompiledSite, hi: F64) -> F64:
     """Snap maxima of chargers with a finite pilot set down onto that set."""
+    st = cs.static
+    if not len(st.pilot_at):
+        return hi
     out = hi.copy()
-    for i in cs.static.with_pilot_set:
-        c = cs.site.chargers[i]
-        if c.allowed_currents_a:
-            ok = [a for a in c.allowed_currents_a if a <= hi[i] + EPS]
-            out[i] = max(ok) if ok else 0.0
+    out[st.pilot_at] = _pilot_down(st.pilot_sets, hi[st.pilot_at])
     return out
+
+
+def _pilot_down(sets: F64, x: F64) -> F64:
+    """Per pilot-set charger, the largest current of its set at or below ``x`` (0: none)."""
+    ok = sets <= x[:, None] + EPS  # NaN padding: never
+    best = row_max(np.where(ok, sets, -np.inf))
+    return np.asarray(np.where(best == -np.inf, 0.0, best), dtype=np.float64)

@@ -93,7 +93,7 @@ def _ev_sums(cs: CompiledSite, states: Sequence[ChargerState]) -> tuple[F64, F64
     power = np.full(n, np.nan)
     idx, rows, watts = _readings(cs, states)
     if len(idx):
-        meas[idx] = np.nan_to_num(rows, nan=0.0)
+        meas[idx] = np.where(np.isnan(rows), 0.0, rows)
         power[idx] = watts
     # Without a reported power, the charger's W per A times its largest line current.
     power = np.where(np.isnan(power), cs.volt3 * row_max(meas), power)
