@@ -338,10 +338,14 @@ def summing_matrix(cs: CompiledSite, pcoef: C128) -> Any | None:
 def _summing(cs: CompiledSite, pcoef: C128) -> Any:
     c = pcoef.shape[1]
     rows = (cs.pair_n[:, None] * c + np.arange(c)[None, :]).ravel()
-    return sparse.csr_array(
+    mat = sparse.csr_array(
         (pcoef.ravel(), (rows, np.repeat(cs.pair_c, c))),
         shape=(len(cs.node_ids) * c, len(cs.charger_ids)),
     )
+    # a one-phase charger has no coefficient on two of three line columns: without the
+    # stored zeros the product does ~40 % less work (same sums: only + 0 terms go)
+    mat.eliminate_zeros()
+    return mat
 
 
 def _memo_by_array(memo: dict[int, tuple[C128, T]], key: C128, build: Callable[[], T]) -> T:

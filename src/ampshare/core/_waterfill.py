@@ -393,7 +393,10 @@ class _ClassBreaks:
         m: int,
     ) -> None:
         self.levels, self.offsets, self.m = levels, offsets, m
-        self.rows, self.on, self.coef = cl.rows, on, cl.coef
+        # per ancestor column, contiguous: a cycle gathers from them by charger
+        self.rows = [np.ascontiguousarray(cl.rows[:, d]) for d in range(cl.rows.shape[1])]
+        self.on = [np.ascontiguousarray(on[:, d]) for d in range(on.shape[1])]
+        self.coef = cl.coef
         self.charger, self.level, self.w = charger, level, w
         self.first = np.flatnonzero(np.diff(cl.node, prepend=-1))  # classes sorted by node
         self.nodes = cl.node[self.first]
@@ -407,9 +410,9 @@ class _ClassBreaks:
         """Add (sign 1) or take out (-1) the breakpoints ``at`` at every ancestor."""
         size, nt = len(self.table), len(self.levels)
         c, lv, w = self.charger[at], self.level[at], self.w[at]
-        for d in range(self.rows.shape[1]):
-            use = self.on[c, d]
-            cell = self.rows[c[use], d] * nt + lv[use]
+        for rows, on in zip(self.rows, self.on, strict=True):
+            use = on[c]
+            cell = rows[c[use]] * nt + lv[use]
             self.table += sign * np.bincount(cell, weights=w[use], minlength=size)
             self.count += sign * np.bincount(cell, minlength=size)
 
