@@ -210,11 +210,11 @@ def test_water_filling_by_class_table_equals_sorting_every_breakpoint(
     prof = Profiles(base=rnd.choice([0.0, 6.0], n), start=start, slope=slope, length=length)
     nodes_on = rnd.random(m) < 0.8
     active = rnd.random(n) < 0.9
-    dense = _class_breaks(cs, memo, prof, nodes_on, active)
+    dense = _class_breaks(cs, memo, prof, nodes_on, active, min_pairs=0)
     if dense is None:  # too many distinct levels for a small table, or no breakpoint at all
         assert not shared or not ((length > 0) & (slope > 0) & active[:, None]).any()
         return
-    assert _class_breaks(cs, plain, prof, nodes_on, active) is None
+    assert _class_breaks(cs, plain, prof, nodes_on, active, min_pairs=0) is None
     frozen = ~active
     for _ in range(3):
         want = _merged(m, _drop_frozen(_events(cs, plain, active, prof, nodes_on), frozen))
@@ -228,6 +228,6 @@ def test_water_filling_by_class_table_equals_sorting_every_breakpoint(
     v = node_sums(cs, plain, np.where(active, prof.end(), x_fixed))
     limit = np.abs(v) * rnd.uniform(0.3, 1.2, v.shape)
     limit[rnd.random(v.shape) < 0.2] = np.inf
-    a = fill(cs, memo, limit, x_fixed, active, prof=prof, cols=cols)
+    a = fill(cs, memo, limit, x_fixed, active, prof=prof, cols=cols, min_pairs=0)
     b = fill(cs, plain, limit, x_fixed, active, prof=prof, cols=cols)
     np.testing.assert_allclose(a[0], b[0], atol=1e-9)

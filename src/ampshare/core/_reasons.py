@@ -79,13 +79,7 @@ def node_headroom(cs: CompiledSite, hr: Headroom, v3: C128) -> NodeHeadrooms:
     ev = np.abs(v3)
     lim, other = hr.limit[:, :3], hr.other[:, :3]
     return NodeHeadrooms(
-        cs.node_ids,
-        lim.tolist(),
-        other.tolist(),
-        ev.tolist(),
-        (lim - other - ev).tolist(),
-        hr.measured.tolist(),
-        hr.stale.tolist(),
+        cs.node_ids, lim, other, ev, lim - other - ev, hr.measured, hr.stale
     )
 
 
@@ -247,9 +241,10 @@ def _reasons(cs: CompiledSite, hr: Headroom, keys: I64) -> list[Reason]:
 
 def _unique(keys: I64) -> tuple[I64, I64]:
     """``np.unique(keys, return_inverse=True)`` for small non-negative keys by a presence
-    table instead of a sort (the keys of one site stay below ~250 per node)."""
+    table instead of a sort when the table is not much longer than the keys (the keys of
+    one site stay below ~250 per node)."""
     top = int(keys.max(initial=0)) + 1
-    if len(keys) == 0 or top > 4 * len(keys) + 65536:
+    if len(keys) == 0 or top > 8 * len(keys) + 1024:
         uniq, inverse = np.unique(keys, return_inverse=True)
         return uniq, inverse.ravel()
     present = np.zeros(top, dtype=np.bool_)

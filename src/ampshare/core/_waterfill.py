@@ -443,13 +443,20 @@ def _ranges(lo: I64, hi: I64) -> I64:
 
 
 def _class_breaks(
-    cs: CompiledSite, pcoef: C128, prof: Profiles, nodes_on: B, active: B
+    cs: CompiledSite,
+    pcoef: C128,
+    prof: Profiles,
+    nodes_on: B,
+    active: B,
+    *,
+    min_pairs: int = 1000,
 ) -> _ClassBreaks | None:
-    """``_ClassBreaks`` of the ``active`` chargers when the pair classes are known and the
-    table stays small (few distinct levels); None otherwise (``_events`` then sorts every
-    breakpoint)."""
+    """``_ClassBreaks`` of the ``active`` chargers when the pair classes are known, the site
+    has at least ``min_pairs`` (charger, ancestor) pairs (below that, sorting the few
+    breakpoints costs less than building the table) and the table stays small (few
+    distinct levels); None otherwise (``_events`` then sorts every breakpoint)."""
     cl = pair_classes(cs, pcoef)
-    if cl is None or cs.pair_rows.shape[1] == 0:
+    if cl is None or cs.pair_rows.shape[1] == 0 or len(cs.pair_c) < min_pairs:
         return None
     q, n = len(cl.node), len(cs.charger_ids)
     s, sl, ln = prof.start, prof.slope, prof.length
@@ -607,12 +614,15 @@ def fill(
     *,
     prof: Profiles,
     cols: I64,
+    min_pairs: int = 1000,
 ) -> tuple[F64, I64, I64]:
     """Raise the ``active`` chargers along their profiles as far as every row allows.
 
     ``x_fixed`` holds the currents of everything else; ``pcoef`` and ``limit`` carry the
     columns ``cols`` of the full K. Returns the currents and, per charger,
     the (node, column) row that froze it (-1: it reached the end of its profile).
+    ``min_pairs``: from how many (charger, ancestor) pairs the breakpoints go through the
+    class table (``_class_breaks``; the result is the same either way).
     """
     n = len(cs.charger_ids)
     lim = np.where(np.isfinite(limit), limit, BIG_LIMIT)
@@ -622,7 +632,7 @@ def fill(
     if not active.any():
         return x, bind_node, bind_col
     loud = can_bind(node_sums(cs, pcoef, np.where(active, prof.end(), x_fixed)), lim, cols)
-    dense = _class_breaks(cs, pcoef, prof, loud, active)
+    dense = _class_breaks(cs, pcoef, prof, loud, active, min_pairs=min_pairs)
     br = _events(cs, pcoef, active, prof, loud) if dense is None else None
     m = len(cs.node_ids)
     frozen = ~active

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -327,9 +327,14 @@ class NodeHeadroom:
     stale: bool
 
 
+_Rows = Sequence[Sequence[float]] | npt.NDArray[np.float64]
+_Flags = Sequence[bool] | npt.NDArray[np.bool_]
+
+
 class NodeHeadrooms(Sequence[NodeHeadroom]):
     """Every node's ``NodeHeadroom``, in site order, held as columns (rows of three floats
-    per line); the frozen values are built the first time anyone reads the sequence itself.
+    per line, or numpy arrays of shape (m, 3) and (m,)); the frozen values are built the
+    first time anyone reads the sequence itself.
     The controller reads only ``left_by_node`` (when an increase must fit) and ``short``
     (nodes below zero), so most cycles build none (111 values took ~0.4 ms a call). Equal to
     any sequence of the same ``NodeHeadroom`` values."""
@@ -349,12 +354,12 @@ class NodeHeadrooms(Sequence[NodeHeadroom]):
     def __init__(  # noqa: PLR0917 - one argument per column
         self,
         node_ids: Sequence[str],
-        limit_a: Sequence[Sequence[float]],
-        other_load_a: Sequence[Sequence[float]],
-        ev_load_a: Sequence[Sequence[float]],
-        headroom_a: Sequence[Sequence[float]],
-        measured: Sequence[bool],
-        stale: Sequence[bool],
+        limit_a: _Rows,
+        other_load_a: _Rows,
+        ev_load_a: _Rows,
+        headroom_a: _Rows,
+        measured: _Flags,
+        stale: _Flags,
     ) -> None:
         n = len(node_ids)
         cols = (limit_a, other_load_a, ev_load_a, headroom_a, measured, stale)
@@ -389,14 +394,15 @@ class NodeHeadrooms(Sequence[NodeHeadroom]):
     def left_by_node(self) -> Mapping[str, PerLine]:
         """Headroom per line by node id (built once)."""
         if self._by_node is None:
+            rows = _rows(self.headroom_a)
             self._by_node = MappingProxyType(
-                {nid: _t3(row) for nid, row in zip(self.node_ids, self.headroom_a, strict=True)}
+                {nid: _t3(row) for nid, row in zip(self.node_ids, rows, strict=True)}
             )
         return self._by_node
 
     def short(self, tol: float = 1e-6) -> list[int]:
         """Positions of the nodes with a line's headroom below ``-tol``."""
-        return [i for i, row in enumerate(self.headroom_a) if min(row) < -tol]
+        return [i for i, row in enumerate(_rows(self.headroom_a)) if min(row) < -tol]
 
     def _built(self) -> tuple[NodeHeadroom, ...]:
         items = self._items
@@ -404,12 +410,12 @@ class NodeHeadrooms(Sequence[NodeHeadroom]):
             items = self._items = tuple(
                 _build_rooms(
                     self.node_ids,
-                    map(_t3, self.limit_a),
-                    map(_t3, self.other_load_a),
-                    map(_t3, self.ev_load_a),
-                    map(_t3, self.headroom_a),
-                    self.measured,
-                    self.stale,
+                    map(_t3, _rows(self.limit_a)),
+                    map(_t3, _rows(self.other_load_a)),
+                    map(_t3, _rows(self.ev_load_a)),
+                    map(_t3, _rows(self.headroom_a)),
+                    _rows(self.measured),
+                    _rows(self.stale),
                 )
             )
         return items
@@ -441,6 +447,15 @@ class NodeHeadrooms(Sequence[NodeHeadroom]):
 
 def _t3(row: Sequence[float]) -> PerLine:
     return (row[0], row[1], row[2])
+
+
+def _rows(col: Sequence[Any] | npt.NDArray[Any]) -> Sequence[Any]:
+    """A column as Python values: the allocator hands numpy arrays (converted only when
+    read), tests and baselines hand sequences."""
+    if isinstance(col, np.ndarray):
+        out: list[Any] = col.tolist()
+        return out
+    return col
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
