@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ampshare.core._compiled import CompiledSite
+from ampshare.core._compiled import CompiledSite, freeze, last_read
 from ampshare.core._rows import argmin_of, row_max, row_min
 from ampshare.core._sessions import SessionFacts
 from ampshare.core.allocation import AllocationInput, ReasonKind
@@ -119,26 +119,22 @@ def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Gr
         if fl.charger_id in cs.charger_index:
             fixed[cs.charger_index[fl.charger_id]] = True
     st = cs.static
-    res, is_w, cmax, pmax = st.res_a, st.is_w, st.max_a, st.max_power_w
-    lo = _up(st.min_a, np.where(is_w, 1e-3, res))
+    res, is_w, cmax = st.res_a, st.is_w, st.max_a
+    lo, by_volt = last_read(cs, "grid", st, lambda: _fixed_parts(cs))
     vmax = facts.vehicle_max_a
     cap = np.full(n, np.inf)
     for cid, val in inp.caps_a.items():
         if cid in cs.charger_index:
             cap[cs.charger_index[cid]] = val
-    if len(st.pilot_at):
-        sets = st.pilot_sets
-        above = sets >= st.min_a[st.pilot_at][:, None] - EPS  # NaN padding: never
-        lo[st.pilot_at] = row_min(np.where(above, sets, np.inf))
     is3 = st.three_phase
     one = is3 & facts.one_phase_car
     switch = is3 & ~one & st.can_switch
     his, kinds = [], []
-    for volt in (cs.volt3, cs.volt1):
-        bounds = [cmax, np.maximum(vmax, lo), cap, pmax / np.maximum(volt, EPS)]
+    car = np.maximum(vmax, lo)
+    for power_a, step_a in by_volt:
+        bounds = [cmax, car, cap, power_a]
         kind = argmin_of(bounds, n)  # in MAX_KINDS order
-        step_a = np.where(is_w, 1.0 / np.maximum(volt, EPS), res)
-        least = np.minimum(np.minimum(bounds[0], bounds[1]), np.minimum(bounds[2], bounds[3]))
+        least = np.minimum(np.minimum(cmax, car), np.minimum(cap, power_a))
         his.append(_snap(cs, _dn(least, step_a)))
         kinds.append(kind)
     forced = has & ~fixed & ~st.zero_pauses
@@ -164,6 +160,25 @@ def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Gr
         one_phase=one,
         switchable=switch,
     )
+
+
+def _fixed_parts(cs: CompiledSite) -> tuple[F64, tuple[tuple[F64, F64], tuple[F64, F64]]]:
+    """What of the grid depends on the site alone (kept per site): each charger's minimum on
+    its grid, and for three and one phase its power limit in A and its grid step."""
+    st = cs.static
+    lo = _up(st.min_a, np.where(st.is_w, 1e-3, st.res_a))
+    if len(st.pilot_at):
+        sets = st.pilot_sets
+        above = sets >= st.min_a[st.pilot_at][:, None] - EPS  # NaN padding: never
+        lo[st.pilot_at] = row_min(np.where(above, sets, np.inf))
+    parts = []
+    for volt in (cs.volt3, cs.volt1):
+        power_a = st.max_power_w / np.maximum(volt, EPS)
+        step_a = np.where(st.is_w, 1.0 / np.maximum(volt, EPS), st.res_a)
+        freeze(power_a, step_a)
+        parts.append((power_a, step_a))
+    freeze(lo)
+    return lo, (parts[0], parts[1])
 
 
 def _snap(cs: CompiledSite, hi: F64) -> F64:
