@@ -19,6 +19,8 @@ that is gone leaves every charger at its fallback, which is safe on its own.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 from ampshare.control._index import SiteIndex
 from ampshare.control._settings import ControlSettings
 from ampshare.control._table import TrackTable
@@ -105,7 +107,7 @@ def idle_targets(
 
 
 def lapse(
-    table: TrackTable, with_session: set[str], now_s: float, settings: ControlSettings
+    table: TrackTable, with_session: AbstractSet[str], now_s: float, settings: ControlSettings
 ) -> None:
     """A charger with a car and no acknowledged lease known in force may be offering its
     fallback: count it at that (with what it is seen drawing), and send it a limit afresh

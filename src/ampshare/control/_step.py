@@ -9,6 +9,7 @@ No I/O and no clock: the live supervisor and the simulator call the very same fu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -202,7 +203,7 @@ _CAR_FULL = Reason(
 def _caps(
     index: SiteIndex,
     table: TrackTable,
-    with_session: set[str],
+    with_session: AbstractSet[str],
     *,
     now_s: float,
     settings: ControlSettings,
@@ -307,7 +308,7 @@ def _next_wakeup(
     site: Site,
     table: TrackTable,
     meters: Mapping[str, MeterTrack],
-    with_session: set[str],
+    with_session: AbstractSet[str],
     *,
     now_s: float,
     settings: ControlSettings,
@@ -328,7 +329,7 @@ def _next_wakeup(
 
 
 def _track_wakeup(
-    table: TrackTable, with_session: set[str], now_s: float, settings: ControlSettings
+    table: TrackTable, with_session: AbstractSet[str], now_s: float, settings: ControlSettings
 ) -> float:
     """``_next_wakeup``'s per-charger times (inf for none). Each kind is a minimum over rows,
     taken with ``min`` over a whole column when every row qualifies (subtracting a constant
@@ -453,7 +454,9 @@ def _uncontrolled(
     ]
 
 
-def _idle_rows(table: TrackTable, with_session: set[str], uncontrolled: set[str]) -> list[int]:
+def _idle_rows(
+    table: TrackTable, with_session: AbstractSet[str], uncontrolled: set[str]
+) -> list[int]:
     """Online chargers without a car that the controller commands (rows)."""
     if len(with_session) == len(table.ids):
         return []  # a car at every charger (``with_session`` only names known chargers)
@@ -478,7 +481,7 @@ def _targets(
     alloc: Allocation,
     table: TrackTable,
     skip: set[str],
-    with_session: set[str],
+    with_session: AbstractSet[str],
     idle: list[tuple[int, ChargerLimit]],
 ) -> tuple[list[int], ChargerLimits]:
     """The chargers to command now, as rows and their limits (columns): controllable ones
@@ -584,6 +587,21 @@ def _known_sessions(sessions: tuple[Session, ...], pos: Mapping[str, int]) -> tu
     return tuple([s for s in sessions if s.charger_id in pos])
 
 
+_LAST_IDS: tuple[tuple[Session, ...], frozenset[str]] = ((), frozenset())
+
+
+def _charger_ids(sessions: tuple[Session, ...]) -> AbstractSet[str]:
+    """The chargers with a session, kept for the very same tuple (most steps keep the
+    sessions of the step before). One entry, replaced whole: safe across threads."""
+    global _LAST_IDS  # noqa: PLW0603 - a one-entry cache of a pure function of its key
+    last = _LAST_IDS
+    if last[0] is sessions:
+        return last[1]
+    ids = frozenset([s.charger_id for s in sessions])
+    _LAST_IDS = (sessions, ids)
+    return ids
+
+
 def _state_values(
     state: ControllerState, cstates: Mapping[str, ChargerState]
 ) -> tuple[ChargerState, ...]:
@@ -611,12 +629,15 @@ def step(  # noqa: PLR0917 - the documented public signature
         site, index, settings, state=state, inputs=inputs, now_s=now_s, events=events
     )
     pos = table.pos
-    sessions = _known_sessions(
-        state.sessions if inputs.sessions is None else inputs.sessions, pos
-    )
+    if inputs.sessions is None and state.site_index is not None and state.site_index[0] is site:
+        sessions = state.sessions  # already this site's, checked when they came in
+    else:
+        sessions = _known_sessions(
+            state.sessions if inputs.sessions is None else inputs.sessions, pos
+        )
     ext = state.external_caps if inputs.external_caps is None else inputs.external_caps
     ext = tuple(c for c in ext if c.until_s is None or c.until_s > now_s)
-    with_session = {s.charger_id for s in sessions}
+    with_session = _charger_ids(sessions)
     lapse(table, with_session, now_s, settings)
     # subtract: what cannot be controlled, what idle chargers would offer an arriving car,
     # and the controller's own caps
