@@ -25,6 +25,7 @@ from ampshare.core.tariff import PriceSeries, Tariff
 from ampshare.errors import InputError
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.optimum import assign_chargers, offline_optimum
+from ampshare.sim.optimum_min import offline_optimum_min
 from ampshare.sim.series import TimeSeries
 
 H = 3600.0
@@ -172,3 +173,57 @@ def test_chargers_are_assigned_like_the_replay() -> None:
     assert res.demands_met_ratio == pytest.approx(4 / 5)
     with pytest.raises(InputError, match="step must be positive"):
         offline_optimum(site, sessions, step_s=0.0)
+
+
+def test_minimum_current_bound_is_exact_where_only_one_car_fits_at_its_minimum() -> None:
+    # 10 A line, two cars of 7 A (vehicle limit) with a 6 A minimum, one hour in 5-minute
+    # steps: the continuous optimum shares 10 A; with the minimum only one car runs at a time
+    # (7 + 0.9 * 6 > 10), plus each car's one step at 6 A outside the rule.
+    sessions = [rec(0, "c0", 0, 1, 100.0), rec(1, "c1", 0, 1, 100.0)]
+    site = line_site(10.0, 2)
+    res = offline_optimum_min(site, sessions, step_s=300.0, vehicle_max_current_a=7.0)
+    slack_wh = 2 * 6.0 * 230.0 * 300.0 / H
+    assert res.lp_bound_wh == pytest.approx(10.0 * 230.0)
+    assert res.bound_wh == pytest.approx(7.0 * 230.0 + slack_wh, rel=1e-3)
+    assert res.incumbent_wh <= res.bound_wh + 1e-6
+    assert res.incumbent_wh == pytest.approx(res.bound_wh, rel=2e-3)
+    assert res.timed_out == 0
+    continuous = offline_optimum(site, sessions, step_s=300.0, vehicle_max_current_a=7.0)
+    assert continuous.energy_delivered_wh == pytest.approx(res.lp_bound_wh, rel=1e-6)
+    m = res.metrics()
+    assert m["energy_bound_kwh"] == pytest.approx(res.bound_wh / 1000, abs=1e-3)
+
+
+def test_minimum_current_bound_lies_between_a_feasible_schedule_and_the_continuous_one() -> None:
+    site = acn_site()
+    sessions = [rec(i, f"e{i % 6}", 0.25 * i, 0.25 * i + 3 + i % 4, 30.0) for i in range(6)]
+    res = offline_optimum_min(site, sessions, step_s=900.0, time_limit_s=20.0)
+    assert res.incumbent_wh <= res.bound_wh + 1e-6 <= res.lp_bound_wh + 2e-6
+    assert res.incumbent_wh > 0.9 * res.lp_bound_wh
+    assert res.mip_gap <= 1e-3 or res.timed_out
+    whole = offline_optimum(site, sessions, step_s=900.0)
+    assert res.lp_bound_wh == pytest.approx(whole.energy_delivered_wh, rel=1e-6)
+
+
+def test_pilot_steps_hold_a_stepped_charger_to_its_allowed_currents() -> None:
+    # A 20 A line and a charger that only takes 8, 16, 24 or 32 A: with steps the car holds
+    # 16 A (plus its one step at 8 A outside the rule); without, it takes the whole 20 A.
+    root = CircuitNode(
+        id="main", kind=NodeKind.SERVICE, parent_id=None, line_limit_a=(20.0, math.inf, math.inf)
+    )
+    stepped = Charger(
+        id="c0",
+        node_id="main",
+        connection=Connection.L1,
+        max_current_a=32.0,
+        min_current_a=8.0,
+        allowed_currents_a=(8.0, 16.0, 24.0, 32.0),
+    )
+    site = Site(name="cc", voltage=VoltageSystem.EU_230, nodes=(root,), chargers=(stepped,))
+    sessions = [rec(0, "c0", 0, 1, 100.0)]
+    free = offline_optimum_min(site, sessions, step_s=300.0, start_loss=0.0)
+    steps = offline_optimum_min(site, sessions, step_s=300.0, start_loss=0.0, pilot_steps=True)
+    assert free.bound_wh == pytest.approx(20.0 * 230.0, rel=1e-4)
+    assert steps.bound_wh == pytest.approx((16.0 + 8.0 / 12) * 230.0, rel=1e-3)
+    with pytest.raises(InputError, match="start_loss"):
+        offline_optimum_min(site, sessions, start_loss=1.0)

@@ -137,7 +137,7 @@ def _building(
     return np.outer(low * 1000 / (n_lines * v_ln), mask), low
 
 
-def _solve_stretch(
+def _stretch_input(
     site: Site,
     recs: list[tuple[SessionRecord, str]],
     load: TimeSeries | None,
@@ -146,7 +146,8 @@ def _solve_stretch(
     vehicle_max_a: float | None,
     lin: Linearisation,
     max_facet_deg: float,
-) -> tuple[FloatArray, float, FloatArray, PlanStatus]:
+) -> PlanInput:
+    """One stretch as a planning problem on the ``step_s`` grid, with the true departures."""
     start = math.floor(min(r.arrival_s for r, _ in recs) / step_s) * step_s
     n = max(1, math.ceil((max(r.departure_s for r, _ in recs) - start) / step_s))
     t = start + step_s * np.arange(n, dtype=np.float64)
@@ -163,18 +164,40 @@ def _solve_stretch(
         )
         for k, (r, cid) in enumerate(recs)
     )
-    p = plan(
-        PlanInput(
-            site=site,
-            start_s=start,
-            slot_s=step_s,
-            n_slots=n,
-            sessions=sessions,
-            forecast=SiteForecast(building_line_a={root: line_a}),
-            linearisation=lin,
-            max_facet_deg=max_facet_deg,
-        )
+    return PlanInput(
+        site=site,
+        start_s=start,
+        slot_s=step_s,
+        n_slots=n,
+        sessions=sessions,
+        forecast=SiteForecast(building_line_a={root: line_a}),
+        linearisation=lin,
+        max_facet_deg=max_facet_deg,
     )
+
+
+def _solve_stretch(
+    site: Site,
+    recs: list[tuple[SessionRecord, str]],
+    load: TimeSeries | None,
+    step_s: float,
+    *,
+    vehicle_max_a: float | None,
+    lin: Linearisation,
+    max_facet_deg: float,
+) -> tuple[FloatArray, float, FloatArray, PlanStatus]:
+    inp = _stretch_input(
+        site,
+        recs,
+        load,
+        step_s,
+        vehicle_max_a=vehicle_max_a,
+        lin=lin,
+        max_facet_deg=max_facet_deg,
+    )
+    start, n = inp.start_s, inp.n_slots
+    t = start + step_s * np.arange(n, dtype=np.float64)
+    p = plan(inp)
     got = np.array([s.expected_wh for s in p.sessions])
     ev_kw = np.zeros(n)
     for i, (_, cid) in enumerate(recs):

@@ -11,10 +11,12 @@ optional stationary battery, contracted capacity.
 ``RecedingHorizonPlanner`` re-plans every few minutes and on arrivals and departures;
 ``targets_at``/``policy_at`` turn a plan into the live allocator's ``planned`` policy (which
 stays within instantaneous headroom); a late or failed solve yields the ``deadline`` policy.
+``planning_lp`` gives the LP unsolved (for callers that extend it);
 ``forecast_profile`` forecasts building load from history (same weekday and time, safety
 quantile); ``full_sessions``/``without_full`` take full cars (SuspendedEV) out of the plan.
 """
 
+from ampshare.core.planner._lp import LpMatrices
 from ampshare.core.planner._mpc import (
     RecedingHorizonPlanner,
     SessionDefaults,
@@ -23,7 +25,7 @@ from ampshare.core.planner._mpc import (
     learn_defaults,
     without_full,
 )
-from ampshare.core.planner._plan import plan, policy_at, targets_at
+from ampshare.core.planner._plan import plan, planning_lp, policy_at, targets_at
 from ampshare.core.planner._polygon import cone_arc, facets
 from ampshare.core.planner._types import (
     Battery,
@@ -39,6 +41,7 @@ from ampshare.core.planner.forecast import forecast_profile
 __all__ = [
     "Battery",
     "Linearisation",
+    "LpMatrices",
     "Plan",
     "PlanInput",
     "PlanStatus",
@@ -53,6 +56,7 @@ __all__ = [
     "full_sessions",
     "learn_defaults",
     "plan",
+    "planning_lp",
     "policy_at",
     "targets_at",
     "without_full",

@@ -28,7 +28,7 @@ from ampshare.core.planner._sessions import LpSession
 from ampshare.core.planner._types import Linearisation, PlanInput
 from ampshare.core.site import CircuitNode
 
-__all__ = ["LpResult", "build_and_solve"]
+__all__ = ["LpMatrices", "LpResult", "build", "build_and_solve"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -313,8 +313,24 @@ def _objective(m: _Model) -> FloatArray:
     return c
 
 
-def build_and_solve(inp: PlanInput, sessions: list[LpSession]) -> LpResult:
-    """Build the LP for ``inp`` and solve it within ``inp.time_limit_s``."""
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class LpMatrices:
+    """The LP in ``scipy.optimize`` form (minimise ``c @ x``); ``session_cols[i]`` are the
+    columns of session i's current in each of its ``slots`` (for callers that add rows or
+    integrality, e.g. the offline bound with minimum currents)."""
+
+    c: FloatArray
+    a_ub: coo_matrix | None
+    b_ub: FloatArray | None
+    a_eq: coo_matrix | None
+    b_eq: FloatArray | None
+    lower: FloatArray
+    upper: FloatArray
+    session_cols: list[IntArray]
+    kwh_per_a: list[FloatArray]  # per session, the energy one ampere delivers per column
+
+
+def _built(inp: PlanInput, sessions: list[LpSession]) -> tuple[_Model, LpMatrices]:
     m = _Model(inp, sessions)
     _aggregation(m)
     for node in inp.site.nodes:
@@ -324,26 +340,44 @@ def build_and_solve(inp: PlanInput, sessions: list[LpSession]) -> LpResult:
     _grid_rows(m)
     _battery_rows(m)
     _energy_rows(m)
-    return _solve(m)
-
-
-def _solve(m: _Model) -> LpResult:
     a_ub, b_ub = m.ub.matrix(m.n)
     a_eq, b_eq = m.eq.matrix(m.n)
-    options: dict[str, object] = {"presolve": True}
-    if m.inp.time_limit_s is not None:
-        options["time_limit"] = float(m.inp.time_limit_s)
     lower = np.concatenate(m.lb)
     for s, cols in zip(m.sessions, m.s_col, strict=True):
         if s.floor_a > 0:
             lower[cols[0]] = s.floor_a
-    res = linprog(
-        _objective(m),
-        A_ub=a_ub,
+    lp = LpMatrices(
+        c=_objective(m),
+        a_ub=a_ub,
         b_ub=b_ub,
-        A_eq=a_eq,
+        a_eq=a_eq,
         b_eq=b_eq,
-        bounds=np.column_stack([lower, np.concatenate(m.hi)]),
+        lower=lower,
+        upper=np.concatenate(m.hi),
+        session_cols=m.s_col,
+        kwh_per_a=[s.kwh_per_a for s in m.sessions],
+    )
+    return m, lp
+
+
+def build(inp: PlanInput, sessions: list[LpSession]) -> LpMatrices:
+    """The LP for ``inp`` (see the module docstring), not solved."""
+    return _built(inp, sessions)[1]
+
+
+def build_and_solve(inp: PlanInput, sessions: list[LpSession]) -> LpResult:
+    """Build the LP for ``inp`` and solve it within ``inp.time_limit_s``."""
+    m, lp = _built(inp, sessions)
+    options: dict[str, object] = {"presolve": True}
+    if inp.time_limit_s is not None:
+        options["time_limit"] = float(inp.time_limit_s)
+    res = linprog(
+        lp.c,
+        A_ub=lp.a_ub,
+        b_ub=lp.b_ub,
+        A_eq=lp.a_eq,
+        b_eq=lp.b_eq,
+        bounds=np.column_stack([lp.lower, lp.upper]),
         # Interior point (with crossover to a vertex) beats dual simplex on these LPs by
         # 1.2-2x (bench/planner.py): many columns, few rows after presolve.
         method="highs-ipm",

@@ -7,12 +7,12 @@ import math
 import numpy as np
 
 from ampshare.core.allocation import Policy, PolicyName
-from ampshare.core.planner._lp import LpResult, build_and_solve
+from ampshare.core.planner._lp import LpMatrices, LpResult, build, build_and_solve
 from ampshare.core.planner._sessions import LpSession, lp_sessions
 from ampshare.core.planner._types import Plan, PlanInput, PlanStatus, SessionPlan
 from ampshare.errors import InputError
 
-__all__ = ["plan", "policy_at", "targets_at"]
+__all__ = ["plan", "planning_lp", "policy_at", "targets_at"]
 
 _STATUS = {0: PlanStatus.OPTIMAL, 1: PlanStatus.TIME_LIMIT, 2: PlanStatus.INFEASIBLE}
 SHORT_REL, SHORT_WH = 0.01, 50.0  # "will not be ready": more than 1 % and 50 Wh short
@@ -76,6 +76,13 @@ def plan(inp: PlanInput) -> Plan:
         peak_kw=res.peak_kw,
         message=res.message,
     )
+
+
+def planning_lp(inp: PlanInput) -> LpMatrices:
+    """The LP ``plan`` would solve for ``inp``, unsolved (sessions in input order), for
+    callers that extend it — the offline bound with minimum currents adds integrality."""
+    _check(inp)
+    return build(inp, lp_sessions(inp))
 
 
 def targets_at(plan: Plan, now_s: float) -> dict[str, float]:
