@@ -393,9 +393,14 @@ class _ClassBreaks:
         m: int,
     ) -> None:
         self.levels, self.offsets, self.m = levels, offsets, m
-        # per ancestor column, contiguous: a cycle gathers from them by charger
-        self.rows = [np.ascontiguousarray(cl.rows[:, d]) for d in range(cl.rows.shape[1])]
-        self.on = [np.ascontiguousarray(on[:, d]) for d in range(on.shape[1])]
+        # per ancestor column, contiguous (a cycle gathers from them by charger); a column
+        # whose nodes may not bind anywhere is left out, one where all may is not filtered
+        self.rows, self.on = [], []
+        for d in range(cl.rows.shape[1]):
+            use = on[:, d]
+            if use.any():
+                self.rows.append(np.ascontiguousarray(cl.rows[:, d]))
+                self.on.append(None if use.all() else np.ascontiguousarray(use))
         self.coef = cl.coef
         self.charger, self.level, self.w = charger, level, w
         self.first = np.flatnonzero(np.diff(cl.node, prepend=-1))  # classes sorted by node
@@ -403,17 +408,20 @@ class _ClassBreaks:
         size = len(cl.node) * len(levels)
         self.table = np.zeros(size)
         self.count = np.zeros(size, dtype=np.int64)
-        self._add(np.arange(len(charger)), 1)
+        self._add(charger, level, w, 1)
         self.done = np.zeros(len(offsets) - 1, dtype=np.bool_)
 
-    def _add(self, at: I64, sign: int) -> None:
-        """Add (sign 1) or take out (-1) the breakpoints ``at`` at every ancestor."""
+    def _add(self, c: I64, lv: I64, w: F64, sign: int) -> None:
+        """Add (sign 1) or take out (-1) breakpoints (charger, level index, slope change) at
+        every ancestor whose node may bind."""
         size, nt = len(self.table), len(self.levels)
-        c, lv, w = self.charger[at], self.level[at], self.w[at]
         for rows, on in zip(self.rows, self.on, strict=True):
-            use = on[c]
-            cell = rows[c[use]] * nt + lv[use]
-            self.table += sign * np.bincount(cell, weights=w[use], minlength=size)
+            if on is None:
+                cell, ws = rows[c] * nt + lv, w
+            else:
+                use = on[c]
+                cell, ws = rows[c[use]] * nt + lv[use], w[use]
+            self.table += sign * np.bincount(cell, weights=ws, minlength=size)
             self.count += sign * np.bincount(cell, minlength=size)
 
     def merged(self, frozen: B) -> _Events:
@@ -421,7 +429,8 @@ class _ClassBreaks:
         new = np.flatnonzero(frozen & ~self.done)
         if len(new):
             self.done[new] = True
-            self._add(_ranges(self.offsets[new], self.offsets[new + 1]), -1)
+            at = _ranges(self.offsets[new], self.offsets[new + 1])
+            self._add(self.charger[at], self.level[at], self.w[at], -1)
             self.table[self.count == 0] = 0.0  # no residue of float cancellation
         nt = len(self.levels)
         table = self.table.reshape(-1, nt)
