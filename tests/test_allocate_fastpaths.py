@@ -231,3 +231,39 @@ def test_water_filling_by_class_table_equals_sorting_every_breakpoint(
     a = fill(cs, memo, limit, x_fixed, active, prof=prof, cols=cols, min_pairs=0)
     b = fill(cs, plain, limit, x_fixed, active, prof=prof, cols=cols)
     np.testing.assert_allclose(a[0], b[0], atol=1e-9)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(["equal", "priority", "deadline"]))
+def test_reasons_kept_by_key_in_an_array_or_a_dict_are_the_same(inp: AllocationInput) -> None:
+    """Reasons are kept per site in an object array indexed by key, or in a dict where a
+    site has too many keys for the array (thousands of nodes): the same reasons either way,
+    on the first call and from the kept ones on the next."""
+    from ampshare.core import _reasons
+    from ampshare.core._grid import MAX_KINDS
+    from ampshare.core._headroom import headroom
+
+    cs0 = compile_site(inp.site)
+    base, k1 = _reasons._base(cs0), 9  # the key's packing (``_reasons._keys``)
+
+    def key(cat: int, node: int, col: int, detail: int = 0) -> int:
+        return (((cat * (base + 1) + node + 1) * k1 + col + 1) * 3) + detail
+
+    nodes = range(len(cs0.node_ids))
+    keys = [key(_reasons._NONE, -1, -1), key(_reasons._SHARE, -1, -1, 1)]
+    keys += [key(_reasons._ROW, j, k) for j in nodes for k in range(3)]
+    keys += [key(_reasons._NO_HEADROOM, j, 0) for j in nodes]
+    keys += [key(_reasons._ROTATION, -1, -1), key(_reasons._MAX, len(MAX_KINDS) - 1, -1, 2)]
+    keys_at = np.array(keys + keys[::2], dtype=np.int64)
+    for _ in range(2):
+        got = []
+        for table_max in (1 << 20, 0):
+            cs = compile_site(inp.site)
+            hr = headroom(cs, inp)
+            got.append([r.text for r in _reasons._reasons(cs, hr, keys_at, table_max)])
+        assert got[0] == got[1]
+        assert len(set(got[0])) > 3  # different reasons, not one
+    # and through allocate: the array path (the default) on a site compiled afresh
+    assert [lim.reason for lim in allocate(inp).limits] == [
+        lim.reason for lim in allocate(inp).limits
+    ]

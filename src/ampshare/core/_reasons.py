@@ -216,54 +216,72 @@ def _base(cs: CompiledSite) -> int:
     return max(len(cs.node_ids), len(MAX_KINDS)) + 1
 
 
-def _reasons(cs: CompiledSite, hr: Headroom, keys: I64) -> list[Reason]:
-    """A reason per charger; chargers with equal keys share one (frozen) ``Reason``."""
-    uniq, inverse = _unique(keys)
+def _reasons(
+    cs: CompiledSite, hr: Headroom, keys: I64, table_max: int = 1 << 20
+) -> list[Reason]:
+    """A reason per charger; chargers with equal keys share one (frozen) ``Reason``. The
+    reasons are kept per site as an object array indexed by key where the site has at most
+    ``table_max`` keys (~250 per node), else in a dict."""
     m = _base(cs)
-    known = _known_reasons(cs, hr)
-    made: list[Reason] = []
-    for key in uniq.tolist():
-        why = known.get(key)
-        if why is None:
-            rest, detail = divmod(key, 3)
-            rest, col = divmod(rest, K + 1)
-            cat, node = divmod(rest, m + 1)
-            why = known[key] = _make(
-                cs, hr, cat=cat, node=node - 1, col=col - 1, detail=_DETAILS[detail]
-            )
-        made.append(why)
-    # An object array hands every charger its shared reason without a Python loop.
-    table = np.empty(len(made), dtype=object)
-    table[:] = made
-    out: list[Reason] = table[inverse].tolist()
-    return out
+    known = _known_reasons(cs, hr, m, table_max)
+    if len(keys) == 0:
+        return []
+    uniq = np.unique(keys) if known.have is None else _present(keys, len(known.have))
+    missing = uniq if known.have is None else uniq[~known.have[uniq]]
+    for key in missing.tolist():
+        if key in known.made:
+            continue
+        rest, detail = divmod(key, 3)
+        rest, col = divmod(rest, K + 1)
+        cat, node = divmod(rest, m + 1)
+        why = _make(cs, hr, cat=cat, node=node - 1, col=col - 1, detail=_DETAILS[detail])
+        known.made[key] = why
+        if known.have is not None:
+            known.table[key] = why
+            known.have[key] = True
+    if known.have is not None:
+        # an object array hands every charger its shared reason without a Python loop
+        out: list[Reason] = known.table[keys].tolist()
+        return out
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    table = np.empty(len(uniq), dtype=object)
+    table[:] = [known.made[k] for k in uniq.tolist()]
+    shared: list[Reason] = table[inverse.ravel()].tolist()
+    return shared
 
 
-def _unique(keys: I64) -> tuple[I64, I64]:
-    """``np.unique(keys, return_inverse=True)`` for small non-negative keys by a presence
-    table instead of a sort when the table is not much longer than the keys (the keys of
-    one site stay below ~250 per node)."""
-    top = int(keys.max(initial=0)) + 1
-    if len(keys) == 0 or top > 8 * len(keys) + 1024:
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        return uniq, inverse.ravel()
+def _present(keys: I64, top: int) -> I64:
+    """The distinct ``keys`` (all below ``top``), ascending, by a presence table."""
     present = np.zeros(top, dtype=np.bool_)
     present[keys] = True
-    rank = np.cumsum(present) - 1
-    return np.flatnonzero(present), rank[keys]
+    return np.flatnonzero(present)
 
 
-def _known_reasons(cs: CompiledSite, hr: Headroom) -> dict[int, Reason]:
-    """The reasons made for this site so far, by key: a key's reason depends only on the site
-    and on which external caps set which rows (``cap_source``), so they are kept until the
-    caps change (a site has at most a few thousand keys; building them took ~0.5 ms a call
-    at 10,000 chargers)."""
+class _Known:
+    """The reasons made for one site so far, by key (``made``), and, where the keys of the
+    site are few enough (``have`` not None), the same as an object array indexed by key."""
+
+    __slots__ = ("have", "made", "table")
+
+    def __init__(self, top: int, small: bool) -> None:
+        self.made: dict[int, Reason] = {}
+        self.table = np.empty(top if small else 0, dtype=object)
+        self.have: B | None = np.zeros(top, dtype=np.bool_) if small else None
+
+
+def _known_reasons(cs: CompiledSite, hr: Headroom, m: int, table_max: int) -> _Known:
+    """The reasons made for this site so far: a key's reason depends only on the site and on
+    which external caps set which rows (``cap_source``), so they are kept until the caps
+    change (a site has at most a few thousand keys in use; building them took ~0.5 ms a
+    call at 10,000 chargers)."""
+    top = ((_SHARE + 1) * (m + 1) * (K + 1)) * 3  # above every key (see ``_keys``)
+    small = top <= table_max
     hit = cs.last.get("reasons")
-    if hit is not None and hit[0] == hr.cap_source:
-        known: dict[int, Reason] = hit[1]
+    if hit is not None and hit[0] == (hr.cap_source, small):
+        known: _Known = hit[1]
         return known
-    known = {}
-    cs.last["reasons"] = ([list(row) for row in hr.cap_source], known)
+    known = _Known(top, small)
+    cs.last["reasons"] = (([list(row) for row in hr.cap_source], small), known)
     return known
 
 
