@@ -608,8 +608,11 @@ def _loading(cs: CompiledSite, pcoef: C128, which: I64, rows: I64) -> tuple[I64,
     at_row = np.full(q + 1, -1, dtype=np.int64)  # the padding class q loads nothing
     loads = np.abs(cl.coef[at, rows[row, 1]]) > EPS_COEF
     at_row[at[loads]] = row[loads]
-    per = at_row[cl.rows[:, 0]]
-    for d in range(1, cl.rows.shape[1]):
+    # a charger's row of classes lists its ancestors from the root, so a node of depth d
+    # (``ancestors`` holds the node and those above it) only appears in column d
+    depths = sorted({len(cs.ancestors[j]) - 1 for j in rows[:, 0].tolist()})
+    per = at_row[cl.rows[:, depths[0]]]
+    for d in depths[1:]:
         np.maximum(per, at_row[cl.rows[:, d]], out=per)
     ids = np.flatnonzero(per >= 0)
     return ids, per[ids]
