@@ -444,9 +444,8 @@ class _ClassBreaks:
         nt = len(self.levels)
         table = self.table.reshape(-1, nt)
         q, k = self.coef.shape
-        d = (self.by_node @ (table[:, :, None] * self.coef[:, None, :]).reshape(q, nt * k)).reshape(
-            -1, nt, k
-        )
+        per_class = (table[:, :, None] * self.coef[:, None, :]).reshape(q, nt * k)
+        d = (self.by_node @ per_class).reshape(-1, nt, k)  # (nodes with classes, levels, k)
         seen = np.add.reduceat(self.count.reshape(-1, nt), self.first, axis=0) > 0
         j, lv = np.nonzero(seen)  # row-major: by node, then level
         return _segments(self.m, self.nodes[j], self.levels[lv], d[j, lv])
