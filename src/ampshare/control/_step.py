@@ -587,21 +587,6 @@ def _known_sessions(sessions: tuple[Session, ...], pos: Mapping[str, int]) -> tu
     return tuple([s for s in sessions if s.charger_id in pos])
 
 
-_LAST_IDS: tuple[tuple[Session, ...], frozenset[str]] = ((), frozenset())
-
-
-def _charger_ids(sessions: tuple[Session, ...]) -> AbstractSet[str]:
-    """The chargers with a session, kept for the very same tuple (most steps keep the
-    sessions of the step before). One entry, replaced whole: safe across threads."""
-    global _LAST_IDS  # noqa: PLW0603 - a one-entry cache of a pure function of its key
-    last = _LAST_IDS
-    if last[0] is sessions:
-        return last[1]
-    ids = frozenset([s.charger_id for s in sessions])
-    _LAST_IDS = (sessions, ids)
-    return ids
-
-
 def _state_values(
     state: ControllerState, cstates: Mapping[str, ChargerState]
 ) -> tuple[ChargerState, ...]:
@@ -637,7 +622,7 @@ def step(  # noqa: PLR0917 - the documented public signature
         )
     ext = state.external_caps if inputs.external_caps is None else inputs.external_caps
     ext = tuple(c for c in ext if c.until_s is None or c.until_s > now_s)
-    with_session = _charger_ids(sessions)
+    with_session = {s.charger_id for s in sessions}
     lapse(table, with_session, now_s, settings)
     # subtract: what cannot be controlled, what idle chargers would offer an arriving car,
     # and the controller's own caps
