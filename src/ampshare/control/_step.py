@@ -622,7 +622,10 @@ def step(  # noqa: PLR0917 - the documented public signature
         )
     ext = state.external_caps if inputs.external_caps is None else inputs.external_caps
     ext = tuple(c for c in ext if c.until_s is None or c.until_s > now_s)
-    with_session = {s.charger_id for s in sessions}
+    if sessions is state.sessions and state.session_chargers is not None:
+        with_session: AbstractSet[str] = state.session_chargers
+    else:
+        with_session = frozenset([s.charger_id for s in sessions])
     lapse(table, with_session, now_s, settings)
     # subtract: what cannot be controlled, what idle chargers would offer an arriving car,
     # and the controller's own caps
@@ -679,6 +682,7 @@ def step(  # noqa: PLR0917 - the documented public signature
             cstates if cstates is state.charger_states else MappingProxyType(cstates)
         ),
         sessions=sessions,
+        session_chargers=frozenset(with_session),
         charger_state_values=_state_values(state, cstates),
         external_caps=ext,
         rotation=alloc.rotation,

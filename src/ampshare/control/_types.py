@@ -238,6 +238,8 @@ class ControllerState:
     charger_state_values: tuple[ChargerState, ...] | None = field(
         default=None, compare=False, repr=False
     )
+    # the chargers of ``sessions``, kept with them while the sessions do not change
+    session_chargers: frozenset[str] | None = field(default=None, compare=False, repr=False)
     external_caps: tuple[ExternalCap, ...] = ()
     rotation: RotationState = field(default_factory=RotationState)
     recent_events: tuple[Event, ...] = ()
