@@ -263,7 +263,7 @@ def test_reasons_kept_by_key_in_an_array_or_a_dict_are_the_same(inp: AllocationI
             got.append([r.text for r in _reasons._reasons(cs, hr, keys_at, table_max)])
         assert got[0] == got[1]
         assert len(set(got[0])) > 3  # different reasons, not one
-    # and through allocate: the array path (the default) on a site compiled afresh
+    # and through allocate, the default (array) path: the second call reads the kept reasons
     assert [lim.reason for lim in allocate(inp).limits] == [
         lim.reason for lim in allocate(inp).limits
     ]

@@ -63,8 +63,8 @@ class Grid:
 
     def step_for(self, one_phase: B) -> F64:
         """Each charger's grid step in A per phase (a watt charger's 1 W in A)."""
-        volt = self.volt_for(one_phase)
-        return np.asarray(np.where(self.is_w, 1.0 / np.maximum(volt, EPS), self.res))
+        _, ((_, step3), (_, step1)) = _site_parts(self.cs)
+        return np.asarray(np.where(one_phase, step1, step3), dtype=np.float64)
 
     def down(self, x: F64, one_phase: B, step: F64 | None = None) -> F64:
         """Largest value each charger accepts that is <= x (0 stays 0); ``step``:
@@ -120,7 +120,7 @@ def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Gr
             fixed[cs.charger_index[fl.charger_id]] = True
     st = cs.static
     res, is_w, cmax = st.res_a, st.is_w, st.max_a
-    lo, by_volt = last_read(cs, "grid", st, lambda: _fixed_parts(cs))
+    lo, by_volt = _site_parts(cs)
     vmax = facts.vehicle_max_a
     cap = np.full(n, np.inf)
     for cid, val in inp.caps_a.items():
@@ -162,9 +162,16 @@ def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Gr
     )
 
 
-def _fixed_parts(cs: CompiledSite) -> tuple[F64, tuple[tuple[F64, F64], tuple[F64, F64]]]:
+_Parts = tuple[F64, tuple[tuple[F64, F64], tuple[F64, F64]]]
+
+
+def _site_parts(cs: CompiledSite) -> _Parts:
     """What of the grid depends on the site alone (kept per site): each charger's minimum on
     its grid, and for three and one phase its power limit in A and its grid step."""
+    return last_read(cs, "grid", cs.static, lambda: _make_site_parts(cs))
+
+
+def _make_site_parts(cs: CompiledSite) -> _Parts:
     st = cs.static
     lo = _up(st.min_a, np.where(st.is_w, 1e-3, st.res_a))
     if len(st.pilot_at):

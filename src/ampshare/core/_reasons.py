@@ -226,28 +226,31 @@ def _reasons(
     known = _known_reasons(cs, hr, m, table_max)
     if len(keys) == 0:
         return []
-    uniq = np.unique(keys) if known.have is None else _present(keys, len(known.have))
-    missing = uniq if known.have is None else uniq[~known.have[uniq]]
-    for key in missing.tolist():
-        if key in known.made:
-            continue
-        rest, detail = divmod(key, 3)
-        rest, col = divmod(rest, K + 1)
-        cat, node = divmod(rest, m + 1)
-        why = _make(cs, hr, cat=cat, node=node - 1, col=col - 1, detail=_DETAILS[detail])
-        known.made[key] = why
-        if known.have is not None:
-            known.table[key] = why
-            known.have[key] = True
     if known.have is not None:
+        uniq = _present(keys, len(known.have))
+        for key in uniq[~known.have[uniq]].tolist():
+            known.table[key] = _key_reason(cs, hr, m, key)
+            known.have[key] = True
         # an object array hands every charger its shared reason without a Python loop
         out: list[Reason] = known.table[keys].tolist()
         return out
+    made = known.made
     uniq, inverse = np.unique(keys, return_inverse=True)
     table = np.empty(len(uniq), dtype=object)
-    table[:] = [known.made[k] for k in uniq.tolist()]
+    table[:] = [
+        made[k] if k in made else made.setdefault(k, _key_reason(cs, hr, m, k))
+        for k in uniq.tolist()
+    ]
     shared: list[Reason] = table[inverse.ravel()].tolist()
     return shared
+
+
+def _key_reason(cs: CompiledSite, hr: Headroom, m: int, key: int) -> Reason:
+    """The reason a packed key (``_keys``) stands for."""
+    rest, detail = divmod(key, 3)
+    rest, col = divmod(rest, K + 1)
+    cat, node = divmod(rest, m + 1)
+    return _make(cs, hr, cat=cat, node=node - 1, col=col - 1, detail=_DETAILS[detail])
 
 
 def _present(keys: I64, top: int) -> I64:
@@ -258,8 +261,9 @@ def _present(keys: I64, top: int) -> I64:
 
 
 class _Known:
-    """The reasons made for one site so far, by key (``made``), and, where the keys of the
-    site are few enough (``have`` not None), the same as an object array indexed by key."""
+    """The reasons made for one site so far, by key: an object array indexed by key
+    (``table``, ``have`` marks the keys made) where the site's keys are few enough, else a
+    dict (``made``; ``have`` is None)."""
 
     __slots__ = ("have", "made", "table")
 

@@ -9,11 +9,12 @@ output into commands.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 PerLine = tuple[float, float, float]
+_T = TypeVar("_T")
 
 
 def _empty() -> Mapping[str, float]:
@@ -230,7 +232,49 @@ class ChargerLimit:
     power_w: float | None = None
 
 
-class ChargerLimits(Sequence[ChargerLimit]):
+class _BuiltOnRead(Sequence[_T]):
+    """A sequence of frozen values held as columns: ``_build`` makes the values all at once
+    the first time anyone reads the sequence itself. Equal to any sequence of the same
+    values. Subclasses set ``_items`` (None, or the values when made from them)."""
+
+    __slots__ = ("_items",)
+    _items: tuple[_T, ...] | None
+
+    @abstractmethod
+    def _build(self) -> tuple[_T, ...]:
+        """The values, from the columns."""
+
+    def _built(self) -> tuple[_T, ...]:
+        items = self._items
+        if items is None:
+            items = self._items = self._build()
+        return items
+
+    @overload
+    def __getitem__(self, i: int) -> _T: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[_T, ...]: ...
+    def __getitem__(self, i: int | slice) -> _T | tuple[_T, ...]:
+        return self._built()[i]
+
+    def __iter__(self) -> Iterator[_T]:
+        return iter(self._built())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _BuiltOnRead):
+            return self._built() == other._built()
+        if isinstance(other, Sequence):
+            return self._built() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._built())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self._built())!r})"
+
+
+class ChargerLimits(_BuiltOnRead[ChargerLimit]):
     """Every charger's ``ChargerLimit``, in site order, held as columns.
 
     The allocator answers in columns (``charger_ids``, ``limit_a``, ``phases``, ``reasons``,
@@ -240,7 +284,7 @@ class ChargerLimits(Sequence[ChargerLimit]):
     values most cycles never read). Equal to any sequence of the same ``ChargerLimit`` values.
     """
 
-    __slots__ = ("_items", "charger_ids", "limit_a", "phases", "power_w", "reasons")
+    __slots__ = ("charger_ids", "limit_a", "phases", "power_w", "reasons")
 
     def __init__(
         self,
@@ -277,40 +321,14 @@ class ChargerLimits(Sequence[ChargerLimit]):
         out._items = items
         return out
 
-    def _built(self) -> tuple[ChargerLimit, ...]:
-        items = self._items
-        if items is None:
-            powers = self.power_w if self.power_w is not None else [None] * len(self)
-            items = self._items = tuple(
-                _build_limits(self.charger_ids, self.limit_a, self.phases, self.reasons, powers)
-            )
-        return items
+    def _build(self) -> tuple[ChargerLimit, ...]:
+        powers = self.power_w if self.power_w is not None else [None] * len(self)
+        return tuple(
+            _build_limits(self.charger_ids, self.limit_a, self.phases, self.reasons, powers)
+        )
 
     def __len__(self) -> int:
         return len(self.charger_ids)
-
-    @overload
-    def __getitem__(self, i: int) -> ChargerLimit: ...
-    @overload
-    def __getitem__(self, i: slice) -> tuple[ChargerLimit, ...]: ...
-    def __getitem__(self, i: int | slice) -> ChargerLimit | tuple[ChargerLimit, ...]:
-        return self._built()[i]
-
-    def __iter__(self) -> Iterator[ChargerLimit]:
-        return iter(self._built())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, ChargerLimits):
-            return self._built() == other._built()
-        if isinstance(other, Sequence):
-            return self._built() == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._built())
-
-    def __repr__(self) -> str:
-        return f"ChargerLimits({list(self._built())!r})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -331,7 +349,7 @@ _Rows = Sequence[Sequence[float]] | npt.NDArray[np.float64]
 _Flags = Sequence[bool] | npt.NDArray[np.bool_]
 
 
-class NodeHeadrooms(Sequence[NodeHeadroom]):
+class NodeHeadrooms(_BuiltOnRead[NodeHeadroom]):
     """Every node's ``NodeHeadroom``, in site order, held as columns (rows of three floats
     per line, or numpy arrays of shape (m, 3) and (m,)); the frozen values are built the
     first time anyone reads the sequence itself.
@@ -341,7 +359,6 @@ class NodeHeadrooms(Sequence[NodeHeadroom]):
 
     __slots__ = (
         "_by_node",
-        "_items",
         "ev_load_a",
         "headroom_a",
         "limit_a",
@@ -404,45 +421,21 @@ class NodeHeadrooms(Sequence[NodeHeadroom]):
         """Positions of the nodes with a line's headroom below ``-tol``."""
         return [i for i, row in enumerate(_rows(self.headroom_a)) if min(row) < -tol]
 
-    def _built(self) -> tuple[NodeHeadroom, ...]:
-        items = self._items
-        if items is None:
-            items = self._items = tuple(
-                _build_rooms(
-                    self.node_ids,
-                    map(_t3, _rows(self.limit_a)),
-                    map(_t3, _rows(self.other_load_a)),
-                    map(_t3, _rows(self.ev_load_a)),
-                    map(_t3, _rows(self.headroom_a)),
-                    _rows(self.measured),
-                    _rows(self.stale),
-                )
+    def _build(self) -> tuple[NodeHeadroom, ...]:
+        return tuple(
+            _build_rooms(
+                self.node_ids,
+                map(_t3, _rows(self.limit_a)),
+                map(_t3, _rows(self.other_load_a)),
+                map(_t3, _rows(self.ev_load_a)),
+                map(_t3, _rows(self.headroom_a)),
+                _rows(self.measured),
+                _rows(self.stale),
             )
-        return items
+        )
 
     def __len__(self) -> int:
         return len(self.node_ids)
-
-    @overload
-    def __getitem__(self, i: int) -> NodeHeadroom: ...
-    @overload
-    def __getitem__(self, i: slice) -> tuple[NodeHeadroom, ...]: ...
-    def __getitem__(self, i: int | slice) -> NodeHeadroom | tuple[NodeHeadroom, ...]:
-        return self._built()[i]
-
-    def __iter__(self) -> Iterator[NodeHeadroom]:
-        return iter(self._built())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence):
-            return self._built() == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._built())
-
-    def __repr__(self) -> str:
-        return f"NodeHeadrooms({list(self._built())!r})"
 
 
 def _t3(row: Sequence[float]) -> PerLine:

@@ -85,6 +85,9 @@ class SimBase:
         self.composite_requests = 0  # GetCompositeSchedule calls answered
 
     async def _send_state(self, state: str) -> None:
+        """Tell the central system the charging state (``car_state``) in this charger's
+        protocol: StatusNotification in 1.6 (``_sim16``), TransactionEvent in 2.0.1
+        (``_sim201``); each version's charge point overrides it."""
         raise NotImplementedError
 
     def car_state(self) -> str | None:
