@@ -380,6 +380,10 @@ class PairClasses:
     im: F64
     a: F64
     zero: B
+    # classes are sorted by node: where each node's classes start (m',), and the (m', q)
+    # sparse 0/1 matrix that adds a node's classes up (``_waterfill._ClassBreaks``)
+    node_start: I64
+    by_node: Any
 
 
 def pair_classes(cs: CompiledSite, pcoef: C128) -> PairClasses | None:
@@ -402,16 +406,24 @@ def _classes(cs: CompiledSite, pcoef: C128) -> PairClasses:
     re, im = np.ascontiguousarray(coef.real), np.ascontiguousarray(coef.imag)
     a = re * re + im * im
     zero = a <= EPS_COEF
+    node = np.ascontiguousarray(uniq["n"], dtype=np.int64)
+    new_node = np.diff(node, prepend=-1) != 0
+    node_start = np.flatnonzero(new_node)
+    by_node = sparse.csr_array(
+        (np.ones(q), (np.cumsum(new_node) - 1, np.arange(q))), shape=(len(node_start), q)
+    )
     out = PairClasses(
-        node=np.ascontiguousarray(uniq["n"], dtype=np.int64),
+        node=node,
         coef=coef,
         rows=padded[cs.pair_rows],
         re=re,
         im=im,
         a=np.where(zero, 1.0, a),
         zero=zero,
+        node_start=node_start,
+        by_node=by_node,
     )
-    freeze(out.node, out.coef, out.rows, out.re, out.im, out.a, out.zero)
+    freeze(out.node, out.coef, out.rows, out.re, out.im, out.a, out.zero, out.node_start)
     return out
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import sparse
 
 from ampshare.core._compiled import (
     COL_PRIMARY,
@@ -405,15 +404,11 @@ class _ClassBreaks:
                 self.on.append(None if use.all() else np.ascontiguousarray(use))
         self.coef = cl.coef
         self.charger, self.level, self.w = charger, level, w
-        self.first = np.flatnonzero(np.diff(cl.node, prepend=-1))  # classes sorted by node
-        self.nodes = cl.node[self.first]
-        # (nodes with classes, classes): 1 where the class is the node's; adds a node's
-        # classes up in one sparse product (faster than reduceat over the 3-d table)
-        q = len(cl.node)
-        owner = np.cumsum(np.diff(cl.node, prepend=-1) != 0) - 1
-        self.by_node = sparse.csr_array(
-            (np.ones(q), (owner, np.arange(q))), shape=(len(self.first), q)
-        )
+        self.first = cl.node_start
+        self.nodes = cl.node[cl.node_start]
+        # adds a node's classes up in one sparse product (faster than reduceat over the
+        # 3-d table)
+        self.by_node = cl.by_node
         size = len(cl.node) * len(levels)
         self.table = np.zeros(size)
         self.count = np.zeros(size, dtype=np.int64)
