@@ -125,7 +125,6 @@ class ChargerStatics:
     zero_pauses: npt.NDArray[np.bool_]
     can_switch: npt.NDArray[np.bool_]
     three_phase: npt.NDArray[np.bool_]
-    with_pilot_set: tuple[int, ...]
     # the chargers with a pilot set (k,) and their sets (k, P), NaN-padded: what a cycle
     # snaps onto the sets, as arrays
     pilot_at: I64
@@ -157,7 +156,6 @@ def _statics(site: Site) -> ChargerStatics:
         zero_pauses=flag([c.zero_pauses for c in cs]),
         can_switch=flag([c.can_switch_phases for c in cs]),
         three_phase=flag([c.connection is Connection.THREE_PHASE for c in cs]),
-        with_pilot_set=tuple(pilot),
         pilot_at=np.asarray(pilot, dtype=np.int64),
         pilot_sets=sets,
     )

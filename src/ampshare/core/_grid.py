@@ -111,8 +111,7 @@ def _dn(x: F64, step: F64) -> F64:
 
 
 def make_grid(cs: CompiledSite, inp: AllocationInput, facts: SessionFacts) -> Grid:
-    chargers = cs.site.chargers
-    n = len(chargers)
+    n = len(cs.charger_ids)
     has = facts.has
     fixed = np.zeros(n, dtype=np.bool_)
     for fl in inp.fixed_loads:

@@ -164,7 +164,7 @@ def _keys(
     v: C128,
 ) -> I64:
     """One integer per charger naming its reason: (category, node or kind, column, detail)
-    packed, so that equal reasons are found with one ``np.unique`` instead of a loop; ``v``
+    packed, so that equal reasons are found at once (``_reasons``) instead of in a loop; ``v``
     the rows' sums for ``x``."""
     charging = floor.running & (x > 0)
     paused = grid.candidate & ~charging
@@ -221,7 +221,7 @@ def _reasons(
 ) -> list[Reason]:
     """A reason per charger; chargers with equal keys share one (frozen) ``Reason``. The
     reasons are kept per site as an object array indexed by key where the site has at most
-    ``table_max`` keys (~250 per node), else in a dict."""
+    ``table_max`` keys (216 per node: categories x columns x details), else in a dict."""
     m = _base(cs)
     known = _known_reasons(cs, hr, m, table_max)
     if len(keys) == 0:
