@@ -7,7 +7,10 @@ constraint set) at the same period, with what ACN-Sim assumes:
 * demand = the metered kWh of each session (ACN-Sim's convention, preset ``acn-delivered``);
 * the scheduler knows every true departure and demand (ACN-Sim's sorted algorithms read them
   from the EV), so ampshare's sessions declare them too;
-* an ideal battery (ACN-Sim ``Battery``; ampshare EV model ``basic``) limited to 32 A at 208 V.
+* an ideal battery (ACN-Sim ``Battery``; ampshare EV model ``basic``) limited to 32 A at 208 V;
+* cars plug in and out on the period grid: ACN-Sim rounds both times down to a period, so
+  ampshare's replay is given the same rounded times (it would otherwise plug each car in and
+  out at its true time).
 
 ACN-Sim runs its sorted algorithms with EDF and LLF; ampshare runs ``deadline`` (EDF and LLF)
 and ``equal``, both through the live controller (``ampshare.control``) and as the bare
@@ -20,7 +23,9 @@ allocator (``direct``: no sequencing, like ACN-Sim). Needs ``pip install acnport
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -97,6 +102,17 @@ def ampshare_run(
 ) -> dict[str, object]:
     from ampshare.sim.sites import tighten_transformers
 
+    per_s = 60.0 * period_min
+    recs = tuple(
+        dataclasses.replace(
+            r,
+            arrival_s=math.floor(r.arrival_s / per_s) * per_s,
+            departure_s=math.floor(r.departure_s / per_s) * per_s,
+            # told the truth, as ACN-Sim's schedulers are: the rounded departure
+            declared_departure_s=math.floor(r.departure_s / per_s) * per_s,
+        )
+        for r in recs
+    )
     site = load_site(ROOT / "examples" / "workplace-caltech.yaml")
     if transformer_kva != 150:
         site = tighten_transformers(site, transformer_kva)

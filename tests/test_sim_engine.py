@@ -293,3 +293,41 @@ def test_a_car_plugging_in_starts_at_the_lease_its_charger_holds(tiny_spec: SimS
     full_kwh = 16 * 3 * 230 / 1000  # 11.04 kW for an hour, less s1's first 5 s reaction
     assert out.replay.delivered_wh / 1000 == pytest.approx([full_kwh] * 2, rel=0.003)
     assert out.metrics["violation_amp_seconds"] == 0.0
+
+
+def test_cars_plug_in_and_out_at_their_true_times(tiny_spec: SimSpec) -> None:
+    """On a 5-minute grid a car arriving at 00:01 or 00:02 starts charging then (after the
+    cars' 5 s reaction and the controller's decrease-before-increase), not at the next grid
+    time, and the current a car frees by leaving at 00:12 goes to the others at once, not at
+    00:15. 32 A per line under ``fcfs``: a and b take 16 A; when c comes, b drops to 10 A so
+    that c gets its 6 A minimum; when a leaves, b and c both get 16 A."""
+    t0 = tiny_spec.sessions[0].arrival_s
+    stays = {"a": ("c1", 60, 12 * 60), "b": ("c2", 60, 3600), "c": ("c3", 120, 3600)}
+    recs = tuple(
+        SessionRecord(
+            session_id=sid,
+            station_id=station,
+            arrival_s=t0 + arrive,
+            departure_s=t0 + leave,
+            energy_wh=50_000.0,
+        )
+        for sid, (station, arrive, leave) in stays.items()
+    )
+    spec = dataclasses.replace(
+        tiny_spec, sessions=recs, building=None, step_s=300.0, policy="fcfs", keep_ev=True
+    )
+    out = simulate(spec)
+    rep = out.replay
+    assert rep.seg_ev_a is not None
+
+    def draws_at(t_s: float) -> list[float]:
+        k = int(np.searchsorted(rep.seg_t_s, t0 + t_s, side="right")) - 1
+        return [float(x) for x in rep.seg_ev_a[k]]
+
+    assert draws_at(59) == [0.0, 0.0, 0.0]
+    assert draws_at(60 + 15) == [16.0, 16.0, 0.0]
+    assert draws_at(120 + 15) == [16.0, 10.0, 6.0]
+    assert draws_at(720 + 15) == [0.0, 16.0, 16.0]
+    # a charged at 16 A from 00:01:05 until it left at 00:12, to the Wh.
+    assert rep.delivered_wh[0] == pytest.approx(16 * (660 - 5) * 3 * 230 / 3600, rel=1e-9)
+    assert out.metrics["violation_amp_seconds"] == 0.0

@@ -1,7 +1,10 @@
 """The replay loop: sessions and building load on virtual time through a controller and the
 EV physics of ``ampshare.sim.ev``.
 
-Time advances on a grid of ``step_s``. At each grid time departures (true plug-out) and
+Time advances on a grid of ``step_s``, and also stops at every arrival and departure: a
+car plugs in and out at its true time and the controller decides then, as it does live when a
+charger reports the change (a car arriving just after a grid time would otherwise wait up to a
+whole step, a departed car's current stay unused as long). At each stop departures and
 arrivals are applied, the simulated meter and chargers report, the controller decides, the
 chargers apply the new pilots and the cars follow them after their reaction time
 (``ampshare.sim.ev``). Inside a step time is cut into segments at every pilot change a car
@@ -170,6 +173,11 @@ class _Loop:
             self.delivered[p.index] = p.ev.delivered_wh
             self.start_stops += p.starts - (1 if p.starts else 0) + p.stops
         return bool(gone)
+
+    def next_departure(self, now_s: float) -> float:
+        """The first true departure after ``now_s`` among the plugged cars."""
+        later = (p.rec.departure_s for p in self.plugs.values() if p.rec.departure_s > now_s)
+        return min(later, default=math.inf)
 
     # --- what the devices report ------------------------------------------------------------
     def _currents(self, avg: bool = False) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
@@ -401,7 +409,8 @@ class _Loop:
 
 
 def _grid_up(t: float, start: float, step: float) -> float:
-    return start + math.ceil((t - start) / step - 1e-9) * step
+    """The first grid time after ``t`` (strictly)."""
+    return start + (math.floor((t - start) / step + 1e-9) + 1) * step
 
 
 def _step(loop: _Loop, t: float, t_end: float, changed: bool) -> bool:
@@ -429,26 +438,33 @@ def _step(loop: _Loop, t: float, t_end: float, changed: bool) -> bool:
 
 
 def _run(loop: _Loop, start: float, end: float, progress: Callable[[float], None] | None) -> int:
-    """The grid loop; returns the number of grid steps replayed with a car plugged in."""
+    """The event loop; returns the number of grid steps replayed with a car plugged in.
+
+    A step runs from ``t`` to the next grid time, or to the next arrival or departure when one
+    comes first; the step from that event then runs to the same grid time, so the grid stays
+    where it is and only the events are added to it."""
     recs, n = loop.records, len(loop.records)
     t, i, steps = start, 0, 0
     while i < n and recs[i].arrival_s < start:
         i += 1  # arrived before the window: not replayed
     while t < end - 1e-9:
         changed = loop.depart(t)
-        while i < n and recs[i].arrival_s <= t:
+        while i < n and recs[i].arrival_s <= t + 1e-9:
             changed |= loop.arrive(i, t)
             i += 1
+        nxt_arrival = recs[i].arrival_s if i < n else math.inf
         if not loop.plugs:
-            nxt = min(end, _grid_up(recs[i].arrival_s, start, loop.step_s)) if i < n else end
-            nxt = max(nxt, t + loop.step_s)
-            loop.idle(t, min(nxt, end))
+            nxt = min(end, nxt_arrival)
+            loop.idle(t, nxt)
             t = nxt
             continue
-        t_end = min(t + loop.step_s, end)
+        grid = _grid_up(t, start, loop.step_s)
+        t_end = min(grid, nxt_arrival, loop.next_departure(t), end)
         _step(loop, t, t_end, changed)
-        steps += 1
         t = t_end
+        if t_end < grid - 1e-9:
+            continue  # an event inside the grid step: the step goes on from it
+        steps += 1
         if progress is not None and steps % 500 == 0:
             progress(t)
     loop.depart(math.inf)
