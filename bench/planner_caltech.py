@@ -10,9 +10,10 @@ Site: examples/workplace-caltech.yaml (``ampshare import-acn``), its transformer
 ``--kva`` (``sim.sites.tighten_transformers``). Sessions: ACN-Data Caltech 2019-09..12, demand
 = the driver's request (``acn`` preset), declared departure/energy only where the driver
 entered them. Cars: ideal batteries (``EvOptions(basic=True)``), like the optimum's. The planner
-is seeded with the (at most 500) sessions that ended before ``--start`` (stay ratios, default
-stay and energy; none for the default window, which starts with the file) and keeps learning
-during the replay. Prints one JSON object per policy (``planned`` also gives
+is seeded with the (at most 500) sessions that ended before ``--start`` — from the same file
+and from the site's summer 2019 (2019-05..08, what a live site's store would hold on
+September 1st; ``--no-history`` starts cold) — for stay ratios and default stay and energy,
+and keeps learning during the replay. Prints one JSON object per policy (``planned`` also gives
 ``energy_vs_optimum`` when the optimum ran first). ``--perfect-info`` tells the controller every
 session's true departure and demand (a diagnostic: what is lost to the drivers' declarations
 rather than to the controller).
@@ -55,6 +56,7 @@ from ampshare.sim.sites import tighten_transformers
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path("/work/shared/data")
 SESSIONS = DATA / "acn_caltech_jpl/sessions/caltech_2019-09-01_2019-12-31.csv.gz"
+HISTORY = DATA / "acn_caltech_jpl/sessions/caltech_2019-05-01_2019-08-31.csv.gz"
 TARIFF = DATA / "tariffs/acnportal_tou/sce_tou_ev_4_march_2019.json"
 TZ = "America/Los_Angeles"
 
@@ -72,6 +74,9 @@ def main() -> None:
         "--pilot-steps", dest="steps", action="store_true", help="optimum-min: CC pod in 8 A steps"
     )
     ap.add_argument("--perfect-info", action="store_true", help="declared = true values")
+    ap.add_argument(
+        "--no-history", action="store_true", help="seed the planner with no earlier sessions"
+    )
     args = ap.parse_args()
     start, end = parse_time_s(args.start, TZ), parse_time_s(args.end, TZ)
     assert start is not None
@@ -85,7 +90,8 @@ def main() -> None:
             )
             for r in recs
         )
-    history = [r for r in every if r.departure_s < start][-500:]
+    past = () if args.no_history else load_sessions(HISTORY, "acn").records
+    history = [r for r in (*past, *every) if r.departure_s < start][-500:]
     tariff = load_tariff(TARIFF, timezone=TZ)
     site = tighten_transformers(load_site(ROOT / "examples/workplace-caltech.yaml"), args.kva)
     best_kwh: float | None = None

@@ -212,9 +212,14 @@ def test_policies_share_the_same_physics(tiny_spec: SimSpec) -> None:
     # uncontrolled: 6.4 + 3 x 16 = 54.4 A on a 32 A service at first
     assert got["uncontrolled"]["max_violation_a"] == pytest.approx(22.4)
     assert got["uncontrolled"]["energy_delivered_kwh"] > got["equal"]["energy_delivered_kwh"]
-    # equal shares (32 - 6.4) / 3 = 8.5 A: s2 gets 8.5 A x 690 V for its hour (less 5 s)
+    # equal shares (32 - 6.4) / 3 = 8.5 A: s2 gets 8.5 A x 690 V for its hour (less 5 s),
+    # except at the end: s3 (5.52 kWh) is full after 3,393 s; its charger says SuspendedEV at
+    # the 58th minute (3,480 s), the controller takes its current back when the 30 s reclaim
+    # timer runs out (3,511 s), raises s1 and s2 to (32 - 6.4) / 2 = 12.8 A once that is obeyed
+    # (3,517 s), and they follow 5 s later: s2 at 12.8 A from 3,522 s until it leaves.
     eq = simulate(dataclasses.replace(tiny_spec, policy="equal")).replay
-    assert eq.delivered_wh[1] == pytest.approx(8.5 * 690 * 3595 / 3600, rel=1e-3)
+    amp_s = 8.5 * (3522 - 5) + 12.8 * (3600 - 3522)
+    assert eq.delivered_wh[1] == pytest.approx(amp_s * 690 / 3600, rel=1e-6)
 
 
 def test_pv_and_tariff(tiny_spec: SimSpec) -> None:
@@ -331,3 +336,37 @@ def test_cars_plug_in_and_out_at_their_true_times(tiny_spec: SimSpec) -> None:
     # a charged at 16 A from 00:01:05 until it left at 00:12, to the Wh.
     assert rep.delivered_wh[0] == pytest.approx(16 * (660 - 5) * 3 * 230 / 3600, rel=1e-9)
     assert out.metrics["violation_amp_seconds"] == 0.0
+
+
+def test_a_probed_full_car_gives_its_current_back_within_the_reclaim_time(
+    tiny_spec: SimSpec,
+) -> None:
+    """The controller probes a full car now and then (offers it current again). Live it runs
+    every second and takes the current back ``reclaim_after_s`` (30 s) after the car's
+    charger says SuspendedEV; on a 5-minute grid the replay has to wake for that timer, or the
+    probed car holds current the others could use until the next grid step. 32 A per line:
+    a (full after a few minutes) and b, c (16 A each) — every probe of a takes 6 A from b or
+    c, and it should for less than a minute each time."""
+    t0 = tiny_spec.sessions[0].arrival_s
+    stays = {"a": ("c1", 500.0), "b": ("c2", 90_000.0), "c": ("c3", 90_000.0)}
+    recs = tuple(
+        SessionRecord(
+            session_id=sid,
+            station_id=station,
+            arrival_s=t0,
+            departure_s=t0 + 4 * 3600,
+            energy_wh=wh,
+        )
+        for sid, (station, wh) in stays.items()
+    )
+    spec = dataclasses.replace(
+        tiny_spec, sessions=recs, building=None, step_s=300.0, policy="equal", keep_ev=True
+    )
+    rep = simulate(spec).replay
+    assert rep.seg_ev_a is not None
+    after = rep.seg_t_s >= t0 + 1800  # a is full and paused by then
+    others = rep.seg_ev_a[after, 1] + rep.seg_ev_a[after, 2]
+    short_s = float(rep.seg_dt_s[after][others < 32.0 - 1e-6].sum())
+    probes = int(np.count_nonzero(np.diff((others < 32.0 - 1e-6).astype(int)) == 1))
+    assert probes >= 3  # a was probed (backing off: 5, 10, 20, 40 min)
+    assert short_s <= probes * 60.0

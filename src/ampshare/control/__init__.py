@@ -28,6 +28,7 @@ from ampshare.control._types import (
     Severity,
     StepResult,
 )
+from ampshare.control._watch import reclaim_due_s
 
 __all__ = [
     "ChargerTrack",
@@ -52,6 +53,7 @@ __all__ = [
     "initial_state",
     "plan_commands",
     "rebuild_state",
+    "reclaim_due_s",
     "round_down_to_charger",
     "sent_limits",
     "step",

@@ -41,6 +41,7 @@ from ampshare.control._watch import (
     measurements,
     meter_deadline_s,
     per_line_or_zero,
+    probe_wait_s,
     update_meter_staleness,
 )
 from ampshare.core.allocate import allocate
@@ -263,10 +264,6 @@ def _caps(
     return caps
 
 
-#: A probe that finds nothing doubles the wait for the next one, up to this many times.
-MAX_PROBE_BACKOFF = 3
-
-
 def _probe_due(  # noqa: PLR0917 - one row's values
     table: TrackTable,
     i: int,
@@ -283,8 +280,7 @@ def _probe_due(  # noqa: PLR0917 - one row's values
     would only send two limits for nothing, so the probe is skipped (and counts as found
     nothing)."""
     misses = table.probe_misses[i]
-    wait = settings.probe_interval_s * 2 ** min(misses, MAX_PROBE_BACKOFF)
-    if now_s - cap_set_s < wait - 1e-9:
+    if now_s - cap_set_s < probe_wait_s(misses, settings) - 1e-9:
         return False
     cid = table.ids[i]
     if table.measured_a[i] < cap_a - settings.reclaim_margin_a - 1e-9:

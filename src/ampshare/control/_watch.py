@@ -3,6 +3,7 @@ unused current to reclaim. Each function returns updated tracks and appends its 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
@@ -32,8 +33,13 @@ __all__ = [
     "measurements",
     "meter_deadline_s",
     "per_line_or_zero",
+    "probe_wait_s",
+    "reclaim_due_s",
     "update_meter_staleness",
 ]
+
+#: A probe that finds nothing doubles the wait for the next one, up to this many times.
+MAX_PROBE_BACKOFF = 3
 
 
 def _max_line(values: tuple[float | None, float | None, float | None] | None) -> float | None:
@@ -344,6 +350,28 @@ def _reclaim(
         under_since_s=None,
         probe_misses=t.probe_misses + 1 if probing else t.probe_misses,
     )
+
+
+def probe_wait_s(misses: int, settings: ControlSettings) -> float:
+    """How long a reclaim cap holds before a probe lifts it: ``probe_interval_s``, doubled
+    for each probe in a row that found nothing (up to ``2 ** MAX_PROBE_BACKOFF`` times)."""
+    return settings.probe_interval_s * 2.0 ** min(misses, MAX_PROBE_BACKOFF)
+
+
+def reclaim_due_s(t: ChargerTrack, settings: ControlSettings) -> float:
+    """When the reclaim rule can next act on this charger without new input: its deadband
+    runs out (``reclaim_after_s`` after the car began leaving current unused) or its cap's
+    probe is due; inf for neither.
+
+    A live controller runs every ``max_period_s`` and meets these by itself. One driven on a
+    coarser clock (the simulator's grid) has to wake for them: otherwise a full car offered
+    current by a probe holds it, unused, until the next grid step instead of 30 s."""
+    due = math.inf
+    if t.under_since_s is not None:
+        due = t.under_since_s + settings.reclaim_after_s
+    if t.cap_a is not None and t.cap_set_s is not None:
+        due = min(due, t.cap_set_s + probe_wait_s(t.probe_misses, settings))
+    return due
 
 
 def _lower(a: PerLine, b: PerLine) -> PerLine:

@@ -22,6 +22,7 @@ from ampshare.control import (
     ControlSettings,
     InstallFallback,
     SetLimit,
+    reclaim_due_s,
 )
 from ampshare.control import initial_state as control_initial_state
 from ampshare.control import step as control_step
@@ -183,5 +184,9 @@ class ControlLoopController:
         self._sent.update({c: p.limit_a for c, p in pilots.items()})
         if changed and not due:
             due = [now_s + self._settings.ev_reaction_s]
+        # The reclaim rule's timers too: live they are met by running every second; here a
+        # probed full car would otherwise hold its current, unused, until the next grid step.
+        timers = (reclaim_due_s(t, self._settings) for t in res.state.tracks.values())
+        due += [d for d in timers if now_s < d < math.inf]
         wake = max(min(due), now_s) + 1.0 if due else None
         return Decision(pilots=pilots, fallbacks_a=fallbacks, wakeup_s=wake)

@@ -45,7 +45,7 @@ from ampshare.sim.series import TimeSeries
 __all__ = ["EvOptions", "PlanProvider", "Replay", "metered_site", "run_replay"]
 
 FloatArray = npt.NDArray[np.float64]
-_MAX_FOLLOW_UPS = 3
+_MAX_FOLLOW_UPS = 6
 # Draw changes smaller than this do not wake the controller on a quiet step: its reclaim
 # threshold (ControlSettings.reclaim_below_a, 4 A) is coarser anyway.
 _DRAW_BIN_A = 2.0
@@ -106,6 +106,7 @@ class _Loop:
         self.max_quiet_s = 300.0
         self.last_decision_s = -math.inf
         self.last_obs: tuple[object, ...] = ()
+        self.wake_s: float | None = None  # when the last decision asked to run again
         self.plan_provider: PlanProvider | None = None
         self.replan_s = 900.0
         self.next_plan_s = -math.inf
@@ -307,6 +308,7 @@ class _Loop:
         d = self.controller.decide(
             now_s, policy, sessions, self._charger_states(now_s), self._readings(now_s)
         )
+        self.wake_s = d.wakeup_s
         self.decisions += 1
         self.last_decision_s = now_s
         for cid, fb in d.fallbacks_a.items():
@@ -344,6 +346,8 @@ class _Loop:
         controller (it is event-driven live, too)."""
         if now_s - self.last_decision_s >= self.max_quiet_s:
             return False
+        if self.wake_s is not None and self.wake_s < now_s + self.step_s:
+            return False  # the controller asked to run within this step
         if self.plan_provider is not None and now_s >= self.next_plan_s:
             return False  # a re-plan is due
         if any(p.pilot_a <= 0 and not p.ev.full for p in self.plugs.values()):
@@ -415,8 +419,9 @@ def _grid_up(t: float, start: float, step: float) -> float:
 
 def _step(loop: _Loop, t: float, t_end: float, changed: bool) -> bool:
     """One grid step: a decision, then follow-ups the controller asks for inside the step
-    (at most a few: sequencing needs one per decrease-then-increase round). Returns whether a
-    decision ran (see ``_Loop.quiet``)."""
+    (at most a few: sequencing needs one per decrease-then-increase round, a probe of a full
+    car three or four: the car's report, the reclaim timer, the increases to the others).
+    Returns whether a decision ran (see ``_Loop.quiet``)."""
     loop._expire_leases(t)
     if not changed and loop.quiet(t):
         loop.advance(t, t_end)
