@@ -195,3 +195,32 @@ def test_equal_is_max_min_fair(inp: AllocationInput) -> None:
 
 def test_policy_names_all_run() -> None:
     assert {p.value for p in PolicyName} >= set(ALL)
+
+
+@cfg(300)
+@given(cases(ALL), st.data())
+def test_any_room_bounds_the_other_columns(inp: AllocationInput, data: st.DataObject) -> None:
+    """``NodeHeadrooms.any_a`` (what the controller lets decreases in flight use): chargers
+    below a node drawing up to that many amperes in all beyond their limits, split any way,
+    keep the node's primary lines, power and line sum within their limits. (The lines have
+    their own per-line headroom; they are not judged here.)"""
+    alloc = allocate(inp)
+    judge = Judge(inp)
+    cur, ph = judge.currents(alloc)
+    rooms = alloc.headroom.any_by_node()
+    if not rooms:
+        return
+    nid = data.draw(st.sampled_from(sorted(rooms)))
+    site = inp.site
+    below = [c.id for c in site.chargers if nid in site.ancestors(c.node_id) and cur[c.id] > 0]
+    if not below:
+        return
+    shares = data.draw(st.lists(st.floats(0.0, 1.0), min_size=len(below), max_size=len(below)))
+    total = sum(shares) or 1.0
+    more = dict(cur)
+    for cid, share in zip(below, shares, strict=True):
+        more[cid] += rooms[nid] * share / total
+    before = {v for v in judge.violations(cur, ph) if v.startswith(f"{nid} ")}
+    after = {v for v in judge.violations(more, ph) if v.startswith(f"{nid} ")}
+    new = {v for v in after - before if not v.split(" ")[1].startswith("L")}
+    assert not new, (nid, rooms[nid], new)

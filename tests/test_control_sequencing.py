@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ampshare.control import ChargerTrack, CommandAck, ControlSettings, index_site, plan_commands
 from ampshare.control._watch import apply_acks, expire_pending
-from ampshare.core.allocation import ChargerLimit, Reason, ReasonKind
+from ampshare.core.allocation import ChargerLimit, NodeHeadrooms, Reason, ReasonKind
 from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
 
 CONNS = [Connection.THREE_PHASE, Connection.L1, Connection.L2, Connection.L3]
@@ -143,3 +143,32 @@ def run_sequence(conns, limits, rounds) -> None:
         tracks = {cid: expire_pending(t, now, SET) for cid, t in tracks.items()}
         _check(site, tracks)
     assert {cid: t.limit_a for cid, t in tracks.items()} == targets
+
+
+def test_an_increase_waits_while_a_primary_cannot_take_the_excess_in_flight() -> None:
+    """The lines have room, but what the allocation left on a column other than the lines (a
+    transformer primary line, power, the sum of lines: ``NodeHeadrooms.any_a``) cannot take
+    the decrease still in flight: the increase waits for the next step. Found by the replay:
+    an increase sent 3 s after a decrease at Caltech's delta transformer overloaded a primary
+    line by 0.2 A until the decrease was obeyed."""
+    site = _site([Connection.THREE_PHASE, Connection.THREE_PHASE], (100.0, 100.0, 100.0))
+    idx = index_site(site)
+    targets = {"c0": _lim("c0", 10.0), "c1": _lim("c1", 12.0)}  # c0 16 -> 10, c1 6 -> 12
+    lines = [(50.0, 50.0, 50.0)] * 3
+
+    def plan(any_a: list[float] | None) -> list[tuple[str, float]]:
+        tracks = {
+            "c0": ChargerTrack(charger_id="c0", limit_a=16.0, high_a=16.0, lease_until_s=1e9),
+            "c1": ChargerTrack(charger_id="c1", limit_a=6.0, high_a=6.0, lease_until_s=1e9),
+        }
+        room = NodeHeadrooms(
+            ["main", "A", "B"], lines, lines, lines, lines, [True] * 3, [False] * 3, any_a=any_a
+        )
+        out = plan_commands(idx, tracks, targets, room, now_s=0.0, settings=SET, events=[])
+        return [(c.charger_id, c.limit_a) for c in out.commands]
+
+    # c0's 6 A in flight do not fit in 3 A left on main's primary: only the decrease goes out
+    assert plan([3.0, math.inf, math.inf]) == [("c0", 10.0)]
+    # with 6 A left there, the increase goes out beside it
+    assert plan([6.0, math.inf, math.inf]) == [("c0", 10.0), ("c1", 12.0)]
+    assert plan(None) == [("c0", 10.0), ("c1", 12.0)]

@@ -9,7 +9,10 @@ allocation left at that node and line; otherwise it waits for the next step, by 
 decreases are confirmed (measured, or the EV reaction time has passed).
 
 Magnitudes add (|a + b| <= |a| + |b|), so checking the in-flight excess arithmetically against
-the allocator's exact phasor headroom is conservative.
+the allocator's exact phasor headroom is conservative. Besides each line, the excess summed
+over the chargers below a node must fit ``NodeHeadrooms.any_a``: what the node's other
+columns (a transformer primary line, power, the sum of lines) can still take, measured in
+amperes of any charger below it.
 """
 
 from __future__ import annotations
@@ -211,7 +214,13 @@ def _goal(floors: dict[float, dict[float, float]], limit_a: float, resolution_a:
     return goal
 
 
+#: ``_excess``'s key for the excess summed over chargers (not per line) at a node.
+_ANY = -1
+
+
 def _excess(index: SiteIndex, table: TrackTable) -> dict[tuple[str, int], float]:
+    """In-flight excess (what chargers may draw above their new limits until their decreases
+    are confirmed) per (node, line), and per (node, ``_ANY``) summed over the chargers."""
     out: dict[tuple[str, int], float] = defaultdict(float)
     high_a = table.high_a
     for i, limit in enumerate(table.limit_a):
@@ -220,17 +229,19 @@ def _excess(index: SiteIndex, table: TrackTable) -> dict[tuple[str, int], float]
         extra = high_a[i] - limit
         cid = table.ids[i]
         for nid in index.ancestors[cid]:
+            out[(nid, _ANY)] += extra
             for ln in index.lines[cid]:
                 out[(nid, ln)] += extra
     return out
 
 
-def _fits(
+def _fits(  # noqa: PLR0917 - the increase's row and what it must fit in
     index: SiteIndex,
     table: TrackTable,
     i: int,
     excess: Mapping[tuple[str, int], float],
     headroom: Mapping[str, PerLine],
+    any_room: Mapping[str, float],
 ) -> bool:
     """The charger's own in-flight excess does not count: its new limit replaces it."""
     limit, high = table.limit_a[i], table.high_a[i]
@@ -242,6 +253,9 @@ def _fits(
             e = excess.get((nid, ln), 0.0) - own
             if e > EPS and e > room[ln] + EPS:
                 return False
+        e = excess.get((nid, _ANY), 0.0) - own
+        if e > EPS and e > any_room.get(nid, math.inf) + EPS:
+            return False
     return True
 
 
@@ -336,6 +350,7 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
     table = send.table
     excess = _excess(index, table) if increases else {}
     rooms = headroom.left_by_node() if isinstance(headroom, NodeHeadrooms) else headroom
+    any_rooms = headroom.any_by_node() if isinstance(headroom, NodeHeadrooms) else {}
     rows: list[int] = []
     ks: list[int] = []
     values: list[float] = []
@@ -353,7 +368,7 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
             if _due_again(table, i, send.now_s, settings):
                 refresh.append(i)
             continue
-        if goal > high + EPS and not _fits(index, table, i, excess, rooms):
+        if goal > high + EPS and not _fits(index, table, i, excess, rooms, any_rooms):
             held.append(table.ids[i])
             if table.limit_a[i] is None:
                 down.append(_hold(send, i, k))
@@ -371,7 +386,7 @@ def plan_commands(
     index: SiteIndex,
     tracks: dict[str, ChargerTrack],
     targets: Mapping[str, ChargerLimit],
-    headroom: Mapping[str, PerLine],
+    headroom: NodeHeadrooms | Mapping[str, PerLine],
     *,
     now_s: float,
     settings: ControlSettings,

@@ -41,6 +41,7 @@ __all__ = [
     "compile_site",
     "freeze",
     "last_read",
+    "node_column_reach",
     "pair_classes",
     "pair_coefficients",
     "site_pair_coefficients",
@@ -321,6 +322,28 @@ def site_pair_coefficients(
         del cs.memo[next(iter(cs.memo))]
     cs.memo[key] = out
     return out
+
+
+def node_column_reach(cs: CompiledSite) -> npt.NDArray[np.float64]:
+    """(m, K): per node and column, the most that one ampere of any charger below the node can
+    add to the column's magnitude, whichever phases its car uses (``|c|`` of the pair
+    coefficients, the larger of the one- and three-phase choice; 0 for a node without
+    chargers). Depends on the site alone; read-only, computed once per compiled site."""
+
+    def build() -> npt.NDArray[np.float64]:
+        n = len(cs.charger_ids)
+        one = np.abs(site_pair_coefficients(cs, np.ones(n, dtype=np.bool_)))
+        three = np.abs(site_pair_coefficients(cs, np.zeros(n, dtype=np.bool_)))
+        per_pair = np.maximum(one, three)
+        out = np.zeros((len(cs.node_ids), K))
+        starts = cs.group_start[:-1]
+        busy = starts < cs.group_start[1:]
+        if busy.any():
+            out[busy] = np.maximum.reduceat(per_pair, starts[busy], axis=0)
+        freeze(out)
+        return out
+
+    return last_read(cs, "column_reach", cs, build)
 
 
 def summing_matrix(cs: CompiledSite, pcoef: C128) -> Any | None:

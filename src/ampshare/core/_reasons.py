@@ -13,6 +13,7 @@ from ampshare.core._compiled import (
     CompiledSite,
     K,
     freeze,
+    node_column_reach,
     site_pair_coefficients,
 )
 from ampshare.core._floor import Floor
@@ -74,13 +75,44 @@ def _join(a: str, b: str) -> str:
     return f"{a}; {b}" if a and b else a or b
 
 
-def node_headroom(cs: CompiledSite, hr: Headroom, v3: C128) -> NodeHeadrooms:
-    """Per node; ``v3`` holds the EV line phasor sums (m, 3)."""
+def node_headroom(
+    cs: CompiledSite,
+    hr: Headroom,
+    v3: C128,
+    rest: tuple[I64, F64, C128] | None = None,
+) -> NodeHeadrooms:
+    """Per node; ``v3`` holds the EV line phasor sums (m, 3). ``rest``: the active columns,
+    their availability and EV sums (``cols``, ``avail``, ``v`` as the allocation has them), for
+    ``NodeHeadrooms.any_a`` (without it, none is known)."""
     ev = np.abs(v3)
     lim, other = hr.limit[:, :3], hr.other[:, :3]
     return NodeHeadrooms(
-        cs.node_ids, lim, other, ev, lim - other - ev, hr.measured, hr.stale
+        cs.node_ids,
+        lim,
+        other,
+        ev,
+        lim - other - ev,
+        hr.measured,
+        hr.stale,
+        any_a=None if rest is None else _any_room(cs, *rest),
     )
+
+
+def _any_room(cs: CompiledSite, cols: I64, avail: F64, v: C128) -> F64:
+    """Per node: how many amperes, summed over the chargers below it, may still be drawn
+    beyond their allocated limits before a column other than the node's three lines (a
+    transformer primary line, power, the sum of lines) is over. One ampere of a charger adds at
+    most ``node_column_reach`` to a column, so ``sum * reach <= left`` keeps every one of them
+    (the triangle inequality for phasor columns). inf where no such column limits the node."""
+    rest = cols >= 3
+    if not rest.any():
+        return np.full(len(cs.node_ids), np.inf)
+    reach = node_column_reach(cs)[:, cols[rest]]
+    left = np.maximum(avail[:, rest] - np.abs(v[:, rest]), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(reach > 1e-12, left / np.where(reach > 1e-12, reach, 1.0), np.inf)
+    out: F64 = room.min(axis=1)
+    return out
 
 
 def _phases(cs: CompiledSite, one: B) -> list[int]:
@@ -139,7 +171,7 @@ def explain(
     v3 = v if lines is pcoef else node_sums(cs, lines, x)
     return Allocation(
         limits=limits,
-        headroom=node_headroom(cs, hr, v3),
+        headroom=node_headroom(cs, hr, v3, (cols, avail, v)),
         rotation=_rotation(
             cs, inp, charging, paused | (grid.cap_paused & grid.has_session), grid.fixed
         ),

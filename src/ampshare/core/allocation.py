@@ -9,6 +9,7 @@ output into commands.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -353,12 +354,17 @@ class NodeHeadrooms(_BuiltOnRead[NodeHeadroom]):
     """Every node's ``NodeHeadroom``, in site order, held as columns (rows of three floats
     per line, or numpy arrays of shape (m, 3) and (m,)); the frozen values are built the
     first time anyone reads the sequence itself.
-    The controller reads only ``left_by_node`` (when an increase must fit) and ``short``
-    (nodes below zero), so most cycles build none (111 values took ~0.4 ms a call). Equal to
-    any sequence of the same ``NodeHeadroom`` values."""
+    The controller reads only ``left_by_node`` and ``any_by_node`` (when an increase must
+    fit) and ``short`` (nodes below zero), so most cycles build none (111 values took ~0.4 ms
+    a call). Equal to any sequence of the same ``NodeHeadroom`` values.
+
+    ``any_a`` (m,), when known: how many amperes, summed over the chargers below each node,
+    may still be drawn beyond their limits before a column other than the node's three lines
+    (a transformer primary line, power, the sum of lines) is over; inf where none limits."""
 
     __slots__ = (
         "_by_node",
+        "any_a",
         "ev_load_a",
         "headroom_a",
         "limit_a",
@@ -377,6 +383,8 @@ class NodeHeadrooms(_BuiltOnRead[NodeHeadroom]):
         headroom_a: _Rows,
         measured: _Flags,
         stale: _Flags,
+        *,
+        any_a: Sequence[float] | npt.NDArray[np.float64] | None = None,
     ) -> None:
         n = len(node_ids)
         cols = (limit_a, other_load_a, ev_load_a, headroom_a, measured, stale)
@@ -389,6 +397,9 @@ class NodeHeadrooms(_BuiltOnRead[NodeHeadroom]):
         self.headroom_a = headroom_a
         self.measured = measured
         self.stale = stale
+        if any_a is not None and len(any_a) != n:
+            raise ValueError("NodeHeadrooms: any_a needs one value per node")
+        self.any_a = any_a
         self._items: tuple[NodeHeadroom, ...] | None = None
         self._by_node: Mapping[str, PerLine] | None = None
 
@@ -416,6 +427,15 @@ class NodeHeadrooms(_BuiltOnRead[NodeHeadroom]):
                 {nid: _t3(row) for nid, row in zip(self.node_ids, rows, strict=True)}
             )
         return self._by_node
+
+    def any_by_node(self) -> Mapping[str, float]:
+        """``any_a`` by node id, for the nodes where it limits (empty when not known)."""
+        if self.any_a is None:
+            return MappingProxyType({})
+        values = [float(a) for a in self.any_a]
+        return MappingProxyType(
+            {nid: a for nid, a in zip(self.node_ids, values, strict=True) if a != math.inf}
+        )
 
     def short(self, tol: float = 1e-6) -> list[int]:
         """Positions of the nodes with a line's headroom below ``-tol``."""
