@@ -198,7 +198,7 @@ def test_policy_names_all_run() -> None:
 
 
 @cfg(300)
-@given(cases(ALL), st.data())
+@given(cases([*ALL, "static"]), st.data())
 def test_any_room_bounds_the_other_columns(inp: AllocationInput, data: st.DataObject) -> None:
     """``NodeHeadrooms.any_a`` (what the controller lets decreases in flight use): chargers
     below a node drawing up to that many amperes in all beyond their limits, split any way,

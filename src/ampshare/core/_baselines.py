@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ampshare.core._compiled import CompiledSite, site_pair_coefficients
+from ampshare.core._compiled import CompiledSite, K, site_pair_coefficients
 from ampshare.core._headroom import Headroom
 from ampshare.core._reasons import node_headroom
 from ampshare.core._waterfill import node_sums
@@ -85,10 +85,9 @@ def baseline(
         limits.append(
             ChargerLimit(charger_id=c.id, limit_a=val, phases=phases, reason=reason, power_w=power)
         )
-    pcoef = site_pair_coefficients(
-        cs, np.zeros(len(x), dtype=np.bool_), np.arange(3, dtype=np.int64)
-    )
-    v = node_sums(cs, pcoef, x)
-    return Allocation(
-        limits=ChargerLimits.of(limits), headroom=node_headroom(cs, hr, v), rotation=inp.rotation
-    )
+    # Every column, so that the controller also knows what the primary, power and line-sum
+    # limits have left for decreases in flight (``NodeHeadrooms.any_a``).
+    cols = np.arange(K, dtype=np.int64)
+    v = node_sums(cs, site_pair_coefficients(cs, np.zeros(len(x), dtype=np.bool_), cols), x)
+    room = node_headroom(cs, hr, v[:, :3], (cols, hr.available, v))
+    return Allocation(limits=ChargerLimits.of(limits), headroom=room, rotation=inp.rotation)
