@@ -177,24 +177,11 @@ def _stretch_input(
 
 
 def _solve_stretch(
-    site: Site,
-    recs: list[tuple[SessionRecord, str]],
-    load: TimeSeries | None,
-    step_s: float,
-    *,
-    vehicle_max_a: float | None,
-    lin: Linearisation,
-    max_facet_deg: float,
+    site: Site, recs: list[tuple[SessionRecord, str]], inp: PlanInput
 ) -> tuple[FloatArray, float, FloatArray, PlanStatus]:
-    inp = _stretch_input(
-        site,
-        recs,
-        load,
-        step_s,
-        vehicle_max_a=vehicle_max_a,
-        lin=lin,
-        max_facet_deg=max_facet_deg,
-    )
+    """Solve one stretch (``_stretch_input``): energy per session, the stretch's start, EV
+    power per slot and the solver status."""
+    step_s = inp.slot_s
     start, n = inp.start_s, inp.n_slots
     t = start + step_s * np.arange(n, dtype=np.float64)
     p = plan(inp)
@@ -257,7 +244,7 @@ def offline_optimum(
     groups = _stretches(sessions, keep)
     for group in groups:
         recs = [(sessions[i], charger_of[i] or "") for i in group]
-        got, start, ev_kw, status = _solve_stretch(
+        inp = _stretch_input(
             site,
             recs,
             building_load,
@@ -266,6 +253,7 @@ def offline_optimum(
             lin=linearisation,
             max_facet_deg=max_facet_deg,
         )
+        got, start, ev_kw, status = _solve_stretch(site, recs, inp)
         delivered[group] = got
         pieces.append((start, ev_kw))
         worst = worst if status is PlanStatus.OPTIMAL else status
