@@ -215,11 +215,12 @@ def test_any_room_bounds_the_other_columns(inp: AllocationInput, data: st.DataOb
     below = [c.id for c in site.chargers if nid in site.ancestors(c.node_id) and cur[c.id] > 0]
     if not below:
         return
-    shares = data.draw(st.lists(st.floats(0.0, 1.0), min_size=len(below), max_size=len(below)))
+    share = st.floats(0.0, 1.0, allow_subnormal=False)
+    shares = data.draw(st.lists(share, min_size=len(below), max_size=len(below)))
     total = sum(shares) or 1.0
     more = dict(cur)
-    for cid, share in zip(below, shares, strict=True):
-        more[cid] += rooms[nid] * share / total
+    for cid, part in zip(below, shares, strict=True):
+        more[cid] += rooms[nid] * (part / total)  # the fraction first: no rounding up
     before = {v for v in judge.violations(cur, ph) if v.startswith(f"{nid} ")}
     after = {v for v in judge.violations(more, ph) if v.startswith(f"{nid} ")}
     new = {v for v in after - before if not v.split(" ")[1].startswith("L")}

@@ -350,7 +350,9 @@ def _raise(  # noqa: PLR0917 - plan_rows's own lists, passed on
     table = send.table
     excess = _excess(index, table) if increases else {}
     rooms = headroom.left_by_node() if isinstance(headroom, NodeHeadrooms) else headroom
-    any_rooms = headroom.any_by_node() if isinstance(headroom, NodeHeadrooms) else {}
+    any_rooms: Mapping[str, float] = {}
+    if increases and isinstance(headroom, NodeHeadrooms):
+        any_rooms = headroom.any_by_node()
     rows: list[int] = []
     ks: list[int] = []
     values: list[float] = []

@@ -109,8 +109,8 @@ def _any_room(cs: CompiledSite, cols: I64, avail: F64, v: C128) -> F64:
         return np.full(len(cs.node_ids), np.inf)
     reach = node_column_reach(cs)[:, cols[rest]]
     left = np.maximum(avail[:, rest] - np.abs(v[:, rest]), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        room = np.where(reach > 1e-12, left / np.where(reach > 1e-12, reach, 1.0), np.inf)
+    room = np.full(reach.shape, np.inf)
+    np.divide(left, reach, out=room, where=reach > 1e-12)
     out: F64 = room.min(axis=1)
     return out
 

@@ -341,9 +341,10 @@ class _Loop:
 
     def quiet(self, now_s: float) -> bool:
         """True when a decision now would see what the last one saw, no lease needs renewing
-        within the next step, no car waits for current, no re-plan is due and the last
-        decision is less than ``max_quiet_s`` old: then the grid step runs without calling the
-        controller (it is event-driven live, too)."""
+        within the next step, no car waits for current, no re-plan is due, the controller did
+        not ask to run within the step and the last decision is less than ``max_quiet_s`` old:
+        then the grid step runs without calling the controller (it is event-driven live,
+        too)."""
         if now_s - self.last_decision_s >= self.max_quiet_s:
             return False
         if self.wake_s is not None and self.wake_s < now_s + self.step_s:
