@@ -13,6 +13,7 @@ from ampshare.core.allocation import (
     Policy,
     PolicyName,
     ReasonKind,
+    RotationState,
 )
 from ampshare.core.electrical import node_line_currents_a, primary_line_currents_a
 from ampshare.core.site import (
@@ -276,6 +277,49 @@ def test_planned_follows_targets_then_shares_the_rest() -> None:
     assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=pol)) == {
         "c0": 15.0,
         "c1": 15.0,
+    }
+
+
+def test_planned_pauses_a_car_the_plan_wants_off_when_its_minimum_would_cut_a_target() -> None:
+    # The plan wants c0 at 16 A now and c1 (a long stay) off. At 20 A both would fit at their
+    # 6 A minimum, but c1's 6 A would leave c0 only 14 A of its 16: c1 waits, c0 takes it all.
+    pol = Policy(name=PolicyName.PLANNED, planned_targets_a={"s0": 16.0, "s1": 0.0})
+    site = _site(20.0, 2, resolution_a=1.0, max_current_a=32.0)
+    alloc = allocate(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=pol))
+    got = {lim.charger_id: lim for lim in alloc.limits}
+    assert (got["c0"].limit_a, got["c1"].limit_a) == (20.0, 0.0)
+    assert got["c1"].reason.kind is ReasonKind.PAUSED_ROTATION  # "waiting its turn"
+    # The plan holds a car back from starting but never stops one that charges: c1 charging
+    # since a minute ago keeps its minimum (plans change their mind between re-plans).
+    rot = RotationState(charging_since_s={"c1": -60.0})
+    inp = AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=pol, rotation=rot)
+    assert _limits(inp) == {"c0": 14.0, "c1": 6.0}
+    # With room for both the target and the minimum, c1 charges too (and takes the rest).
+    site = _site(30.0, 2, resolution_a=1.0, max_current_a=32.0)
+    assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=pol)) == {
+        "c0": 16.0,
+        "c1": 14.0,
+    }
+
+
+def test_planned_counts_only_the_part_of_a_target_the_limits_let_through() -> None:
+    # c0 sits under a 10 A sub-circuit: its 16 A target can only take 10 A of the 20 A main,
+    # so c1's minimum still fits beside it and c1 charges rather than leave 10 A unused.
+    main = CircuitNode(id="main", kind=NodeKind.SERVICE, parent_id=None, line_limit_a=(20.0,) * 3)
+    sub = CircuitNode(id="sub", kind=NodeKind.SUBPANEL, parent_id="main", line_limit_a=(10.0,) * 3)
+    site = Site(
+        name="t",
+        voltage=VoltageSystem.EU_230_400,
+        nodes=(main, sub),
+        chargers=(
+            Charger(id="c0", node_id="sub", connection=Connection.THREE_PHASE, resolution_a=1.0),
+            Charger(id="c1", node_id="main", connection=Connection.THREE_PHASE, resolution_a=1.0),
+        ),
+    )
+    pol = Policy(name=PolicyName.PLANNED, planned_targets_a={"s0": 16.0, "s1": 0.0})
+    assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=pol)) == {
+        "c0": 10.0,
+        "c1": 10.0,
     }
 
 

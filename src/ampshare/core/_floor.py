@@ -42,25 +42,35 @@ class Floor:
     switched: B
 
 
-def decide(cs: CompiledSite, grid: Grid, avail: F64, order: I64, cols: I64) -> Floor:
-    """``avail`` holds the headroom of the columns ``cols`` only."""
-    one = grid.one_phase.copy()
-    switched = np.zeros_like(one)
-    running = grid.forced.copy()
+def decide(
+    cs: CompiledSite,
+    grid: Grid,
+    avail: F64,
+    order: I64,
+    cols: I64,
+    *,
+    after: Floor | None = None,
+    held: F64 | None = None,
+) -> Floor:
+    """``avail`` holds the headroom of the columns ``cols`` only. ``after``: an earlier pass
+    whose running cars stay admitted, counted at ``held`` (at least their minimum), while the
+    cars of ``order`` are admitted at their minimum on top of them."""
+    one = grid.one_phase.copy() if after is None else after.one_phase.copy()
+    switched = np.zeros_like(one) if after is None else after.switched.copy()
+    running = grid.forced.copy() if after is None else grid.forced | after.running
+    counted = grid.lo if held is None else np.where(running, np.maximum(held, grid.lo), grid.lo)
     pcoef = site_pair_coefficients(cs, one, cols)
     remaining = order[~running[order]]
     # Usually everyone fits at the minimum: one exact check of the whole set settles it (only
     # when no row at all is over; rows already over need the car-by-car path below).
     everyone = running.copy()
     everyone[remaining] = True
-    if not violations(node_sums(cs, pcoef, np.where(everyone, grid.lo, 0.0)), avail).any():
-        return Floor(
-            running=everyone, forced=grid.forced.copy(), one_phase=one, switched=np.zeros_like(one)
-        )
+    if not violations(node_sums(cs, pcoef, np.where(everyone, counted, 0.0)), avail).any():
+        return Floor(running=everyone, forced=grid.forced.copy(), one_phase=one, switched=switched)
     for _ in range(len(order) + 2):
         if len(remaining) == 0:
             break
-        v = node_sums(cs, pcoef, np.where(running, grid.lo, 0.0))
+        v = node_sums(cs, pcoef, np.where(running, counted, 0.0))
         mask = np.zeros(len(cs.charger_ids), dtype=np.bool_)
         mask[remaining] = True
         slack = slack_only(cs, pcoef, v, avail, mask)
@@ -75,7 +85,7 @@ def decide(cs: CompiledSite, grid: Grid, avail: F64, order: I64, cols: I64) -> F
         if len(remaining) == 0:
             break
         acc = prefix_accept(cs, pcoef, v, avail, remaining, delta=grid.lo)
-        new = np.where(running | acc, grid.lo, 0.0)
+        new = np.where(running, counted, np.where(acc, grid.lo, 0.0))
         if (violations(node_sums(cs, pcoef, new), avail) & ~violations(v, avail)).any():
             acc = np.zeros_like(acc)
             acc[remaining[0]] = True

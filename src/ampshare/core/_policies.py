@@ -40,7 +40,7 @@ from ampshare.core.allocation import (
 )
 from ampshare.core.snapshot import Session
 
-__all__ = ["Cars", "keep_order", "profiles", "rotation_key"]
+__all__ = ["Cars", "keep_order", "planned_targets_a", "profiles", "rotation_key"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -202,7 +202,7 @@ def profiles(inp: AllocationInput, cars: Cars, order: I64) -> Profiles:
         start1[order] = np.arange(len(order)) * step
         return _two_stage(lo, hi, target, start1, np.ones(n))
     if name is PolicyName.PLANNED:
-        target = np.array([_target(inp, cars, i, planned=True) for i in range(n)])
+        target = planned_targets_a(inp, cars)
         safe = np.maximum(np.clip(target, lo, hi), 1e-9)
         return _two_stage(lo, hi, target, lo / safe, safe)
     return Profiles(
@@ -211,6 +211,12 @@ def profiles(inp: AllocationInput, cars: Cars, order: I64) -> Profiles:
         slope=w[:, None],
         length=(hi - lo)[:, None],
     )
+
+
+def planned_targets_a(inp: AllocationInput, cars: Cars) -> F64:
+    """The plan's current for each charger's car now (its minimum when the plan does not
+    know the session yet, e.g. a car that arrived since the last plan)."""
+    return np.array([_target(inp, cars, i, planned=True) for i in range(len(cars.lo))])
 
 
 def _target(inp: AllocationInput, cars: Cars, i: int, *, planned: bool) -> float:

@@ -37,7 +37,7 @@ from ampshare.core._compiled import (
 )
 from ampshare.core._grid import Grid, make_grid
 from ampshare.core._headroom import headroom
-from ampshare.core._policies import Cars, keep_order, profiles
+from ampshare.core._policies import Cars, keep_order, planned_targets_a, profiles, rotation_memory
 from ampshare.core._sessions import session_facts
 from ampshare.core._waterfill import (
     can_bind,
@@ -76,7 +76,12 @@ def allocate(inp: AllocationInput) -> Allocation:
     order = keep_order(inp, cars, cs, cand)
     cols = active_columns(hr.available)
     avail = hr.available[:, cols]
-    floor = _floor.decide(cs, grid, avail, order, cols)
+    if inp.policy.name is PolicyName.PLANNED:
+        floor = _planned_floor(
+            inp=inp, cs=cs, grid=grid, cars=cars, avail=avail, order=order, cols=cols
+        )
+    else:
+        floor = _floor.decide(cs, grid, avail, order, cols)
     hi = grid.hi_for(floor.one_phase)
     pcoef = site_pair_coefficients(cs, floor.one_phase, cols)
     grid = replace(grid, hi=hi)
@@ -117,6 +122,48 @@ def allocate(inp: AllocationInput) -> Allocation:
         loud=loud,
         v=v,
     )
+
+
+def _planned_floor(
+    *,
+    inp: AllocationInput,
+    cs: CompiledSite,
+    grid: Grid,
+    cars: Cars,
+    avail: F64,
+    order: I64,
+    cols: I64,
+) -> _floor.Floor:
+    """Who charges under ``planned``: first the cars already charging and those the plan
+    wants at least at their minimum now; then, in keep order, the cars the plan wants below
+    it (a trickle, or nothing: a car that stays long can wait for the evening), only where
+    their minimum fits beside what the first cars' targets take (stage 1 of the policy, as
+    far as the limits let it rise).
+
+    Admitting every car that fits at its minimum, as the other policies do, spends on long
+    stays the capacity the plan keeps for cars that leave soon: at 50 kVA on Caltech's
+    2019-10-07..10, handed the offline optimum's own schedule as targets, the replay delivered
+    93.0 % of the optimum that way and 96.5 % this way. The plan only holds a car back from
+    starting and never stops one that charges: letting it stop them too reached 98.8 % with
+    that perfect schedule, but the live plan changes its mind between re-plans, and on its
+    targets it then started and stopped cars 30 times as often, met fewer demands, and
+    delivered no more energy."""
+    target = planned_targets_a(inp, cars)
+    since, paused = rotation_memory(cs, inp.rotation)
+    first_in = (target >= grid.lo - 1e-9) | (~np.isnan(since) & np.isnan(paused))
+    first = _floor.decide(cs, grid, avail, order[first_in[order]], cols)
+    rest = order[~first_in[order]]
+    if len(rest) == 0:
+        return first
+    # Stage 1 alone (every car's maximum cut to its target) for the cars admitted so far.
+    hi = np.clip(target, grid.lo, grid.hi_for(first.one_phase))
+    upto = Cars(lo=grid.lo, hi=hi, volt=grid.volt_for(first.one_phase), facts=cars.facts)
+    pcoef = site_pair_coefficients(cs, first.one_phase, cols)
+    zero = np.zeros(len(cs.charger_ids))
+    held, _, _ = fill(
+        cs, pcoef, avail, zero, first.running, prof=profiles(inp, upto, order), cols=cols
+    )
+    return _floor.decide(cs, grid, avail, rest, cols, after=first, held=held)
 
 
 def _round_and_top_up(
