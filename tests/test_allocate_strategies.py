@@ -18,6 +18,7 @@ from ampshare.core.allocation import (
     NodeMeasurement,
     Policy,
     PolicyName,
+    RotationState,
 )
 from ampshare.core.electrical import (
     charger_power_w,
@@ -141,17 +142,33 @@ def _input(rnd: random.Random, site: Site, policies: list[str]) -> AllocationInp
                 )
             )
     targets = {s.session_id: rnd.uniform(0, 32) for s in sessions}
+    policy = Policy(
+        name=PolicyName(rnd.choice(policies)),
+        planned_targets_a=targets,
+        deadline_mode=rnd.choice(["edf", "llf"]),
+    )
     return AllocationInput(
         site=site,
         now_s=4000.0,
         sessions=tuple(sessions),
         measurements=tuple(meas),
-        policy=Policy(
-            name=PolicyName(rnd.choice(policies)),
-            planned_targets_a=targets,
-            deadline_mode=rnd.choice(["edf", "llf"]),
-        ),
+        policy=policy,
+        rotation=_rotation(random.Random(rnd.random()), sessions),
     )
+
+
+def _rotation(rnd: random.Random, sessions: list[Session]) -> RotationState:
+    """The memory of an earlier cycle: some cars charging (for a while or just started), some
+    paused (a drawn generator of its own, so the draws before it stay as they were)."""
+    charging: dict[str, float] = {}
+    paused: dict[str, float] = {}
+    for s in sessions:
+        kind = rnd.randint(0, 3)
+        if kind == 1:
+            charging[s.charger_id] = 4000.0 - rnd.choice([30.0, 600.0, 3000.0])
+        elif kind == 2:
+            paused[s.charger_id] = 4000.0 - rnd.choice([30.0, 600.0, 3000.0])
+    return RotationState(charging_since_s=charging, paused_since_s=paused)
 
 
 @st.composite
