@@ -146,7 +146,7 @@ def _planned_floor(
     93.0 % of the optimum that way and 96.5 % this way. The plan only holds a car back from
     starting and never stops one that charges: letting it stop them too reached 98.8 % with
     that perfect schedule, but the live plan changes its mind between re-plans, and on its
-    targets it then started and stopped cars 30 times as often, met fewer demands, and
+    targets it then started and stopped cars 31 times as often, met fewer demands, and
     delivered no more energy."""
     target = planned_targets_a(inp, cars)
     since, paused = rotation_memory(cs, inp.rotation)
