@@ -288,7 +288,8 @@ def test_planned_pauses_a_car_the_plan_wants_off_when_its_minimum_would_cut_a_ta
     alloc = allocate(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=pol))
     got = {lim.charger_id: lim for lim in alloc.limits}
     assert (got["c0"].limit_a, got["c1"].limit_a) == (20.0, 0.0)
-    assert got["c1"].reason.kind is ReasonKind.PAUSED_ROTATION  # "waiting its turn"
+    assert got["c1"].reason.kind is ReasonKind.PAUSED_PLAN
+    assert got["c1"].reason.text == "paused plan: main, line L1 (node line full)"
     # The plan holds a car back from starting but never stops one that charges: c1 charging
     # since a minute ago keeps its minimum (plans change their mind between re-plans).
     rot = RotationState(charging_since_s={"c1": -60.0})

@@ -70,6 +70,7 @@ def test_every_node_line_primary_power_within_headroom_and_floor_respected(
             assert lim.reason.kind in {
                 ReasonKind.NO_SESSION,
                 ReasonKind.PAUSED_ROTATION,
+                ReasonKind.PAUSED_PLAN,
                 ReasonKind.PAUSED_NO_HEADROOM,
             }
         c = inp.site.charger(lim.charger_id)

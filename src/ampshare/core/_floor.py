@@ -34,12 +34,14 @@ B = npt.NDArray[np.bool_]
 class Floor:
     """Per charger (n,): ``running`` gets at least its minimum; ``forced`` runs although it may
     not fit (cannot be paused); ``one_phase`` counted on one phase; ``switched`` moved to one
-    phase by this decision."""
+    phase by this decision; ``plan_held`` (``planned`` only) would fit at its minimum but waits
+    for the plan (``allocate._planned_floor``)."""
 
     running: B
     forced: B
     one_phase: B
     switched: B
+    plan_held: B | None = None
 
 
 def decide(

@@ -180,7 +180,7 @@ def explain(
 
 # Reason categories, in precedence order; FIXED and CAP carry per-charger text and are filled
 # in by ``explain`` itself.
-_NONE, _FIXED, _CAP, _NO_HEADROOM, _ROTATION, _MAX, _ROW, _SHARE = range(8)
+_NONE, _FIXED, _CAP, _NO_HEADROOM, _PLAN, _ROTATION, _MAX, _ROW, _SHARE = range(9)
 
 
 def _keys(
@@ -214,11 +214,13 @@ def _keys(
     bcol = np.where(bcol >= 0, cols[np.maximum(bcol, 0)], -1)
     acol = np.where(acol >= 0, cols[np.maximum(acol, 0)], -1)
     no_room = paused & (alone < grid.lo - 1e-9) & (anode >= 0)
+    plan = np.zeros_like(paused) if floor.plan_held is None else paused & floor.plan_held
     conds = [
         ~grid.has_session & ~grid.fixed,
         grid.fixed,
         grid.cap_paused,
         no_room,
+        plan,
         paused,
         at_max,
         bnode >= 0,
@@ -226,7 +228,7 @@ def _keys(
     # ``np.select`` in precedence order, as a chain of ``where`` from the lowest precedence up
     # (several times cheaper for the few dozen chargers of most sites).
     cat = np.full(len(at_max), _SHARE, dtype=np.int64)
-    cats = (_NONE, _FIXED, _CAP, _NO_HEADROOM, _ROTATION, _MAX, _ROW)
+    cats = (_NONE, _FIXED, _CAP, _NO_HEADROOM, _PLAN, _ROTATION, _MAX, _ROW)
     for cond, value in zip(conds[::-1], cats[::-1], strict=True):
         cat = np.where(cond, value, cat)
     node = np.where(
@@ -236,7 +238,8 @@ def _keys(
     detail = np.where(floor.switched, 1, np.where(floor.forced, 2, 0))
     detail = np.where(cat >= _MAX, detail, 0)
     node = np.where((cat >= _NO_HEADROOM) & (cat != _SHARE), node, -1)
-    col = np.where((cat == _NO_HEADROOM) | (cat == _ROTATION) | (cat == _ROW), col, -1)
+    paused_cat = (cat == _NO_HEADROOM) | (cat == _PLAN) | (cat == _ROTATION)
+    col = np.where(paused_cat | (cat == _ROW), col, -1)
     m = _base(cs)
     return np.asarray(
         (((cat * (m + 1) + node + 1) * (K + 1) + col + 1) * 3) + detail, dtype=np.int64
@@ -253,7 +256,7 @@ def _reasons(
 ) -> list[Reason]:
     """A reason per charger; chargers with equal keys share one (frozen) ``Reason``. The
     reasons are kept per site as an object array indexed by key where the site has at most
-    ``table_max`` keys (216 per node: categories x columns x details), else in a dict."""
+    ``table_max`` keys (243 per node: categories x columns x details), else in a dict."""
     m = _base(cs)
     known = _known_reasons(cs, hr, m, table_max)
     if len(keys) == 0:
@@ -336,6 +339,8 @@ def _make(cs: CompiledSite, hr: Headroom, *, cat: int, node: int, col: int, deta
         return Reason(kind=ReasonKind.FIXED if cat == _FIXED else ReasonKind.CONTROLLER_CAP)
     if cat == _NO_HEADROOM:
         return _paused(cs, hr, ReasonKind.PAUSED_NO_HEADROOM, node, col)
+    if cat == _PLAN:
+        return _paused(cs, hr, ReasonKind.PAUSED_PLAN, node, col)
     if cat == _ROTATION:
         return _paused(cs, hr, ReasonKind.PAUSED_ROTATION, node, col)
     if cat == _MAX:

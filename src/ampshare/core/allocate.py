@@ -163,7 +163,10 @@ def _planned_floor(
     held, _, _ = fill(
         cs, pcoef, avail, zero, first.running, prof=profiles(inp, upto, order), cols=cols
     )
-    return _floor.decide(cs, grid, avail, rest, cols, after=first, held=held)
+    out = _floor.decide(cs, grid, avail, rest, cols, after=first, held=held)
+    waits = np.zeros(len(cs.charger_ids), dtype=np.bool_)
+    waits[rest] = True
+    return replace(out, plan_held=waits & ~out.running)
 
 
 def _round_and_top_up(

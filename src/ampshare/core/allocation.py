@@ -193,6 +193,7 @@ class ReasonKind(StrEnum):
     PLAN_TARGET = "plan_target"
     NO_SESSION = "no_session"
     PAUSED_ROTATION = "paused_rotation"  # paused so that others get their minimum; will rotate
+    PAUSED_PLAN = "paused_plan"  # ``planned``: waits while cars leaving sooner take its room
     PAUSED_NO_HEADROOM = "paused_no_headroom"  # not even one car fits at minimum
     FIXED = "fixed"  # not controlled this cycle (offline, non-compliant)
 

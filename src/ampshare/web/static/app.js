@@ -155,6 +155,7 @@ function why(c, f) {
     case "plan_target": return "its charging plan";
     case "no_session": return "no car plugged in";
     case "paused_rotation": return `paused so that others get their minimum on ${at}; cars take turns`;
+    case "paused_plan": return `waiting: its plan gives the room on ${at} to cars leaving sooner; it starts when the plan says`;
     case "paused_no_headroom": return `paused: no room left on ${at}`;
     case "fixed": return "not controlled now (offline or over its limit)";
     default: return c.reason ?? "not allocated yet";
@@ -370,7 +371,9 @@ const KIND_OF = {
 };
 const KINDS = [["charging", "Charging"], ["paused", "Paused"], ["waiting", "Waiting"], ["full", "Full"],
   ["free", "Free"], ["offline", "Offline"], ["fault", "Fault"], ["nodata", "No data"]];
-const PAUSED_WHY = { paused_no_headroom: "paused · no room", paused_rotation: "waiting its turn" };
+const PAUSED_WHY = {
+  paused_no_headroom: "paused · no room", paused_rotation: "waiting its turn", paused_plan: "waiting · plan",
+};
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 
 function maxCurrent(c) {
