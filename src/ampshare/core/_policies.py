@@ -40,7 +40,7 @@ from ampshare.core.allocation import (
 )
 from ampshare.core.snapshot import Session
 
-__all__ = ["Cars", "keep_order", "planned_targets_a", "profiles", "rotation_key"]
+__all__ = ["Cars", "charging_now", "keep_order", "planned_targets_a", "profiles", "rotation_key"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -100,7 +100,7 @@ def _rotation_keys(
     # ``rotation_key_at`` as array operations (a Python call per car cost ~0.4 ms per 1,000).
     charging_all, paused_all = rotation_memory(cs, rot)
     charging, paused_at = charging_all[cand], paused_all[cand]
-    is_charging = ~np.isnan(charging) & np.isnan(paused_at)
+    is_charging = charging_now(cs, rot)[cand]
     paused = np.where(np.isnan(paused_at), arrival, paused_at)
     charge_group = np.where(now - charging < interval, 0.0, 2.0)
     pause_group = np.where(now - paused >= interval, 1.0, 3.0)
@@ -112,6 +112,12 @@ def _rotation_keys(
 def rotation_memory(cs: CompiledSite, rot: RotationState) -> tuple[F64, F64]:
     """``_memory``, read once per ``RotationState`` object."""
     return last_read(cs, "rotation", rot, lambda: _memory(rot, cs))
+
+
+def charging_now(cs: CompiledSite, rot: RotationState) -> npt.NDArray[np.bool_]:
+    """Per charger (site order): the memory says it charges (and is not paused)."""
+    charging, paused = rotation_memory(cs, rot)
+    return np.asarray(~np.isnan(charging) & np.isnan(paused))
 
 
 def _memory(rot: RotationState, cs: CompiledSite) -> tuple[F64, F64]:
@@ -196,7 +202,7 @@ def profiles(inp: AllocationInput, cars: Cars, order: I64) -> Profiles:
         by_arrival = order[np.argsort(facts.arrival_s[order], kind="stable")]
         offset[by_arrival] = np.arange(len(by_arrival)) * (float(hi.max(initial=1.0)) + 1.0)
     if name is PolicyName.DEADLINE:
-        target = np.array([_target(inp, cars, i, planned=False) for i in range(n)])
+        target = np.array([_deadline_target(inp, cars, i) for i in range(n)])
         step = float((target - lo).max(initial=0.0)) + 1.0
         start1 = np.zeros(n)
         start1[order] = np.arange(len(order)) * step
@@ -216,13 +222,17 @@ def profiles(inp: AllocationInput, cars: Cars, order: I64) -> Profiles:
 def planned_targets_a(inp: AllocationInput, cars: Cars) -> F64:
     """The plan's current for each charger's car now (its minimum when the plan does not
     know the session yet, e.g. a car that arrived since the last plan)."""
-    return np.array([_target(inp, cars, i, planned=True) for i in range(len(cars.lo))])
+    targets = inp.policy.planned_targets_a
+    lows = cars.lo.tolist()
+    return np.array(
+        [
+            lo if s is None else targets.get(s.session_id, lo)
+            for s, lo in zip(cars.sessions, lows, strict=True)
+        ],
+        dtype=np.float64,
+    )
 
 
-def _target(inp: AllocationInput, cars: Cars, i: int, *, planned: bool) -> float:
+def _deadline_target(inp: AllocationInput, cars: Cars, i: int) -> float:
     sess = cars.sessions[i]
-    if sess is None:
-        return float(cars.lo[i])
-    if planned:
-        return float(inp.policy.planned_targets_a.get(sess.session_id, cars.lo[i]))
-    return _need_a(inp, cars, i, sess)
+    return float(cars.lo[i]) if sess is None else _need_a(inp, cars, i, sess)

@@ -37,7 +37,7 @@ from ampshare.core._compiled import (
 )
 from ampshare.core._grid import Grid, make_grid
 from ampshare.core._headroom import headroom
-from ampshare.core._policies import Cars, keep_order, planned_targets_a, profiles, rotation_memory
+from ampshare.core._policies import Cars, charging_now, keep_order, planned_targets_a, profiles
 from ampshare.core._sessions import session_facts
 from ampshare.core._waterfill import (
     can_bind,
@@ -149,8 +149,7 @@ def _planned_floor(
     targets it then started and stopped cars 31 times as often, met fewer demands, and
     delivered no more energy."""
     target = planned_targets_a(inp, cars)
-    since, paused = rotation_memory(cs, inp.rotation)
-    first_in = (target >= grid.lo - 1e-9) | (~np.isnan(since) & np.isnan(paused))
+    first_in = (target >= grid.lo - 1e-9) | charging_now(cs, inp.rotation)
     first = _floor.decide(cs, grid, avail, order[first_in[order]], cols)
     rest = order[~first_in[order]]
     if len(rest) == 0:
