@@ -20,9 +20,9 @@ from ampshare.config.tariff_files import planner_from_section
 from ampshare.core.allocation import Policy, PolicyName
 from ampshare.core.planner import PlanInput, RecedingHorizonPlanner, plan
 from ampshare.core.snapshot import Session
-from ampshare.store import SqlStore, open_store
+from ampshare.store import SessionRecord, SqlStore, open_store
 from ampshare.web import InMemoryRuntime, Role, TokenAuth, create_app
-from ampshare.web.testing import serve
+from ampshare.web.testing import free_port, serve
 
 H = 3600.0
 SITE = """
@@ -98,6 +98,40 @@ async def test_the_live_loop_follows_the_plan_and_warns_of_a_car_that_will_not_b
         await until(lambda: link.applied_a.get("cp1") == pytest.approx(26.0, abs=0.2)
                     and link.applied_a.get("cp2") == pytest.approx(6.0, abs=0.2),
                     why=lambda: link.applied_a)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_the_live_planner_learns_from_the_sessions_the_store_kept(tmp_path: Path) -> None:
+    # Nine drivers who declared 2 h and stayed 3, 4 or 5 h, and one who declared nothing and
+    # stayed 6 h: on start the plan's default stay is their median true stay (4 h) and their
+    # stays against what they declared are its stay samples.
+    db = tmp_path / "kept.db"
+    kept = open_store(f"sqlite:///{db}")
+    t0 = 1_750_000_000.0
+    kept_stays = [(2, 3), (2, 4), (2, 5)] * 3 + [(None, 6)]
+    for i, (declared_h, stayed_h) in enumerate(kept_stays):
+        departure = None if declared_h is None else t0 + declared_h * H
+        s = Session(session_id=f"old{i}", charger_id="cp1", arrival_s=t0,
+                    departure_s=departure, energy_delivered_wh=5_000.0)
+        kept.save_session(SessionRecord(session=s, ended_s=t0 + stayed_h * H))
+    kept.close()
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE + f"web: {{host: 127.0.0.1, port: {free_port()}, "
+                    f"store_url: 'sqlite:///{db}'}}\n", encoding="utf-8")
+    config = load_config(path)
+    clock = SystemClock()
+    mpc = planner_from_section(config.planner, config.site, tmp_path)
+    sup = Supervisor(config, clock=clock, link=FakeChargerLink(config.site.chargers, clock),
+                     options=SupervisorOptions(poll_meters=False, planner=mpc, web=True))
+    stop = asyncio.Event()
+    task = asyncio.create_task(sup.run(stop))
+    try:
+        await asyncio.wait_for(sup.started.wait(), 5)
+        assert mpc.defaults.dwell_s == pytest.approx(4 * H)
+        assert sorted(mpc.stay_samples) == pytest.approx(
+            sorted([(2 * H, 1.5), (2 * H, 2.0), (2 * H, 2.5)] * 3 + [(4 * H, 1.5)]))
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

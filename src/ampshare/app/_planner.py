@@ -8,6 +8,11 @@ chargers — whenever ``RecedingHorizonPlanner.needs_replan`` says so (interval,
 departures, plan running out, last solve unusable), one at a time. A car whose charger reports
 SuspendedEV counts as full (the plan reserves nothing for it) until it draws again.
 
+The plan learns what drivers do as the simulator's does (``core.planner.DriverHistory``):
+default stays and energies for sessions that declare nothing, and how long drivers really stay
+against their declared departure. It starts from the ended sessions of the store when the web
+section keeps one (``seed``) and adds every session it sees end.
+
 The plan leaves room for the building: every step's allocation says what non-EV load each
 fresh metered node carried (``NodeHeadroom.other_load_a``: measured total minus the chargers'
 measured current). ``LoadHistory`` keeps one sample a minute of it per node, in memory for
@@ -22,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ampshare.core.allocation import Allocation, Policy, PolicyName
 from ampshare.core.planner import (
+    DriverHistory,
     Plan,
     RecedingHorizonPlanner,
     SiteForecast,
@@ -118,8 +124,14 @@ class LivePlanner:
         self.history = history if history is not None else LoadHistory()
         self.latest: Plan | None = None
         self.solves = 0
+        self.drivers = DriverHistory()
         self._full: frozenset[str] = frozenset()
         self._running = False
+
+    def seed(self, ended: Iterable[tuple[Session, float]]) -> None:
+        """Learn from sessions that ended before this run: ``(session, ended_s)``, oldest first."""
+        self.drivers.seed(ended)
+        self.drivers.teach(self.mpc)
 
     def observe(self, now_s: float, allocation: Allocation | None) -> None:
         """Record the non-EV load the step's allocation counted (see the module docstring)."""
@@ -136,8 +148,11 @@ class LivePlanner:
     def wants(
         self, now_s: float, sessions: Sequence[Session], states: Sequence[ChargerState]
     ) -> bool:
-        """A new plan is due and no solve is running (marks full cars as a side effect)."""
+        """A new plan is due and no solve is running (marks full cars and learns from ended
+        sessions as side effects)."""
         self._full = full_sessions(self._full, sessions, states)
+        if self.drivers.observe(now_s, sessions):
+            self.drivers.teach(self.mpc)
         return not self._running and self.mpc.needs_replan(now_s, sessions)
 
     async def replan(self, now_s: float, sessions: Sequence[Session]) -> Plan:

@@ -185,6 +185,10 @@ class Supervisor:
             self.web.close()
             self.web = None
             raise
+        if self.planner is not None:  # what drivers did before this run
+            ended = self.web.store.sessions(active=False, limit=self.planner.drivers.keep)
+            self.planner.seed((r.session, r.ended_s) for r in reversed(ended)
+                              if r.ended_s is not None)
         task = asyncio.get_running_loop().create_task(self.web.serve())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

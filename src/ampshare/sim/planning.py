@@ -13,7 +13,6 @@ still needed over time left), the same fallback the live controller takes.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy.typing as npt
 
 from ampshare.core.electrical import charger_voltage_v
 from ampshare.core.planner import (
+    DriverHistory,
     Linearisation,
     Plan,
     RecedingHorizonPlanner,
@@ -30,7 +30,6 @@ from ampshare.core.planner import (
     SiteForecast,
     forecast_profile,
     full_sessions,
-    learn_defaults,
     targets_at,
     without_full,
 )
@@ -92,33 +91,30 @@ class PlannerProvider:
     fallbacks: int = 0
     expected: dict[str, SessionPlan] = field(default_factory=dict)
     _seen: dict[str, _Seen] = field(default_factory=dict)
-    _finished: list[Session] = field(default_factory=list)
-    _ratios: list[float] = field(default_factory=list)
+    drivers: DriverHistory = field(default_factory=DriverHistory)
     _full: frozenset[str] = frozenset()
     _last_s: float | None = None
     _peak_kw: float = 0.0
     _period: int | None = None
 
     def seed(self, history: Sequence[SessionRecord]) -> None:
-        """Learn defaults and stay ratios from sessions that ended before the replay (what a
-        live site has in its store)."""
-        for r in history:
-            declared = r.declared_departure_s
-            self._finished.append(
+        """Learn defaults and stays from sessions that ended before the replay (what a live
+        site has in its store)."""
+        self.drivers.seed(
+            (
                 Session(
                     session_id=r.session_id,
                     charger_id=r.station_id,
                     arrival_s=r.arrival_s,
-                    departure_s=r.departure_s,
+                    departure_s=r.declared_departure_s,
                     energy_delivered_wh=r.energy_wh,
                     user_id=r.user_id,
-                )
+                ),
+                r.departure_s,
             )
-            if declared is not None and declared > r.arrival_s:
-                self._ratios.append((r.departure_s - r.arrival_s) / (declared - r.arrival_s))
-        if self._finished:
-            self.mpc.defaults = learn_defaults(self._finished[-500:])
-        self.mpc.dwell_ratio_samples = tuple(self._ratios[-500:])
+            for r in history
+        )
+        self.drivers.teach(self.mpc)
 
     def __post_init__(self) -> None:
         self.mpc = RecedingHorizonPlanner(
@@ -159,20 +155,12 @@ class PlannerProvider:
 
     # --- what a live controller learns as it goes ------------------------------------------
     def _track(self, now_s: float, sessions: Sequence[Session]) -> None:
+        # the replay asks at once when a car leaves, so "gone now" is its true departure
+        if self.drivers.observe(now_s, sessions) and self.learn:
+            self.drivers.teach(self.mpc)
         ids = {s.session_id for s in sessions}
         for sid in [k for k in self._seen if k not in ids]:
-            seen = self._seen.pop(sid).session  # the replay asks at once when a car leaves
-            self._finished.append(dataclasses.replace(seen, departure_s=now_s))
-            declared = (
-                seen.departure_s
-                if seen.departure_s is not None
-                else seen.arrival_s + self.mpc.defaults.dwell_s
-            )
-            if declared > seen.arrival_s:
-                self._ratios.append((now_s - seen.arrival_s) / (declared - seen.arrival_s))
-            if self.learn and len(self._finished) % 10 == 0:
-                self.mpc.defaults = learn_defaults(self._finished[-500:])
-                self.mpc.dwell_ratio_samples = tuple(self._ratios[-500:])
+            del self._seen[sid]
         self._peak(now_s, sessions)
         for s in sessions:
             self._seen[s.session_id] = _Seen(session=s, last_s=now_s)

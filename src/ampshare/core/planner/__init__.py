@@ -13,9 +13,12 @@ optional stationary battery, contracted capacity.
 stays within instantaneous headroom); a late or failed solve yields the ``deadline`` policy.
 ``planning_lp`` gives the LP unsolved (for callers that extend it);
 ``forecast_profile`` forecasts building load from history (same weekday and time, safety
-quantile); ``full_sessions``/``without_full`` take full cars (SuspendedEV) out of the plan.
+quantile); ``DriverHistory`` learns default stays and energies and how long drivers
+really stay against what they declared; ``full_sessions``/``without_full`` take full cars
+(SuspendedEV) out of the plan.
 """
 
+from ampshare.core.planner._learn import DriverHistory
 from ampshare.core.planner._lp import LpMatrices
 from ampshare.core.planner._mpc import (
     RecedingHorizonPlanner,
@@ -40,6 +43,7 @@ from ampshare.core.planner.forecast import forecast_profile
 
 __all__ = [
     "Battery",
+    "DriverHistory",
     "Linearisation",
     "LpMatrices",
     "Plan",

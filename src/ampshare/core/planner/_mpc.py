@@ -139,7 +139,7 @@ class RecedingHorizonPlanner:
     linearisation: Linearisation = Linearisation.INSCRIBED
     max_facet_deg: float = 10.0
     priority_factor: float = 4.0
-    dwell_ratio_samples: tuple[float, ...] = ()
+    stay_samples: tuple[tuple[float, float], ...] = ()  # PlanInput.stay_samples
     last: Plan | None = None
     replans: int = 0
 
@@ -195,6 +195,6 @@ class RecedingHorizonPlanner:
             max_facet_deg=self.max_facet_deg,
             priority_factor=self.priority_factor,
             time_limit_s=self.time_limit_s,
-            dwell_ratio_samples=self.dwell_ratio_samples,
+            stay_samples=self.stay_samples,
             floor_first_slot=True,
         )

@@ -67,28 +67,67 @@ def _slots(
 
 
 MIN_STAY = 0.02  # a kWh is never worth less than this share: energy stays the first goal
+NEAREST_STAYS = 100  # past sessions whose declared stay is most like this one's
+
+
+def _stay_samples(inp: PlanInput) -> FloatArray:
+    """``inp.stay_samples`` as an (n, 2) array: log declared stay, true/declared ratio."""
+    if not inp.stay_samples:
+        return np.empty((0, 2))
+    a = np.asarray(inp.stay_samples, dtype=np.float64).reshape(-1, 2)
+    return np.column_stack((np.log(np.maximum(a[:, 0], 60.0)), a[:, 1]))
+
+
+def _near_ratios(samples: FloatArray, stay_s: float) -> FloatArray:
+    """Sorted true/declared ratios of the ``NEAREST_STAYS`` samples whose declared stay is
+    closest to ``stay_s`` (in log): drivers who declare two hours mostly stay longer, those
+    who declare eight mostly leave on time."""
+    near = samples
+    if len(samples) > NEAREST_STAYS:
+        gap = np.abs(samples[:, 0] - math.log(stay_s))
+        near = samples[np.argpartition(gap, NEAREST_STAYS - 1)[:NEAREST_STAYS]]
+    return np.sort(near[:, 1])
 
 
 def _stay(
-    inp: PlanInput, arrival_s: float, declared_s: float, slots: npt.NDArray[np.int64]
+    inp: PlanInput,
+    ratios: FloatArray,
+    arrival_s: float,
+    stay_s: float,
+    slots: npt.NDArray[np.int64],
 ) -> FloatArray:
-    """P(still plugged in at each slot's middle | plugged in at the start), from the empirical
-    distribution of true/declared stay ratios; ones without samples."""
-    if not inp.dwell_ratio_samples or not len(slots):
+    """P(still plugged in at each slot's middle | plugged in at the start), from ``ratios``
+    (``_near_ratios``); ones without samples. The first slot counts as certain: the car is
+    here now and the plan is remade long before that slot ends, so a kWh planned there is
+    delivered."""
+    if not len(ratios) or not len(slots):
         return np.ones(len(slots))
-    ratios = np.sort(np.asarray(inp.dwell_ratio_samples, dtype=np.float64))
-    stay_s = max(declared_s - arrival_s, 60.0)
     mid = inp.start_s + (slots + 0.5) * inp.slot_s
     x = (mid - arrival_s) / stay_s
     x_now = max(inp.start_s - arrival_s, 0.0) / stay_s
     surv = 1.0 - np.searchsorted(ratios, x, side="right") / len(ratios)
     surv_now = 1.0 - np.searchsorted(ratios, x_now, side="right") / len(ratios)
     if surv_now <= 0:
-        return np.full(len(slots), MIN_STAY)  # stayed longer than anyone before: no guidance
-    return np.clip(surv / surv_now, MIN_STAY, 1.0)
+        # stayed longer than anyone before: no guidance beyond "it is here now"
+        return np.where(slots == 0, 1.0, MIN_STAY)
+    out = np.clip(surv / surv_now, MIN_STAY, 1.0)
+    out[slots == 0] = 1.0
+    return out
 
 
-def _one(inp: PlanInput, s: Session) -> LpSession:
+def _overdue_departure(
+    inp: PlanInput, ratios: FloatArray, arrival_s: float, stay_s: float
+) -> float:
+    """Where to end the plan of a car still plugged in after its declared departure: the
+    median stay of the similar past sessions that stayed at least this long, at least one
+    slot from now (the next re-plan extends it again). Planning it only one slot ahead let
+    the plan treat its energy as now-or-never and starve it behind cars with longer plans."""
+    later = ratios[ratios * stay_s > inp.start_s - arrival_s]
+    guess = arrival_s + float(np.median(later)) * stay_s if len(later) else -math.inf
+    return max(guess, inp.start_s + inp.slot_s)
+
+
+def _one(inp: PlanInput, s: Session, samples: FloatArray) -> LpSession:
     try:
         charger = inp.site.charger(s.charger_id)
     except KeyError:
@@ -96,12 +135,14 @@ def _one(inp: PlanInput, s: Session) -> LpSession:
     phases = s.vehicle_phases if s.vehicle_phases == 1 else None
     wpa = charger_voltage_v(inp.site, charger, phases)
     declared = s.departure_s if s.departure_s is not None else s.arrival_s + inp.default_dwell_s
-    # A car still plugged in after its declared departure keeps charging: plan at least one
-    # slot for it; the next re-plan extends it again.
-    depart = max(declared, inp.start_s + inp.slot_s)
+    stay_s = max(declared - s.arrival_s, 60.0)
+    ratios = _near_ratios(samples, stay_s) if len(samples) else samples[:, 1]
+    depart = declared
+    if declared < inp.start_s + inp.slot_s:  # still here at (or about to pass) its departure
+        depart = _overdue_departure(inp, ratios, s.arrival_s, stay_s)
     slots, frac = _slots(inp, max(s.arrival_s, inp.start_s), depart)
     need = s.energy_needed_wh
-    stay = _stay(inp, s.arrival_s, declared, slots)
+    stay = _stay(inp, ratios, s.arrival_s, stay_s, slots)
     return LpSession(
         session=s,
         node_id=charger.node_id,
@@ -119,7 +160,8 @@ def _one(inp: PlanInput, s: Session) -> LpSession:
 
 def lp_sessions(inp: PlanInput) -> list[LpSession]:
     """Every session of ``inp`` prepared for the LP (in input order)."""
-    out = [_one(inp, s) for s in inp.sessions]
+    samples = _stay_samples(inp)
+    out = [_one(inp, s, samples) for s in inp.sessions]
     return _with_floors(inp, out) if inp.floor_first_slot else out
 
 

@@ -91,11 +91,13 @@ class PlanInput:
     ``prices_per_kwh`` (n_slots,) and ``demand_charge_per_kw`` drive cost; a demand peak below
     ``peak_so_far_kw`` (already set this billing period) is free.
 
-    ``dwell_ratio_samples``: observed (true stay) / (declared stay) of past sessions. Declared
+    ``stay_samples``: (declared stay [s], true stay / declared stay) of past sessions. Declared
     departures are noisy (ACN: 30 % leave more than 15 min early), so a kWh planned for a
     slot is worth the probability that the car is still there then, given it is there now;
-    this makes the plan front-load energy as much as the uncertainty warrants. Empty: trust
-    the declarations.
+    this makes the plan front-load energy as much as the uncertainty warrants. Each session
+    reads that probability from the past sessions that declared a stay most like its own
+    (drivers who declare two hours mostly stay longer, those who declare eight mostly leave
+    on time). Empty: trust the declarations.
 
     ``floor_first_slot``: plan the first slot with every car that still wants energy at its
     charger's minimum current (when all minima fit), as the live allocator will run it; the
@@ -119,7 +121,7 @@ class PlanInput:
     max_facet_deg: float = 10.0
     priority_factor: float = 4.0
     time_limit_s: float | None = None
-    dwell_ratio_samples: tuple[float, ...] = ()
+    stay_samples: tuple[tuple[float, float], ...] = ()
     floor_first_slot: bool = False
 
 
