@@ -256,3 +256,57 @@ def test_a_card_opens_the_chargers_details_by_click_and_by_keyboard(
     page.screenshot(path=str(ARTIFACTS / "dashboard-card-detail.png"))
     page.close()
     assert errors == []
+
+
+def test_a_car_the_plan_holds_back_says_so_in_words(browser: Any, tmp_path: Path) -> None:
+    # The plan gives cp01's car (leaving in 2 h) all of its 16 A now and cp02's (leaving in 9 h)
+    # nothing. With 43 A of building on the 63 A service, cp02's 6 A minimum does not fit
+    # beside that target: it waits for the plan, and the dashboard says why.
+    clock = VirtualClock(T0)
+    store = open_store(str(tmp_path / "plan.db"))
+    rt = InMemoryRuntime(demo_site(3), clock, store, allocator=allocate)
+    targets = {"s1": 16.0, "s2": 0.0}
+    rt.set_policy(Policy(name=PolicyName.PLANNED, planned_targets_a=targets), by="test")
+    for sid, cid, hours in (("s1", "cp01", 2), ("s2", "cp02", 9)):
+        rt.start_session(
+            Session(
+                session_id=sid,
+                charger_id=cid,
+                arrival_s=T0 - 600,
+                departure_s=T0 + hours * 3600,
+                energy_wanted_wh=20_000.0,
+            )
+        )
+    _feed(rt, building_a=43.0)
+    held = rt.view().limit("cp02")
+    assert held is not None
+    assert (held.limit_a, held.reason.kind.value) == (0.0, "paused_plan")
+    app = create_app(rt, store, TokenAuth.from_tokens({ADMIN: Role.ADMIN}), clock=clock)
+    errors: list[str] = []
+    with serve(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}/#token={ADMIN}")
+        page.get_by_test_id("charger-cp02").wait_for()
+        assert _limit(page, "cp02") == 0.0
+        assert _limit(page, "cp01") == 16.0
+        reason = page.get_by_test_id("reason-cp02").inner_text()
+        assert reason == (
+            "0.0 A because: waiting: its plan gives the room on Main service L1 to cars "
+            "leaving sooner; it starts when the plan says"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-plan-waiting.png"), full_page=True)
+        # The compact view (large sites) names the pause in two words.
+        page.get_by_test_id("view-switch").get_by_role("button", name="Compact").click()
+        page.get_by_test_id("word-cp02").wait_for()
+        assert page.get_by_test_id("word-cp02").inner_text() == "waiting · plan"
+        # Held back is not late: 9 h at its turn's share gets it its 20 kWh.
+        assert "late" not in page.get_by_test_id("tile-cp02").inner_text()
+        assert page.get_by_test_id("tree-note").inner_text() == (
+            "1 circuit with chargers: its bars are with its chargers below."
+        )
+        page.screenshot(path=str(ARTIFACTS / "dashboard-plan-waiting-compact.png"))
+        page.close()
+    store.close()
+    assert errors == []

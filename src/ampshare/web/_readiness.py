@@ -28,6 +28,7 @@ class Readiness(StrEnum):
 
 
 _SHORT_WH, _SHORT_SHARE = 50.0, 0.01  # what the planner counts as "not ready"
+_TAKES_TURNS = frozenset({ReasonKind.PAUSED_ROTATION, ReasonKind.PAUSED_PLAN})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,8 +77,9 @@ def readiness(
         return False, Readiness.ESTIMATE
     rate_a = lim.limit_a
     r = lim.reason
-    if r.kind is ReasonKind.PAUSED_ROTATION and r.node_id and r.line:
-        # Paused now, but it gets its turn: count what it gets on average over the turns.
+    if r.kind in _TAKES_TURNS and r.node_id and r.line:
+        # Paused now, but it gets its turn (the rotation's, or when the plan says): count
+        # what it gets on average over the turns.
         rate_a = index.turn_share_a.get((r.node_id, r.line.value), 0.0)
     need_wh = sess.energy_wanted_wh - sess.energy_delivered_wh
     hours = max(0.0, sess.departure_s - v.now_s) / 3600.0

@@ -116,7 +116,7 @@ function renderTree(f) {
   const grouped = state.view === "compact" && $("#by-circuit").checked;
   const withChargers = new Set(grouped ? f.chargers.map((c) => c.node_id) : []);
   const nodes = f.site.nodes.filter((n) => !withChargers.has(n.id));
-  const note = withChargers.size ? `<p class="hint" data-testid="tree-note">${withChargers.size} circuits with chargers: their bars are with their chargers below.</p>` : "";
+  const note = withChargers.size ? `<p class="hint" data-testid="tree-note">${withChargers.size === 1 ? "1 circuit with chargers: its bars are with its chargers below." : `${withChargers.size} circuits with chargers: their bars are with their chargers below.`}</p>` : "";
   setHtml($("#tree"), nodes.map((n) => {
     const h = n.headroom;
     const meta = !h ? "no data yet" : h.stale ? "meter stale: worst case assumed" : h.measured ? "metered" : "computed";
