@@ -20,9 +20,9 @@ class DriverHistory:
 
     ``observe`` is called with the plugged-in sessions at each decision; a session that is gone
     has ended then. Every ``every`` endings (and on ``teach``) the planner learns from the last
-    ``keep``, once there are ``min_sessions``: its ``defaults`` (``learn_defaults`` on the true stays) and its ``stay_samples``
-    (declared stay, true / declared; a session that declared nothing counts as declared for
-    the site's default stay, which is what the plan assumed for it).
+    ``keep``, once there are ``min_sessions``: its ``defaults`` (``learn_defaults`` on the true
+    stays) and its ``stay_samples`` (declared stay, true / declared; a session that declared
+    nothing counts as declared for the site's default stay, which is what the plan assumed).
     """
 
     every: int = 10
