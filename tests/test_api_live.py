@@ -260,3 +260,26 @@ def test_demo_over_ocpp_runs_through_the_supervisor(tmp_path: Path) -> None:
         proc.wait(10)
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_the_default_demo_does_not_take_car_current_for_building_load(tmp_path: Path) -> None:
+    """The first thing a user runs: ``ampshare demo`` as the README's quick start has it (six
+    chargers over OCPP, x60, a day of history). Its chargers used to report every 2 real
+    seconds, two simulated minutes, so car current they had not reported yet read as building
+    load at the site meter: the controller paused cars and resumed them every simulated minute
+    (14 pauses in 12 s, every time, at commit 5c78636) and now and then raised an overload
+    alert. Reporting every half second it pauses 0-3 times."""
+    db = tmp_path / "d.db"
+    cmd = [sys.executable, "-c", "from ampshare.cli import main; main()", "demo",
+           "--port", str(free_port()), "--duration-s", "12", "--store", f"sqlite:///{db}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "OCPP charge points connected" in out.stdout
+    store = open_store(f"sqlite:///{db}")
+    try:
+        assert store.events(kind="charger_limit"), "the controller never decided"
+        assert store.events(kind="overload") == (), out.stdout + out.stderr
+        assert len(store.events(kind="paused")) <= 7
+    finally:
+        store.close()
