@@ -17,6 +17,20 @@ def _samples(declared_h: float, ratios: list[float]) -> list[tuple[float, float]
     return [(declared_h * H, r) for r in ratios]
 
 
+def _alone(
+    car: Session, *, start_s: float, n_slots: int, samples: tuple[tuple[float, float], ...]
+) -> PlanInput:
+    """``car`` alone on one 32 A charger, planned from ``start_s``."""
+    return PlanInput(
+        site=single_line_site(32.0, 1),
+        start_s=start_s,
+        slot_s=SLOT_S,
+        n_slots=n_slots,
+        sessions=(car,),
+        stay_samples=samples,
+    )
+
+
 def test_a_car_is_judged_by_the_past_sessions_that_declared_a_stay_like_its_own() -> None:
     # Past: everyone who declared 2 h stayed twice as long; of those who declared 8 h, half
     # left at half of it. A site-wide mix would make the 2 h car look as likely to leave early.
@@ -41,15 +55,7 @@ def test_a_car_is_judged_by_the_past_sessions_that_declared_a_stay_like_its_own(
 def test_first_slot_counts_as_certain_the_car_is_there_now() -> None:
     past = _samples(1, list(np.linspace(0.2, 1.0, 100)))  # most leave before their declaration
     car = Session(session_id="a", charger_id="c0", arrival_s=0.0, departure_s=1 * H)
-    inp = PlanInput(
-        site=single_line_site(32.0, 1),
-        start_s=0.5 * H,
-        slot_s=SLOT_S,
-        n_slots=8,
-        sessions=(car,),
-        stay_samples=tuple(past),
-    )
-    (s,) = lp_sessions(inp)
+    (s,) = lp_sessions(_alone(car, start_s=0.5 * H, n_slots=8, samples=tuple(past)))
     assert s.stay[0] == 1.0
     assert s.stay[1] < 1.0
 
@@ -59,15 +65,7 @@ def _overdue_plan(samples: tuple[tuple[float, float], ...]) -> float:
     car = Session(
         session_id="a", charger_id="c0", arrival_s=0.0, departure_s=1 * H, energy_wanted_wh=80e3
     )
-    inp = PlanInput(
-        site=single_line_site(32.0, 1),
-        start_s=2 * H,
-        slot_s=SLOT_S,
-        n_slots=40,
-        sessions=(car,),
-        stay_samples=samples,
-    )
-    return plan(inp).sessions[0].expected_wh
+    return plan(_alone(car, start_s=2 * H, n_slots=40, samples=samples)).sessions[0].expected_wh
 
 
 def test_a_car_past_its_declared_departure_is_planned_as_long_as_its_likes_stayed() -> None:
