@@ -55,12 +55,17 @@ def _runs() -> list[tuple[str, Callable[[int], None]]]:
         _, inp = _case(seed, ["equal"], primary=False, power=False)
         inner("test_equal_is_max_min_fair")(inp)
 
+    def plan_peak(seed: int) -> None:
+        rnd, inp = _case(seed, ["planned"])
+        inner("test_a_plan_peak_stops_only_current_beyond_the_targets")(inp, 1.2 * rnd.random())
+
     return [
         ("safety_and_floor", safety),
         ("deterministic", deterministic),
         ("work_conserving", work),
         ("more_headroom_more_total", monotone),
         ("equal_max_min_fair", fair),
+        ("plan_peak_beyond_targets_only", plan_peak),
     ]
 
 

@@ -77,6 +77,12 @@ def main() -> None:
     ap.add_argument(
         "--no-history", action="store_true", help="seed the planner with no earlier sessions"
     )
+    ap.add_argument(
+        "--no-hold-peak",
+        dest="hold_peak",
+        action="store_false",
+        help="planned: do not hold the plan's demand peak live (use every amp, as before)",
+    )
     args = ap.parse_args()
     start, end = parse_time_s(args.start, TZ), parse_time_s(args.end, TZ)
     assert start is not None
@@ -126,7 +132,9 @@ def main() -> None:
         else:
             provider = None
             if policy == "planned":
-                provider = PlannerProvider(site=site, tariff=tariff, slot_s=args.slot)
+                provider = PlannerProvider(
+                    site=site, tariff=tariff, slot_s=args.slot, hold_peak=args.hold_peak
+                )
                 provider.seed(history)
             out = simulate(
                 SimSpec(
@@ -156,6 +164,7 @@ def main() -> None:
             policy=policy,
             kva=args.kva,
             perfect_info=args.perfect_info,
+            hold_peak=args.hold_peak,
             start=args.start,
             end=args.end,
             run_s=round(time.perf_counter() - t0, 1),

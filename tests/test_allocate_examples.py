@@ -324,6 +324,39 @@ def test_planned_counts_only_the_part_of_a_target_the_limits_let_through() -> No
     }
 
 
+def test_planned_holds_the_plan_peak_beyond_the_targets_and_never_cuts_a_target() -> None:
+    # Two three-phase cars at 230/400 V: 690 W per A. The plan wants 10 A and 6 A (11.04 kW)
+    # and holds the site at 15.18 kW (22 A in all) for the demand charge.
+    site = _site(60.0, 2, resolution_a=1.0, max_current_a=32.0)
+    targets = {"s0": 10.0, "s1": 6.0}
+    free = Policy(name=PolicyName.PLANNED, planned_targets_a=targets)
+    held = Policy(name=PolicyName.PLANNED, planned_targets_a=targets, planned_ceiling_w=15_180.0)
+    assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=free)) == {
+        "c0": 30.0,
+        "c1": 30.0,
+    }
+    alloc = allocate(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=held))
+    got = {lim.charger_id: lim for lim in alloc.limits}
+    assert got["c0"].limit_a + got["c1"].limit_a == 22.0
+    assert got["c0"].limit_a >= 10.0
+    assert got["c1"].limit_a >= 6.0
+    assert got["c0"].reason.kind is ReasonKind.PLAN_PEAK
+    assert got["c0"].reason.text == "plan peak: main"
+    # The building's 5 A per line (3.45 kW) counts against the ceiling: 17 A left for cars.
+    meas = (NodeMeasurement(node_id="main", current_a=(5.0,) * 3, includes_ev_load=False),)
+    inp = AllocationInput(
+        site=site, now_s=0.0, sessions=_sessions(2), policy=held, measurements=meas
+    )
+    assert sum(_limits(inp).values()) == 17.0
+    # A ceiling below what the targets take cuts nothing the plan asked for: energy comes
+    # first, and the next plan raises its peak if the cars need it.
+    low = Policy(name=PolicyName.PLANNED, planned_targets_a=targets, planned_ceiling_w=5_000.0)
+    assert _limits(AllocationInput(site=site, now_s=0.0, sessions=_sessions(2), policy=low)) == {
+        "c0": 10.0,
+        "c1": 6.0,
+    }
+
+
 def test_one_phase_switch_when_three_phases_at_minimum_do_not_fit() -> None:
     site = _site(40.0, 1, can_switch_phases=True)
     meas = (NodeMeasurement(node_id="main", current_a=(10.0, 36.0, 36.0), includes_ev_load=False),)

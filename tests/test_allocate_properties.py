@@ -226,3 +226,55 @@ def test_any_room_bounds_the_other_columns(inp: AllocationInput, data: st.DataOb
     after = {v for v in judge.violations(more, ph) if v.startswith(f"{nid} ")}
     new = {v for v in after - before if not v.split(" ")[1].startswith("L")}
     assert not new, (nid, rooms[nid], new)
+
+
+def _import_w(judge: Judge, alloc: Allocation) -> float:
+    """Site import by the judge's own accounting: the root's non-EV load plus every charger."""
+    site = judge.inp.site
+    cur, ph = judge.currents(alloc)
+    cars = sum(charger_power_w(site, c, cur[c.id], ph[c.id]) for c in site.chargers)
+    return judge.other()[site.root.id][3] + cars
+
+
+@cfg(300)
+@given(cases(["planned"]), st.floats(0.0, 1.2))
+def test_a_plan_peak_stops_only_current_beyond_the_targets(
+    inp: AllocationInput, frac: float
+) -> None:
+    free = allocate(inp)
+    ceiling = frac * _import_w(Judge(inp), free)
+    held_inp = replace(inp, policy=replace(inp.policy, planned_ceiling_w=ceiling))
+    held = allocate(held_inp)
+    judge = Judge(held_inp)
+    cur, ph = judge.currents(held)
+    assert judge.violations(cur, ph) == []
+    bounds = _bounds(inp)
+    target_of = {s.charger_id: inp.policy.planned_targets_a[s.session_id] for s in inp.sessions}
+    site = inp.site
+    stage1_w = judge.other()[site.root.id][3]
+    for h, f in zip(held.limits, free.limits, strict=True):
+        cid = h.charger_id
+        wanted = max(target_of.get(cid, 0.0), bounds[cid][0])
+        step = _step(inp, cid, h.limit_a)
+        # The same cars charge (who charges is decided before the ceiling; a charger whose
+        # minimum is 0 A may round a trickle target down to nothing) ...
+        if bounds[cid][0] > 0:
+            assert (h.limit_a > 0) == (f.limit_a > 0), (cid, h.limit_a, f.limit_a)
+        # ... and one that gets less than without the ceiling, and less than its target, says
+        # the plan's peak stopped it (the ceiling keeps room for the targets as the fill
+        # reached them; rounding remainders of other cars may be what is missing).
+        if f.limit_a > 0 and h.limit_a < min(f.limit_a, wanted) - step - TOL:
+            assert h.reason.kind is ReasonKind.PLAN_PEAK, (cid, h.reason.text)
+        if cid in target_of and (f.limit_a > 0 or bounds[cid][0] == 0):
+            # What the targets take (each car's target, as far as it got without the ceiling,
+            # which rounded down by less than a step; a car with a 0 A minimum may have had a
+            # trickle that rounded to nothing) bounds the import the ceiling lets through.
+            reach = min(wanted, f.limit_a + (step if math.isfinite(step) else 0.0))
+            stage1_w += charger_power_w(site, site.charger(cid), reach, ph[cid])
+    root_fresh = all(
+        not m.stale and m.current_a is not None
+        for m in inp.measurements
+        if m.node_id == site.root.id
+    )
+    if root_fresh:  # the judge reads a stale root's load its own way
+        assert _import_w(judge, held) <= max(ceiling, stage1_w) + 1.0 + 1e-3

@@ -101,11 +101,13 @@ def test_late_solves_fall_back_to_deadline_targets() -> None:
         ),
         Session(session_id="b", charger_id="c1", arrival_s=0.0),
     )
-    targets = provider(0.0, site, cars)
+    view = provider(0.0, site, cars)
+    targets = view.targets_a
     assert provider.fallbacks == 1
     assert targets["a"] == pytest.approx(10.0)  # 4.6 kWh in 2 h at 230 V
     assert targets["b"] == 32.0  # nothing declared: as fast as it can
     assert targets == pytest.approx(deadline_targets(site, cars, 0.0))
+    assert view.ceiling_w is None  # no plan, no peak to hold
 
 
 def _state(status: ChargerStatus, draw_a: float, offered_a: float) -> ChargerState:
@@ -123,16 +125,16 @@ def test_a_car_its_charger_reports_full_gets_no_more_plan() -> None:
     provider = PlannerProvider(site=site, time_limit_s=None)
     car = Session(session_id="a", charger_id="c0", arrival_s=0.0, departure_s=8 * H)
     first = provider(0.0, site, (car,), (_state(ChargerStatus.SUSPENDED_EVSE, 0.0, 0.0),))
-    assert first["a"] == pytest.approx(30.0)  # the whole 30 A line
+    assert first.targets_a["a"] == pytest.approx(30.0)  # the whole 30 A line
     # Not offered current (paused, or an increase held back): drawing nothing proves nothing.
     again = provider(600.0, site, (car,), (_state(ChargerStatus.SUSPENDED_EVSE, 0.0, 0.0),))
-    assert again["a"] == pytest.approx(30.0)
+    assert again.targets_a["a"] == pytest.approx(30.0)
     # Offered 30 A, takes none (SuspendedEV): full, so the plan stops reserving for it ...
     full = provider(900.0, site, (car,), (_state(ChargerStatus.SUSPENDED_EV, 0.0, 30.0),))
-    assert full["a"] == pytest.approx(0.0)
+    assert full.targets_a["a"] == pytest.approx(0.0)
     # ... until it draws again.
     back = provider(1200.0, site, (car,), (_state(ChargerStatus.CHARGING, 6.0, 6.0),))
-    assert back["a"] == pytest.approx(30.0)
+    assert back.targets_a["a"] == pytest.approx(30.0)
 
 
 def test_simulate_cli_lists_each_sessions_plan() -> None:

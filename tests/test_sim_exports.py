@@ -15,6 +15,7 @@ EXPECTED = {
     "METRIC_KEYS",
     "POLICY_NAMES",
     "PlanProvider",
+    "PlanView",
     "Replay",
     "SESSION_PRESETS",
     "SessionColumns",

@@ -20,6 +20,13 @@ measured current). ``LoadHistory`` keeps one sample a minute of it per node, in 
 forecast_profile``: the same weekday and time on the weeks seen, the 0.9 quantile; before a
 week has been seen, the highest load seen so far — unknown means pessimistic). A restart
 starts the history afresh.
+
+With a demand charge, the plan is told the peak already set this billing period
+(``PeakSoFar``: the root meter's non-EV load plus the chargers' allocated current, averaged
+over the tariff's demand window; a peak below it costs nothing more), and the step holds the
+plan's peak (``Policy.planned_ceiling_w``) unless the site file says ``hold_peak: false``.
+A restart forgets the peak so far: the plan then holds its own peak, which is lower, never
+higher.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -46,7 +53,7 @@ from ampshare.core.planner import (
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, Session
 
-__all__ = ["LivePlanner", "LoadHistory"]
+__all__ = ["LivePlanner", "LoadHistory", "PeakSoFar", "site_import_kw"]
 
 WEEK_S = 7 * 86400.0
 
@@ -103,7 +110,12 @@ class _Forecast:
         for nid, (t, v) in self.data.items():
             seen = max(1, min(self.weeks, math.ceil((start_s - t[0]) / WEEK_S)))
             f = forecast_profile(
-                t, v, start_s=start_s, slot_s=slot_s, n_slots=n_slots, lookbacks=seen,
+                t,
+                v,
+                start_s=start_s,
+                slot_s=slot_s,
+                n_slots=n_slots,
+                lookbacks=seen,
                 quantile=self.quantile,
             )
             lines[nid] = np.maximum(f, 0.0)
@@ -116,12 +128,82 @@ class _Forecast:
         return SiteForecast(building_line_a=lines, building_power_w=power)
 
 
-class LivePlanner:
-    """The planner of one supervised site; ``latest`` is its newest plan (None: none yet)."""
+@dataclass(slots=True)
+class PeakSoFar:
+    """The highest ``window_s`` average of site import [kW] in the current billing period,
+    from one sample per control step (each held until the next; windows aligned to the
+    epoch, as ``Tariff`` averages them). ``billing_period`` maps a time to its period."""
 
-    def __init__(self, mpc: RecedingHorizonPlanner, history: LoadHistory | None = None) -> None:
+    billing_period: Callable[[float], int]
+    window_s: float = 900.0
+    peak_kw: float = 0.0
+    _period: int | None = None
+    _window: int | None = None
+    _kws: float = 0.0  # kW x s integrated in the current window
+    _last: tuple[float, float] | None = None  # (t_s, kW) of the last sample
+
+    def observe(self, now_s: float, import_kw: float) -> None:
+        if self._last is not None and now_s > self._last[0]:
+            self._integrate(self._last[0], now_s, self._last[1])
+        self._last = (now_s, import_kw)
+
+    def _integrate(self, t0: float, t1: float, kw: float) -> None:
+        while t0 < t1:
+            win = math.floor(t0 / self.window_s)
+            if win != self._window:
+                self._close(win, t0)
+            end = min(t1, (win + 1) * self.window_s)
+            self._kws += kw * (end - t0)
+            t0 = end
+
+    def _close(self, win: int, t0: float) -> None:
+        """Count the finished window (a partly seen one averages in zeros, as a meter would
+        record none) and start window ``win``, in a new billing period if ``t0`` is in one."""
+        if self._window is not None:
+            self.peak_kw = max(self.peak_kw, self._kws / self.window_s)
+        period = self.billing_period(t0)
+        if period != self._period:
+            self._period, self.peak_kw = period, 0.0
+        self._window, self._kws = win, 0.0
+
+
+def site_import_kw(site: Site, allocation: Allocation) -> float | None:
+    """Site import a step's allocation implies: the root's non-EV load (as a meter saw it)
+    plus the current allocated to the chargers (what they may draw, so never below what
+    they did). None when the root is not metered freshly."""
+    for h in allocation.headroom:
+        if h.node_id != site.root.id:
+            continue
+        if not h.measured or h.stale:
+            return None
+        amps = sum(h.other_load_a) + sum(h.ev_load_a)
+        return (
+            float(amps * site.voltage.line_to_neutral_v / 1000.0) if math.isfinite(amps) else None
+        )
+    return None
+
+
+class LivePlanner:
+    """The planner of one supervised site; ``latest`` is its newest plan (None: none yet).
+    ``hold_peak``: hold the plan's demand peak live (see the module docstring)."""
+
+    def __init__(
+        self,
+        mpc: RecedingHorizonPlanner,
+        history: LoadHistory | None = None,
+        *,
+        hold_peak: bool = True,
+    ) -> None:
         self.mpc = mpc
         self.history = history if history is not None else LoadHistory()
+        self.hold_peak = hold_peak
+        tariff = mpc.tariff
+        self.peak = PeakSoFar(
+            billing_period=(lambda t: int(tariff.billing_periods([t])[0]))
+            if tariff
+            else (lambda t: 0),
+            window_s=tariff.peak_window_s if tariff else 900.0,
+        )
         self.latest: Plan | None = None
         self.solves = 0
         self.drivers = DriverHistory()
@@ -137,13 +219,17 @@ class LivePlanner:
         """Record the non-EV load the step's allocation counted (see the module docstring)."""
         if allocation is not None:
             self.history.observe(now_s, allocation)
+            kw = site_import_kw(self.mpc.site, allocation)
+            if kw is not None:
+                self.peak.observe(now_s, kw)
 
     def policy(self, base: Policy, now_s: float) -> Policy:
         """What this step runs: ``base`` unless it is ``planned``; then the plan's targets for
         the slot holding ``now_s``, or ``deadline`` (same settings) without a usable plan."""
         if base.name is not PolicyName.PLANNED:
             return base
-        return policy_at(self.latest, now_s, fallback=replace(base, name=PolicyName.DEADLINE))
+        fallback = replace(base, name=PolicyName.DEADLINE)
+        return policy_at(self.latest, now_s, fallback=fallback, hold_peak=self.hold_peak)
 
     def wants(
         self, now_s: float, sessions: Sequence[Session], states: Sequence[ChargerState]
@@ -161,7 +247,9 @@ class LivePlanner:
         try:
             known = without_full(sessions, self._full)
             self.mpc.forecast = self.history.forecast(self.mpc.site)
-            self.latest = await asyncio.to_thread(self.mpc.step, now_s, known)
+            self.latest = await asyncio.to_thread(
+                self.mpc.step, now_s, known, peak_so_far_kw=self.peak.peak_kw
+            )
             self.solves += 1
         finally:
             self._running = False

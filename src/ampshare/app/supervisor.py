@@ -124,7 +124,9 @@ class Supervisor:
                 if section
                 else LoadHistory()
             )
-            self.planner = LivePlanner(self.options.planner, history)
+            self.planner = LivePlanner(
+                self.options.planner, history, hold_peak=section.hold_peak if section else True
+            )
         self.link: ChargerLink | None = link
         self._own_link = link is None
         self.state: ControllerState = initial_state(self.site, self.settings)

@@ -112,6 +112,9 @@ class PlannerSection(_Strict):
     tariff_file: str | None = Field(default=None, description="acnportal TOU schedule JSON")
     price_file: str | None = Field(default=None, description="CSV: timestamp_utc, price/MWh")
     demand_charge_per_kw: float | None = Field(default=None, ge=0, description="override")
+    hold_peak: bool = Field(
+        default=True, description="with a demand charge: no charging beyond the plan's peak"
+    )
     contracted_capacity_kw: float | None = Field(default=None, gt=0)
     pv_meter: str | None = Field(default=None, description="meter id measuring PV output")
     pv_profile_file: str | None = Field(default=None, description="CSV: kW per kWp")

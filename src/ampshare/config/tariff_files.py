@@ -154,6 +154,15 @@ def planner_from_section(
         tariff = load_price_series(
             base / section.price_file, demand_charge_per_kw=section.demand_charge_per_kw
         )
+    elif section.demand_charge_per_kw:
+        # A demand charge without energy prices (a flat rate costs every plan the same):
+        # billed per local calendar month like the others.
+        tariff = Tariff(
+            name="demand charge",
+            energy=PriceSeries(start_s=0.0, step_s=3600.0, prices_per_kwh=(0.0,)),
+            offsets=utc_offsets(section.timezone),
+            demand_charge_per_kw_override=section.demand_charge_per_kw,
+        )
     battery = None
     if section.battery_capacity_kwh is not None:
         cap_wh = section.battery_capacity_kwh * 1000

@@ -33,7 +33,11 @@ from ampshare.core.allocation import (
 )
 from ampshare.core.electrical import line_of
 
-__all__ = ["explain", "node_headroom", "row_reason"]
+__all__ = ["PLAN_PEAK_SOURCE", "explain", "node_headroom", "row_reason"]
+
+# The cap source that marks the site power row lowered to the plan's demand peak
+# (``allocate._hold_plan_peak``): its reason is ``plan_peak``, not an outside cap.
+PLAN_PEAK_SOURCE = "the plan's demand peak"
 
 F64 = npt.NDArray[np.float64]
 C128 = npt.NDArray[np.complex128]
@@ -62,6 +66,8 @@ def row_reason(cs: CompiledSite, hr: Headroom, j: int, k: int, detail: str = "")
             detail=detail,
         )
     if k == COL_POWER:
+        if src == PLAN_PEAK_SOURCE:
+            return Reason(kind=ReasonKind.PLAN_PEAK, node_id=nid, detail=detail)
         if src:
             return Reason(
                 kind=ReasonKind.EXTERNAL_CAP, node_id=nid, detail=_join(f"{src}, power", detail)

@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from ampshare.core import _baselines, _floor, _reasons
 from ampshare.core._compiled import (
+    COL_POWER,
     CompiledSite,
     active_columns,
     can_cancel,
@@ -36,7 +37,7 @@ from ampshare.core._compiled import (
     site_pair_coefficients,
 )
 from ampshare.core._grid import Grid, make_grid
-from ampshare.core._headroom import headroom
+from ampshare.core._headroom import Headroom, headroom
 from ampshare.core._policies import Cars, charging_now, keep_order, planned_targets_a, profiles
 from ampshare.core._sessions import session_facts
 from ampshare.core._waterfill import (
@@ -82,6 +83,10 @@ def allocate(inp: AllocationInput) -> Allocation:
         )
     else:
         floor = _floor.decide(cs, grid, avail, order, cols)
+    if inp.policy.name is PolicyName.PLANNED and inp.policy.planned_ceiling_w is not None:
+        hr = _hold_plan_peak(inp=inp, cs=cs, hr=hr, grid=grid, cars=cars, floor=floor, order=order)
+        cols = active_columns(hr.available)
+        avail = hr.available[:, cols]
     hi = grid.hi_for(floor.one_phase)
     pcoef = site_pair_coefficients(cs, floor.one_phase, cols)
     grid = replace(grid, hi=hi)
@@ -166,6 +171,45 @@ def _planned_floor(
     waits = np.zeros(len(cs.charger_ids), dtype=np.bool_)
     waits[rest] = True
     return replace(out, plan_held=waits & ~out.running)
+
+
+def _hold_plan_peak(
+    *,
+    inp: AllocationInput,
+    cs: CompiledSite,
+    hr: Headroom,
+    grid: Grid,
+    cars: Cars,
+    floor: _floor.Floor,
+    order: I64,
+) -> Headroom:
+    """``hr`` with the site's power limit lowered to the plan's ceiling
+    (``Policy.planned_ceiling_w``), but never below what the building and the cars' targets
+    take (stage 1 of the policy, as far as the other limits let it rise): the ceiling only
+    stops the current the plan did not ask for. Who charges at all is decided before it."""
+    assert inp.policy.planned_ceiling_w is not None
+    root = cs.node_index[cs.site.root.id]
+    cols = active_columns(hr.available)
+    avail = hr.available[:, cols]
+    one = floor.one_phase
+    pcoef = site_pair_coefficients(cs, one, cols)
+    hi = np.clip(planned_targets_a(inp, cars), grid.lo, grid.hi_for(one))
+    upto = Cars(lo=grid.lo, hi=hi, volt=grid.volt_for(one), facts=cars.facts)
+    zero = np.zeros(len(cs.charger_ids))
+    stage1, _, _ = fill(
+        cs, pcoef, avail, zero, floor.running, prof=profiles(inp, upto, order), cols=cols
+    )
+    stage1_w = float(np.dot(np.where(floor.running, stage1, 0.0), upto.volt))
+    # The targets' own power, plus a watt of slack so floating-point rounding in the fill
+    # cannot stop stage 1 a hair short of where it got alone.
+    room_w = max(inp.policy.planned_ceiling_w, hr.other[root, COL_POWER] + stage1_w + 1.0)
+    if room_w >= hr.limit[root, COL_POWER]:
+        return hr
+    limit = hr.limit.copy()
+    limit[root, COL_POWER] = room_w
+    source = [list(row) for row in hr.cap_source]
+    source[root][COL_POWER] = _reasons.PLAN_PEAK_SOURCE
+    return replace(hr, limit=limit, cap_source=source)
 
 
 def _round_and_top_up(

@@ -67,12 +67,16 @@ class PolicyName(StrEnum):
 class Policy:
     """How to share. ``rotation_interval_s``: how long a car stays paused (or charges while
     others wait) before paused cars rotate in. ``deadline_mode`` is ``edf`` or ``llf``.
-    ``planned_targets_a`` maps session id to the planner's target current for this slot."""
+    ``planned_targets_a`` maps session id to the planner's target current for this slot;
+    ``planned_ceiling_w`` (None: none) is the site import [W, at the root node] the plan holds
+    for the demand charge: current beyond the targets stops there, the targets themselves
+    never do (energy comes first)."""
 
     name: PolicyName = PolicyName.EQUAL
     rotation_interval_s: float = 900.0
     deadline_mode: str = "edf"
     planned_targets_a: Mapping[str, float] = field(default_factory=_empty)
+    planned_ceiling_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +195,7 @@ class ReasonKind(StrEnum):
     POLICY_SHARE = "policy_share"  # got its share; others had priority
     STATIC_SHARE = "static_share"
     PLAN_TARGET = "plan_target"
+    PLAN_PEAK = "plan_peak"  # ``planned``: more would raise the site's demand peak the plan holds
     NO_SESSION = "no_session"
     PAUSED_ROTATION = "paused_rotation"  # paused so that others get their minimum; will rotate
     PAUSED_PLAN = "paused_plan"  # ``planned``: waits while cars leaving sooner take its room

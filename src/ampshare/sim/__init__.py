@@ -35,7 +35,7 @@ if TYPE_CHECKING:
         load_sessions,
         parse_columns,
     )
-    from ampshare.sim.engine import EvOptions, PlanProvider, Replay, run_replay
+    from ampshare.sim.engine import EvOptions, PlanProvider, PlanView, Replay, run_replay
     from ampshare.sim.metrics import METRIC_KEYS, compute_metrics
     from ampshare.sim.report import render_report, write_report
     from ampshare.sim.run import POLICY_NAMES, SimOutcome, SimSpec, optimum_metrics, simulate
@@ -60,6 +60,7 @@ _WHERE = {
     "parse_columns": "data",
     "EvOptions": "engine",
     "PlanProvider": "engine",
+    "PlanView": "engine",
     "Replay": "engine",
     "run_replay": "engine",
     "METRIC_KEYS": "metrics",
@@ -86,6 +87,7 @@ __all__ = [
     "EvOptions",
     "LoadedSessions",
     "PlanProvider",
+    "PlanView",
     "Replay",
     "SessionColumns",
     "SessionRecord",

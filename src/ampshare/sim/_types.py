@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -13,7 +14,7 @@ from ampshare.core.snapshot import ChargerState, Session
 from ampshare.sim._compiled import CompiledSite
 from ampshare.sim.data import SessionRecord
 
-__all__ = ["EvOptions", "PlanProvider", "Replay"]
+__all__ = ["EvOptions", "PlanProvider", "PlanView", "Replay"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -26,7 +27,7 @@ class PlanProvider(Protocol):
     controller may know (declared departure and energy, energy delivered so far); ``states``
     what the chargers with a car report (status, offered and measured current), as a live
     controller sees them — how a planner tells a full car from one that was not offered
-    current.
+    current. It returns the targets, or a ``PlanView`` that also holds a demand peak.
     """
 
     def __call__(
@@ -35,7 +36,16 @@ class PlanProvider(Protocol):
         site: Site,
         sessions: tuple[Session, ...],
         states: tuple[ChargerState, ...],
-    ) -> dict[str, float]: ...
+    ) -> Mapping[str, float] | PlanView: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanView:
+    """What a ``PlanProvider`` hands the ``planned`` policy until its next call: the target
+    current per session id and the site import to hold (``Policy.planned_ceiling_w``)."""
+
+    targets_a: Mapping[str, float]
+    ceiling_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,13 +36,13 @@ from ampshare.sim._compiled import compile_site
 from ampshare.sim._plant import Building as _Building
 from ampshare.sim._plant import Recorder as _Recorder
 from ampshare.sim._plant import metered_site
-from ampshare.sim._types import EvOptions, PlanProvider, Replay
+from ampshare.sim._types import EvOptions, PlanProvider, PlanView, Replay
 from ampshare.sim.controllers import Controller, Pilot
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.ev import EvSpec, EvState, ev_follow_pilot, ev_plug_in, ev_step
 from ampshare.sim.series import TimeSeries
 
-__all__ = ["EvOptions", "PlanProvider", "Replay", "metered_site", "run_replay"]
+__all__ = ["EvOptions", "PlanProvider", "PlanView", "Replay", "metered_site", "run_replay"]
 
 FloatArray = npt.NDArray[np.float64]
 _MAX_FOLLOW_UPS = 6
@@ -110,7 +110,7 @@ class _Loop:
         self.plan_provider: PlanProvider | None = None
         self.replan_s = 900.0
         self.next_plan_s = -math.inf
-        self.targets: dict[str, float] = {}
+        self.plan_view = PlanView(targets_a={})
         self.lines_of: dict[tuple[int, bool], tuple[int, ...]] = {}
 
     # --- plugging -------------------------------------------------------------------------
@@ -297,9 +297,13 @@ class _Loop:
             return self.policy
         if changed or now_s >= self.next_plan_s:
             states = tuple(self._plug_states(now_s))
-            self.targets = self.plan_provider(now_s, self.site, sessions, states)
+            got = self.plan_provider(now_s, self.site, sessions, states)
+            self.plan_view = got if isinstance(got, PlanView) else PlanView(targets_a=dict(got))
             self.next_plan_s = now_s + self.replan_s
-        return dataclasses.replace(self.policy, planned_targets_a=dict(self.targets))
+        view = self.plan_view
+        return dataclasses.replace(
+            self.policy, planned_targets_a=dict(view.targets_a), planned_ceiling_w=view.ceiling_w
+        )
 
     def decide(self, now_s: float, changed: bool) -> float | None:
         """Run the controller and apply its pilots; returns when it wants to run again."""

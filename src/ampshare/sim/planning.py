@@ -8,7 +8,8 @@ their true stay compared with the declared one, which makes the plan front-load 
 treats a car as full while its charger reports SuspendedEV, tracks the demand peak already
 set in the billing period, and keeps each session's latest expected energy and "will not be
 ready" warning. A late or failed solve yields deadline-style targets (energy
-still needed over time left), the same fallback the live controller takes.
+still needed over time left), the same fallback the live controller takes. With a demand
+charge and ``hold_peak``, the plan's peak is held live (``Policy.planned_ceiling_w``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ampshare.core.planner import (
     RecedingHorizonPlanner,
     SessionPlan,
     SiteForecast,
+    ceiling_w,
     forecast_profile,
     full_sessions,
     targets_at,
@@ -36,6 +38,7 @@ from ampshare.core.planner import (
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, Session
 from ampshare.core.tariff import Tariff
+from ampshare.sim._types import PlanView
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.series import TimeSeries
 
@@ -69,7 +72,7 @@ class _Seen:
 
 @dataclass(slots=True, kw_only=True)
 class PlannerProvider:
-    """Callable ``(now_s, site, sessions) -> targets``; build once per replay.
+    """Callable ``(now_s, site, sessions) -> PlanView``; build once per replay.
 
     ``building``/``pv`` are the replay's series (kW, or A per line for ``building``); only
     their values before ``now_s`` are used, for the forecast.
@@ -86,6 +89,7 @@ class PlannerProvider:
     forecast_weeks: int = 4
     learn: bool = True
     linearisation: Linearisation = Linearisation.INSCRIBED
+    hold_peak: bool = True
     mpc: RecedingHorizonPlanner = field(init=False)
     plans: int = 0
     fallbacks: int = 0
@@ -134,7 +138,7 @@ class PlannerProvider:
         site: Site,
         sessions: tuple[Session, ...],
         states: tuple[ChargerState, ...] = (),
-    ) -> dict[str, float]:
+    ) -> PlanView:
         self._full = full_sessions(self._full, sessions, states)
         self._track(now_s, sessions)
         known = without_full(sessions, self._full)
@@ -146,7 +150,8 @@ class PlannerProvider:
         if not targets:
             self.fallbacks += 1
             targets = deadline_targets(site, known, now_s, self.mpc.defaults.dwell_s)
-        return targets
+            return PlanView(targets_a=targets)
+        return PlanView(targets_a=targets, ceiling_w=ceiling_w(plan) if self.hold_peak else None)
 
     @property
     def warnings(self) -> list[SessionPlan]:

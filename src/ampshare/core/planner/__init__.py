@@ -28,7 +28,7 @@ from ampshare.core.planner._mpc import (
     learn_defaults,
     without_full,
 )
-from ampshare.core.planner._plan import plan, planning_lp, policy_at, targets_at
+from ampshare.core.planner._plan import ceiling_w, plan, planning_lp, policy_at, targets_at
 from ampshare.core.planner._polygon import cone_arc, facets
 from ampshare.core.planner._types import (
     Battery,
@@ -54,6 +54,7 @@ __all__ = [
     "SessionPlan",
     "SiteForecast",
     "apply_defaults",
+    "ceiling_w",
     "cone_arc",
     "facets",
     "forecast_profile",

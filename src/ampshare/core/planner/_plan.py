@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from ampshare.core.planner._sessions import LpSession, lp_sessions
 from ampshare.core.planner._types import Plan, PlanInput, PlanStatus, SessionPlan
 from ampshare.errors import InputError
 
-__all__ = ["plan", "planning_lp", "policy_at", "targets_at"]
+__all__ = ["ceiling_w", "plan", "planning_lp", "policy_at", "targets_at"]
 
 _STATUS = {0: PlanStatus.OPTIMAL, 1: PlanStatus.TIME_LIMIT, 2: PlanStatus.INFEASIBLE}
 SHORT_REL, SHORT_WH = 0.01, 50.0  # "will not be ready": more than 1 % and 50 Wh short
@@ -74,6 +75,7 @@ def plan(inp: PlanInput) -> Plan:
         grid_kw=res.grid_kw,
         battery_kw=res.battery_kw,
         peak_kw=res.peak_kw,
+        peak_charged=inp.demand_charge_per_kw > 0,
         message=res.message,
     )
 
@@ -96,10 +98,29 @@ def targets_at(plan: Plan, now_s: float) -> dict[str, float]:
     return {sid: float(plan.current_a[i, k]) for i, sid in enumerate(plan.session_ids)}
 
 
-def policy_at(plan: Plan | None, now_s: float, *, fallback: Policy | None = None) -> Policy:
-    """The ``planned`` policy with this slot's targets, or ``fallback`` (default: ``deadline``)
-    when there is no usable plan covering ``now_s``."""
+def ceiling_w(plan: Plan) -> float | None:
+    """The site import [W] to hold live for the demand charge: the plan's peak (never below
+    the peak already set this billing period, which the plan was given and which costs
+    nothing more). None when the plan was not asked to lower a peak or is not usable."""
+    if not plan.peak_charged or not plan.status.usable or not math.isfinite(plan.peak_kw):
+        return None
+    return plan.peak_kw * 1000.0
+
+
+def policy_at(
+    plan: Plan | None, now_s: float, *, fallback: Policy | None = None, hold_peak: bool = True
+) -> Policy:
+    """The ``planned`` policy with this slot's targets (and, with ``hold_peak``, the plan's
+    demand peak as ``planned_ceiling_w``), or ``fallback`` (default: ``deadline``) when there
+    is no usable plan covering ``now_s``. ``fallback``'s settings (rotation interval) carry
+    over to the planned policy."""
     targets = targets_at(plan, now_s) if plan is not None else {}
-    if targets:
-        return Policy(name=PolicyName.PLANNED, planned_targets_a=targets)
+    if targets and plan is not None:
+        base = fallback if fallback is not None else Policy()
+        return replace(
+            base,
+            name=PolicyName.PLANNED,
+            planned_targets_a=targets,
+            planned_ceiling_w=ceiling_w(plan) if hold_peak else None,
+        )
     return fallback if fallback is not None else Policy(name=PolicyName.DEADLINE)

@@ -162,6 +162,7 @@ class Plan:
     battery_kw: FloatArray
     peak_kw: float
     message: str = ""
+    peak_charged: bool = False  # the input had a demand charge: ``peak_kw`` was minimised
 
     @property
     def end_s(self) -> float:

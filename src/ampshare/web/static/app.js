@@ -153,6 +153,7 @@ function why(c, f) {
     case "policy_share": return `its share under the ${f.site.policy} policy`;
     case "static_share": return "its fixed share";
     case "plan_target": return "its charging plan";
+    case "plan_peak": return `holding the site's demand peak on ${node}; its plan gives it the rest later`;
     case "no_session": return "no car plugged in";
     case "paused_rotation": return `paused so that others get their minimum on ${at}; cars take turns`;
     case "paused_plan": return `waiting: its plan gives the room on ${at} to cars leaving sooner; it starts when the plan says`;
