@@ -258,6 +258,53 @@ def test_a_card_opens_the_chargers_details_by_click_and_by_keyboard(
     assert errors == []
 
 
+def test_a_car_held_at_the_plans_demand_peak_says_so_in_words(
+    browser: Any, tmp_path: Path
+) -> None:
+    # The plan wants 10 A for cp01's car and holds the site at 43 A of building plus 12 A of
+    # cars (three lines at 230 V) for the demand charge: the car gets 12 A, not the 16 A of
+    # its charger, and the dashboard says it is the plan's peak, not an outside cap.
+    clock = VirtualClock(T0)
+    store = open_store(str(tmp_path / "peak.db"))
+    rt = InMemoryRuntime(demo_site(3), clock, store, allocator=allocate)
+    ceiling_w = (43.0 + 12.0) * 3 * 230
+    policy = Policy(
+        name=PolicyName.PLANNED, planned_targets_a={"s1": 10.0}, planned_ceiling_w=ceiling_w
+    )
+    rt.set_policy(policy, by="test")
+    rt.start_session(
+        Session(
+            session_id="s1",
+            charger_id="cp01",
+            arrival_s=T0 - 600,
+            departure_s=T0 + 8 * 3600,
+            energy_wanted_wh=20_000.0,
+        )
+    )
+    _feed(rt, building_a=43.0)
+    held = rt.view().limit("cp01")
+    assert held is not None
+    assert (held.limit_a, held.reason.kind.value) == (12.0, "plan_peak")
+    app = create_app(rt, store, TokenAuth.from_tokens({ADMIN: Role.ADMIN}), clock=clock)
+    errors: list[str] = []
+    with serve(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}/#token={ADMIN}")
+        page.get_by_test_id("charger-cp01").wait_for()
+        assert _limit(page, "cp01") == 12.0
+        reason = page.get_by_test_id("reason-cp01").inner_text()
+        assert reason == (
+            "12.0 A because: holding the site's demand peak on Main service; its plan gives it "
+            "the rest later"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-plan-peak.png"), full_page=True)
+        page.close()
+    store.close()
+    assert errors == []
+
+
 def test_a_car_the_plan_holds_back_says_so_in_words(browser: Any, tmp_path: Path) -> None:
     # The plan gives cp01's car (leaving in 2 h) all of its 16 A now and cp02's (leaving in 9 h)
     # nothing. With 43 A of building on the 63 A service, cp02's 6 A minimum does not fit
