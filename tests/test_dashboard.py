@@ -19,6 +19,7 @@ from ampshare.cli.demo import demo_site
 from ampshare.clock import VirtualClock
 from ampshare.core.allocate import allocate
 from ampshare.core.allocation import Policy, PolicyName
+from ampshare.core.planner import PlanInput, plan
 from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading, Session
 from ampshare.store import SqlStore, open_store
 from ampshare.web import InMemoryRuntime, Role, TokenAuth, create_app
@@ -258,9 +259,7 @@ def test_a_card_opens_the_chargers_details_by_click_and_by_keyboard(
     assert errors == []
 
 
-def test_a_car_held_at_the_plans_demand_peak_says_so_in_words(
-    browser: Any, tmp_path: Path
-) -> None:
+def test_a_car_held_at_the_plans_demand_peak_says_so_in_words(browser: Any, tmp_path: Path) -> None:
     # The plan wants 10 A for cp01's car and holds the site at 43 A of building plus 12 A of
     # cars (three lines at 230 V) for the demand charge: the car gets 12 A, not the 16 A of
     # its charger, and the dashboard says it is the plan's peak, not an outside cap.
@@ -285,6 +284,18 @@ def test_a_car_held_at_the_plans_demand_peak_says_so_in_words(
     held = rt.view().limit("cp01")
     assert held is not None
     assert (held.limit_a, held.reason.kind.value) == (12.0, "plan_peak")
+    plugged = rt.view().sessions
+    made = plan(
+        PlanInput(
+            site=rt.view().site,
+            start_s=T0,
+            slot_s=900.0,
+            n_slots=4,
+            sessions=plugged,
+            demand_charge_per_kw=10.0,
+        )
+    )
+    rt.set_plan(made, held_peak_kw=ceiling_w / 1000)
     app = create_app(rt, store, TokenAuth.from_tokens({ADMIN: Role.ADMIN}), clock=clock)
     errors: list[str] = []
     with serve(app) as url:
@@ -297,6 +308,10 @@ def test_a_car_held_at_the_plans_demand_peak_says_so_in_words(
         assert reason == (
             "12.0 A because: holding the site's demand peak on Main service; its plan gives it "
             "the rest later"
+        )
+        assert page.locator("#policy").inner_text() == (
+            "policy: planned — following the charging plan · holding the site at 38.0 kW "
+            "(demand charge)"
         )
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-plan-peak.png"), full_page=True)

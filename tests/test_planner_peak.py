@@ -19,6 +19,7 @@ from ampshare.core.allocate import allocate
 from ampshare.core.allocation import AllocationInput, NodeMeasurement, Policy, PolicyName
 from ampshare.core.planner import PlanInput, ceiling_w, plan
 from ampshare.core.snapshot import Session
+from ampshare.web.testing import free_port
 from test_planner_live import SITE, until
 
 H = 3600.0
@@ -123,14 +124,20 @@ async def test_the_live_loop_holds_the_plans_peak_unless_told_not_to(
     # One car, 10 kWh by 10 h from now, under a demand charge: the plan asks for its 6 A
     # minimum now (4.1 kW), and that is its peak. Holding it, the car stays at 6 A; without,
     # stage 2 hands it the free service (the controller raises it in steps).
-    config = _config(
-        tmp_path, "  demand_charge_per_kw: 10\n" + ("" if hold else "  hold_peak: false\n")
+    web = (
+        f"web: {{host: 127.0.0.1, port: {free_port()}, "
+        f"store_url: 'sqlite:///{tmp_path / 'peak.db'}'}}\n"
     )
+    planner_extra = "  demand_charge_per_kw: 10\n" + ("" if hold else "  hold_peak: false\n")
+    config = _config(tmp_path, planner_extra + web)
     clock = SystemClock()
     mpc = planner_from_section(config.planner, config.site, tmp_path)
     link = FakeChargerLink(config.site.chargers, clock)
     sup = Supervisor(
-        config, clock=clock, link=link, options=SupervisorOptions(poll_meters=False, planner=mpc)
+        config,
+        clock=clock,
+        link=link,
+        options=SupervisorOptions(poll_meters=False, planner=mpc, web=True),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(sup.run(stop))
@@ -141,8 +148,11 @@ async def test_the_live_loop_holds_the_plans_peak_unless_told_not_to(
         planner = sup.planner
         assert planner is not None
         await until(lambda: planner.latest is not None and len(planner.latest.sessions) == 1)
+        assert sup.web is not None
+        runtime = sup.web.runtime
         if not hold:
             await until(lambda: link.applied_a.get("cp1", 0.0) >= 12.0, why=lambda: link.applied_a)
+            assert runtime.view().held_peak_kw is None
             return
         await until(
             lambda: link.applied_a.get("cp1") == pytest.approx(6.0, abs=0.2),
@@ -152,6 +162,8 @@ async def test_the_live_loop_holds_the_plans_peak_unless_told_not_to(
         assert link.applied_a.get("cp1") == pytest.approx(6.0, abs=0.2)
         policy = planner.policy(sup.policy, clock.now_s())
         assert policy.planned_ceiling_w == pytest.approx(6 * 3 * 230, rel=0.02)
+        # The dashboard is told what is held (its policy line says so).
+        assert runtime.view().held_peak_kw == pytest.approx(6 * 3 * 0.230, rel=0.02)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -55,7 +55,7 @@ from ampshare.control import (
     step,
 )
 from ampshare.core.allocation import Policy, PolicyName
-from ampshare.core.planner import RecedingHorizonPlanner
+from ampshare.core.planner import RecedingHorizonPlanner, ceiling_w
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
 from ampshare.errors import InputError, StoreError
 
@@ -369,7 +369,8 @@ class Supervisor:
             log.warning("plan %s (%s): the deadline policy holds until the next plan",
                         plan.status.value, plan.message)
         if self.web is not None:
-            self.web.runtime.set_plan(plan)
+            held = ceiling_w(plan) if planner.hold_peak else None
+            self.web.runtime.set_plan(plan, held_peak_kw=None if held is None else held / 1000)
         self.trigger.notify(self.clock.now_s())  # the next step follows the new targets
         self._wake.set()
 

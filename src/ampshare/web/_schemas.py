@@ -136,6 +136,10 @@ class SiteOut(BaseModel):
     allocated_s: float | None
     allocator_error: str | None
     nodes: list[NodeOut]
+    held_peak_kw: float | None = Field(
+        default=None,
+        description="planned with a demand charge: site import the plan's peak holds live",
+    )
 
 
 class SessionOut(BaseModel):
@@ -322,6 +326,7 @@ def site_out(v: RuntimeView) -> SiteOut:
         allocated_s=v.allocated_s,
         allocator_error=v.allocator_error,
         nodes=nodes,
+        held_peak_kw=v.held_peak_kw if v.policy.name is PolicyName.PLANNED else None,
     )
 
 

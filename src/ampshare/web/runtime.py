@@ -81,6 +81,7 @@ class RuntimeView:
     allocated_s: float | None = None
     allocator_error: str | None = None
     plan: Plan | None = None  # the planner's latest plan (None: no planner, or not run yet)
+    held_peak_kw: float | None = None  # the site import that plan's peak holds live, if any
     # Chargers the controller found drawing over their limit (until "compliant again").
     noncompliant: frozenset[str] = frozenset()
     # Indexes built once per view, so that listing thousands of chargers stays linear.
@@ -143,6 +144,7 @@ class InMemoryRuntime:
         self._allocator_error: str | None = None
         self._leases: dict[str, float] = {}
         self._plan: Plan | None = None
+        self._held_peak_kw: float | None = None
         self._noncompliant: set[str] = set()
 
     # -- reading ----------------------------------------------------------------------------
@@ -165,6 +167,7 @@ class InMemoryRuntime:
                 allocated_s=self._allocated_s,
                 allocator_error=self._allocator_error,
                 plan=self._plan,
+                held_peak_kw=self._held_peak_kw,
                 noncompliant=frozenset(self._noncompliant),
                 _limit_by={lim.charger_id: lim for lim in limits},
                 _session_by={s.charger_id: s for s in self._sessions.values()},
@@ -355,10 +358,12 @@ class InMemoryRuntime:
         with self._lock:
             self._install(allocation)
 
-    def set_plan(self, plan: Plan) -> None:
-        """Take the planner's newest plan (what ``GET /api/v1/plan`` shows)."""
+    def set_plan(self, plan: Plan, *, held_peak_kw: float | None = None) -> None:
+        """Take the planner's newest plan (what ``GET /api/v1/plan`` shows) and the site import
+        its demand peak holds live (None: none held)."""
         with self._lock:
             self._plan = plan
+            self._held_peak_kw = held_peak_kw
             self._seq += 1
 
     def recompute(self) -> None:

@@ -124,7 +124,8 @@ function renderTree(f) {
     return `<div class="node" style="margin-left:${depth[n.id] * 14}px" data-testid="node-${esc(n.id)}">
       <div class="node-head"><span>${esc(n.name)} <span class="meta">${esc(n.kind)}</span></span><span class="meta">${meta}</span></div>${rows}</div>`;
   }).join("") + note);
-  $("#policy").textContent = `policy: ${f.site.policy}` + (POLICY[f.site.policy] ? ` — ${POLICY[f.site.policy]}` : "");
+  $("#policy").textContent = `policy: ${f.site.policy}` + (POLICY[f.site.policy] ? ` — ${POLICY[f.site.policy]}` : "") +
+    (f.site.held_peak_kw != null ? ` · holding the site at ${f.site.held_peak_kw.toFixed(1)} kW (demand charge)` : "");
   const err = $("#alloc-error");
   err.classList.toggle("hidden", !f.site.allocator_error);
   err.textContent = f.site.allocator_error ? `Allocator unavailable: ${f.site.allocator_error}` : "";
