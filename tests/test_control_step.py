@@ -338,22 +338,6 @@ def _acked(res, t_s: float) -> tuple[CommandAck, ...]:
     )
 
 
-def test_load_inside_the_safety_margin_is_no_overload_load_above_the_rating_is() -> None:
-    """A 2 A margin on the 63 A service: the allocation keeps 61 A, and a building step to
-    62 A (the margin absorbing it while the cars are lowered) is not current above the
-    limit; 64 A is."""
-    base = _site(0)
-    main = replace(base.nodes[0], margin_a=2.0)
-    site = replace(base, nodes=(main,))
-    first = step(
-        site, S, P, initial_state(site, S), ControlInputs(readings=(_reading(T0, 62.0),)), T0
-    )
-    assert min(first.allocation.headroom[0].headroom_a) < 0  # into the margin ...
-    assert "overload" not in [e.kind.value for e in first.events]  # ... is no overload
-    hot = step(site, S, P, first.state, ControlInputs(readings=(_reading(T0 + 1, 64.0),)), T0 + 1)
-    assert [e.subject for e in hot.events if e.kind.value == "overload"] == ["main"]
-
-
 def test_every_charger_offline_is_no_overload_while_the_meter_shows_none() -> None:
     """Offline chargers are counted in the meter's total and at their worst case on top
     (safe, so the headroom goes negative); that is not current above the limit."""

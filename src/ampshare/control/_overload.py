@@ -7,10 +7,6 @@ Likewise at a node without a meter: its assumed load in the allocation holds the
 (offline chargers at their worst case — every charger that has not reported since a restart
 at its maximum —, idle chargers at what they would offer, non-compliant ones at their draw);
 none of that is current known to flow.
-
-Above the limit means above the rating (or an outside cap) itself: the margin below it is
-the controller's buffer for load steps during the cars' reaction and for reports that lag
-the meter, and current inside it is the margin doing its job, not an overload.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ from ampshare.control._index import SiteIndex
 from ampshare.control._table import TrackTable
 from ampshare.control._types import ControllerState, Event, EventKind, Severity
 from ampshare.core.allocation import Allocation, FixedLoad, NodeHeadroom, NodeMeasurement
-from ampshare.core.site import Site
 
 __all__ = ["overload_events"]
 
@@ -62,24 +57,18 @@ def overload_events(
     table: TrackTable,
     fixed: Sequence[FixedLoad],
     now_s: float,
-    site: Site,
 ) -> tuple[list[Event], frozenset[str]]:
     """An overload is current that flows above a limit, not the pessimism of counting an
     offline charger both in the meter's total and at its worst case (that only lowers the
     others): a node whose headroom is negative is overloaded when what is known to flow
-    through it is above its limit (the limit in force plus the node's margin: the rating or an
-    outside cap)."""
+    through it is above its limit."""
     by_node = {m.node_id: m for m in measured}
     over = set()
     rooms = alloc.headroom
     for j in rooms.short(1e-6):
         h = rooms[j]
         flow = _flowing_a(h, by_node, index, table, fixed)
-        if flow is None:
-            continue
-        margin = site.node(h.node_id).margin_a
-        rated = [lim + margin for lim in h.limit_a]
-        if any(f > lim + 1e-6 for f, lim in zip(flow, rated, strict=True)):
+        if flow is not None and any(f > lim + 1e-6 for f, lim in zip(flow, h.limit_a, strict=True)):
             over.add(h.node_id)
     out = [
         Event(
