@@ -7,6 +7,11 @@ Likewise at a node without a meter: its assumed load in the allocation holds the
 (offline chargers at their worst case — every charger that has not reported since a restart
 at its maximum —, idle chargers at what they would offer, non-compliant ones at their draw);
 none of that is current known to flow.
+
+The limit is the one the controller keeps (rating or outside cap, less the node's margin), as
+the "never overload" promise states it. The alert's text tells the two cases apart for the
+person reading it: load inside the margin (the rating itself still holds: a load step while
+cars are lowered, or car current the chargers have not reported yet) or above the rating.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from ampshare.control._index import SiteIndex
 from ampshare.control._table import TrackTable
 from ampshare.control._types import ControllerState, Event, EventKind, Severity
 from ampshare.core.allocation import Allocation, FixedLoad, NodeHeadroom, NodeMeasurement
+from ampshare.core.site import Site
 
 __all__ = ["overload_events"]
 
@@ -57,6 +63,7 @@ def overload_events(
     table: TrackTable,
     fixed: Sequence[FixedLoad],
     now_s: float,
+    site: Site,
 ) -> tuple[list[Event], frozenset[str]]:
     """An overload is current that flows above a limit, not the pessimism of counting an
     offline charger both in the meter's total and at its worst case (that only lowers the
@@ -64,20 +71,30 @@ def overload_events(
     through it is above its limit."""
     by_node = {m.node_id: m for m in measured}
     over = set()
+    above_rating = set()
     rooms = alloc.headroom
     for j in rooms.short(1e-6):
         h = rooms[j]
         flow = _flowing_a(h, by_node, index, table, fixed)
         if flow is not None and any(f > lim + 1e-6 for f, lim in zip(flow, h.limit_a, strict=True)):
             over.add(h.node_id)
+            margin = site.node(h.node_id).margin_a
+            if any(f > lim + margin + 1e-6 for f, lim in zip(flow, h.limit_a, strict=True)):
+                above_rating.add(h.node_id)
     out = [
         Event(
             t_s=now_s,
             kind=EventKind.OVERLOAD,
             severity=Severity.ALERT,
             subject=nid,
-            message="load above the limit even with every controllable car lowered "
-            "(building load or chargers that cannot be controlled)",
+            message=(
+                "load above the limit even with every controllable car lowered "
+                "(building load or chargers that cannot be controlled)"
+                if nid in above_rating
+                else "load inside the safety margin below the limit (the rating itself is not "
+                "exceeded) even with every controllable car lowered (building load or chargers "
+                "that cannot be controlled, or car current not reported yet)"
+            ),
         )
         for nid in sorted(over - state.overloaded_nodes)
     ]

@@ -669,6 +669,7 @@ def step(  # noqa: PLR0917 - the documented public signature
         table=table,
         fixed=fixed,
         now_s=now_s,
+        site=site,
     )
     events.extend(over_events)
     new_state = ControllerState(
