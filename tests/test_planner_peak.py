@@ -5,20 +5,23 @@ this billing period (``PeakSoFar``), which costs nothing more."""
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import pytest
 
 from ampshare.adapters.ocpp import FakeChargerLink
 from ampshare.app import Supervisor, SupervisorOptions
-from ampshare.app._planner import LivePlanner, PeakSoFar, site_import_kw
+from ampshare.app._planner import LivePlanner, PeakSoFar, site_import_kw, stored_import_windows
 from ampshare.clock import SystemClock
-from ampshare.config import SiteConfig, load_config
+from ampshare.config import SiteConfig, load_config, parse_config
 from ampshare.config.tariff_files import planner_from_section
 from ampshare.core.allocate import allocate
 from ampshare.core.allocation import AllocationInput, NodeMeasurement, Policy, PolicyName
 from ampshare.core.planner import PlanInput, ceiling_w, plan
+from ampshare.core.site import Site
 from ampshare.core.snapshot import Session
+from ampshare.store import SeriesPoint, open_store
 from ampshare.web.testing import free_port
 from test_planner_live import SITE, until
 
@@ -173,3 +176,71 @@ def _config(tmp_path: Path, planner_extra: str) -> SiteConfig:
     path = tmp_path / "site.yaml"
     path.write_text(SITE + planner_extra, encoding="utf-8")
     return load_config(path)
+
+
+async def test_the_peak_so_far_survives_a_restart_through_the_recorders_series(
+    tmp_path: Path,
+) -> None:
+    # The store holds what the web recorder wrote before the restart: for the last hour the
+    # service carried 10 A of building and 10 A of cars per line (13.8 kW), but 30 A of cars
+    # during one earlier quarter hour (27.6 kW). On start the planner knows that peak.
+    db = tmp_path / "kept.db"
+    kept = open_store(f"sqlite:///{db}")
+    now = SystemClock().now_s()
+    peak_window = math.floor((now - 2400.0) / 900.0) * 900.0
+    points = []
+    for t in range(int(now - 3600), int(now), 10):
+        ev = 30.0 if peak_window <= t < peak_window + 900 else 10.0
+        for line in ("L1", "L2", "L3"):
+            points.append(SeriesPoint(series=f"node:main:{line}:other_a", t_s=float(t), value=10.0))
+            points.append(SeriesPoint(series=f"node:main:{line}:ev_a", t_s=float(t), value=ev))
+    kept.append(points)
+    kept.close()
+    web = f"web: {{host: 127.0.0.1, port: {free_port()}, store_url: 'sqlite:///{db}'}}\n"
+    config = _config(tmp_path, "  demand_charge_per_kw: 10\n" + web)
+    mpc = planner_from_section(config.planner, config.site, tmp_path)
+    clock = SystemClock()
+    sup = Supervisor(
+        config,
+        clock=clock,
+        link=FakeChargerLink(config.site.chargers, clock),
+        options=SupervisorOptions(poll_meters=False, planner=mpc, web=True),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(sup.run(stop))
+    try:
+        await asyncio.wait_for(sup.started.wait(), 5)
+        assert sup.planner is not None
+        assert sup.planner.peak.peak_kw == pytest.approx((10 + 30) * 3 * 230 / 1000)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+def test_stored_windows_need_every_series_and_the_seed_only_this_periods_closed_ones() -> None:
+    site = _config_site()
+    data = {
+        "node:main:L1:other_a": [(0.0, 10.0), (900.0, 10.0), (1800.0, 10.0)],
+        "node:main:L2:other_a": [(0.0, 10.0), (900.0, 10.0), (1800.0, 10.0)],
+        "node:main:L3:other_a": [(0.0, 10.0), (900.0, 10.0), (1800.0, 10.0)],
+        "node:main:L1:ev_a": [(0.0, 5.0), (900.0, 40.0), (1800.0, 60.0)],
+        "node:main:L2:ev_a": [(0.0, 5.0), (900.0, 40.0), (1800.0, 60.0)],
+        "node:main:L3:ev_a": [(0.0, 5.0), (1800.0, 60.0)],  # L3 has no 900 s window
+    }
+    windows = stored_import_windows(
+        lambda name, start, end, res: data[name], site, now_s=2000.0, window_s=900.0
+    )
+    assert windows == [
+        (0.0, pytest.approx(15 * 3 * 0.23)),
+        (1800.0, pytest.approx(70 * 3 * 0.23)),
+    ]
+    peak = PeakSoFar(billing_period=lambda t: 0 if t < 1000 else 1, window_s=900.0)
+    # now_s = 2000: the 1800 s window has not ended; the 0 s one is in another period.
+    peak.seed(windows, now_s=2000.0)
+    assert peak.peak_kw == 0.0
+    peak.seed(windows, now_s=2700.0)
+    assert peak.peak_kw == pytest.approx(70 * 3 * 0.23)
+
+
+def _config_site() -> Site:
+    return parse_config(SITE).site

@@ -25,8 +25,9 @@ With a demand charge, the plan is told the peak already set this billing period
 (``PeakSoFar``: the root meter's non-EV load plus the chargers' allocated current, averaged
 over the tariff's demand window; a peak below it costs nothing more), and the step holds the
 plan's peak (``Policy.planned_ceiling_w``) unless the site file says ``hold_peak: false``.
-A restart forgets the peak so far: the plan then holds its own peak, which is lower, never
-higher.
+On start with a store (``--web``), the peak so far is read back from the series the web
+recorder kept (``stored_import_windows``); without one a restart forgets it, and the plan
+then holds its own peak, which is lower, never higher.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from ampshare.core.planner import (
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, Session
 
-__all__ = ["LivePlanner", "LoadHistory", "PeakSoFar", "site_import_kw"]
+__all__ = ["LivePlanner", "LoadHistory", "PeakSoFar", "site_import_kw", "stored_import_windows"]
 
 WEEK_S = 7 * 86400.0
 
@@ -156,6 +157,14 @@ class PeakSoFar:
             self._kws += kw * (end - t0)
             t0 = end
 
+    def seed(self, windows: Iterable[tuple[float, float]], now_s: float) -> None:
+        """Start from stored history: ``(window start, average kW)`` of past demand windows.
+        Only windows that ended by ``now_s`` in ``now_s``'s billing period count."""
+        self._period = self.billing_period(now_s)
+        for start_s, kw in windows:
+            if start_s + self.window_s <= now_s and self.billing_period(start_s) == self._period:
+                self.peak_kw = max(self.peak_kw, kw)
+
     def _close(self, win: int, t0: float) -> None:
         """Count the finished window (a partly seen one averages in zeros, as a meter would
         record none) and start window ``win``, in a new billing period if ``t0`` is in one."""
@@ -165,6 +174,30 @@ class PeakSoFar:
         if period != self._period:
             self._period, self.peak_kw = period, 0.0
         self._window, self._kws = win, 0.0
+
+
+def stored_import_windows(
+    history: Callable[[str, float, float, float], Sequence[tuple[float, float]]],
+    site: Site,
+    now_s: float,
+    window_s: float,
+    lookback_s: float = 32 * 86400.0,
+) -> list[tuple[float, float]]:
+    """``(window start, average kW)`` of site import over the last ``lookback_s``, from the
+    series the web recorder keeps (``node:<root>:<line>:other_a`` and ``:ev_a``, averaged per
+    window by ``history(series, start, end, resolution) -> [(t, value)]``). A window counts
+    only where every one of those series has samples in it."""
+    start = now_s - lookback_s
+    root = site.root.id
+    names = [
+        f"node:{root}:{line.name}:{kind}"
+        for line in site.voltage.lines
+        for kind in ("other_a", "ev_a")
+    ]
+    per: list[dict[float, float]] = [dict(history(n, start, now_s, window_s)) for n in names]
+    common = set(per[0]).intersection(*per[1:]) if per else set()
+    v_ln = site.voltage.line_to_neutral_v
+    return [(t, sum(p[t] for p in per) * v_ln / 1000.0) for t in sorted(common)]
 
 
 def site_import_kw(site: Site, allocation: Allocation) -> float | None:

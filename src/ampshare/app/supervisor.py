@@ -36,7 +36,7 @@ from ampshare.adapters.mqtt import SessionCommand
 from ampshare.adapters.ocpp import CentralSystem, ChargerLink, CommandOutcome, LinkOptions
 from ampshare.adapters.ocpp.port import OutcomeStatus
 from ampshare.app._mqtt import MqttLink, SessionEdits, command_changes, mqtt_password
-from ampshare.app._planner import LivePlanner, LoadHistory
+from ampshare.app._planner import LivePlanner, LoadHistory, stored_import_windows
 from ampshare.app._web import WebBridge
 from ampshare.clock import Clock, SystemClock
 from ampshare.config import SiteConfig
@@ -58,6 +58,7 @@ from ampshare.core.allocation import Policy, PolicyName
 from ampshare.core.planner import RecedingHorizonPlanner, ceiling_w
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
 from ampshare.errors import InputError, StoreError
+from ampshare.store import SqlStore
 
 __all__ = ["Supervisor", "SupervisorOptions", "control_settings", "policy_from", "tune_gc"]
 
@@ -191,10 +192,21 @@ class Supervisor:
             ended = self.web.store.sessions(active=False, limit=self.planner.drivers.keep)
             self.planner.seed((r.session, r.ended_s) for r in reversed(ended)
                               if r.ended_s is not None)
+            self._seed_peak(self.planner, self.web.store)
         task = asyncio.get_running_loop().create_task(self.web.serve())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _seed_peak(self, planner: LivePlanner, store: SqlStore) -> None:
+        """The demand peak already set this billing period, from the recorder's series."""
+        def history(name: str, start: float, end: float, res: float) -> list[tuple[float, float]]:
+            return [(p.t_s, p.value) for p in store.history(name, start, end, res)]
+
+        now = self.clock.now_s()
+        planner.peak.seed(
+            stored_import_windows(history, self.site, now, planner.peak.window_s), now
+        )
 
     def _start_mqtt(self) -> asyncio.Task[Any] | None:
         section = self.config.mqtt
