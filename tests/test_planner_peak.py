@@ -12,13 +12,13 @@ import pytest
 
 from ampshare.adapters.ocpp import FakeChargerLink
 from ampshare.app import Supervisor, SupervisorOptions
-from ampshare.app._planner import LivePlanner, PeakSoFar, site_import_kw, stored_import_windows
+from ampshare.app._planner import LivePlanner, site_import_kw, stored_import_windows
 from ampshare.clock import SystemClock
 from ampshare.config import SiteConfig, load_config, parse_config
 from ampshare.config.tariff_files import planner_from_section
 from ampshare.core.allocate import allocate
 from ampshare.core.allocation import AllocationInput, NodeMeasurement, Policy, PolicyName
-from ampshare.core.planner import PlanInput, ceiling_w, plan
+from ampshare.core.planner import PeakSoFar, PlanInput, ceiling_w, plan
 from ampshare.core.site import Site
 from ampshare.core.snapshot import Session
 from ampshare.store import SeriesPoint, open_store

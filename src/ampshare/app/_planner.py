@@ -48,13 +48,14 @@ from ampshare.core.planner import (
     SiteForecast,
     forecast_profile,
     full_sessions,
+    peak_so_far,
     policy_at,
     without_full,
 )
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, Session
 
-__all__ = ["LivePlanner", "LoadHistory", "PeakSoFar", "site_import_kw", "stored_import_windows"]
+__all__ = ["LivePlanner", "LoadHistory", "site_import_kw", "stored_import_windows"]
 
 WEEK_S = 7 * 86400.0
 
@@ -129,53 +130,6 @@ class _Forecast:
         return SiteForecast(building_line_a=lines, building_power_w=power)
 
 
-@dataclass(slots=True)
-class PeakSoFar:
-    """The highest ``window_s`` average of site import [kW] in the current billing period,
-    from one sample per control step (each held until the next; windows aligned to the
-    epoch, as ``Tariff`` averages them). ``billing_period`` maps a time to its period."""
-
-    billing_period: Callable[[float], int]
-    window_s: float = 900.0
-    peak_kw: float = 0.0
-    _period: int | None = None
-    _window: int | None = None
-    _kws: float = 0.0  # kW x s integrated in the current window
-    _last: tuple[float, float] | None = None  # (t_s, kW) of the last sample
-
-    def observe(self, now_s: float, import_kw: float) -> None:
-        if self._last is not None and now_s > self._last[0]:
-            self._integrate(self._last[0], now_s, self._last[1])
-        self._last = (now_s, import_kw)
-
-    def _integrate(self, t0: float, t1: float, kw: float) -> None:
-        while t0 < t1:
-            win = math.floor(t0 / self.window_s)
-            if win != self._window:
-                self._close(win, t0)
-            end = min(t1, (win + 1) * self.window_s)
-            self._kws += kw * (end - t0)
-            t0 = end
-
-    def seed(self, windows: Iterable[tuple[float, float]], now_s: float) -> None:
-        """Start from stored history: ``(window start, average kW)`` of past demand windows.
-        Only windows that ended by ``now_s`` in ``now_s``'s billing period count."""
-        self._period = self.billing_period(now_s)
-        for start_s, kw in windows:
-            if start_s + self.window_s <= now_s and self.billing_period(start_s) == self._period:
-                self.peak_kw = max(self.peak_kw, kw)
-
-    def _close(self, win: int, t0: float) -> None:
-        """Count the finished window (a partly seen one averages in zeros, as a meter would
-        record none) and start window ``win``, in a new billing period if ``t0`` is in one."""
-        if self._window is not None:
-            self.peak_kw = max(self.peak_kw, self._kws / self.window_s)
-        period = self.billing_period(t0)
-        if period != self._period:
-            self._period, self.peak_kw = period, 0.0
-        self._window, self._kws = win, 0.0
-
-
 def stored_import_windows(
     history: Callable[[str, float, float, float], Sequence[tuple[float, float]]],
     site: Site,
@@ -230,13 +184,7 @@ class LivePlanner:
         self.mpc = mpc
         self.history = history if history is not None else LoadHistory()
         self.hold_peak = hold_peak
-        tariff = mpc.tariff
-        self.peak = PeakSoFar(
-            billing_period=(lambda t: int(tariff.billing_periods([t])[0]))
-            if tariff
-            else (lambda t: 0),
-            window_s=tariff.peak_window_s if tariff else 900.0,
-        )
+        self.peak = peak_so_far(mpc.tariff)
         self.latest: Plan | None = None
         self.solves = 0
         self.drivers = DriverHistory()

@@ -25,6 +25,7 @@ from ampshare.core.electrical import charger_voltage_v
 from ampshare.core.planner import (
     DriverHistory,
     Linearisation,
+    PeakSoFar,
     Plan,
     RecedingHorizonPlanner,
     SessionPlan,
@@ -32,6 +33,7 @@ from ampshare.core.planner import (
     ceiling_w,
     forecast_profile,
     full_sessions,
+    peak_so_far,
     targets_at,
     without_full,
 )
@@ -98,8 +100,7 @@ class PlannerProvider:
     drivers: DriverHistory = field(default_factory=DriverHistory)
     _full: frozenset[str] = frozenset()
     _last_s: float | None = None
-    _peak_kw: float = 0.0
-    _period: int | None = None
+    _peak: PeakSoFar | None = None
 
     def seed(self, history: Sequence[SessionRecord]) -> None:
         """Learn defaults and stays from sessions that ended before the replay (what a live
@@ -142,7 +143,7 @@ class PlannerProvider:
         self._full = full_sessions(self._full, sessions, states)
         self._track(now_s, sessions)
         known = without_full(sessions, self._full)
-        plan: Plan = self.mpc.step(now_s, known, peak_so_far_kw=self._peak_kw)
+        plan: Plan = self.mpc.step(now_s, known, peak_so_far_kw=self._peak_now().peak_kw)
         self.plans += 1
         for sp in plan.sessions:
             self.expected[sp.session_id] = sp
@@ -166,23 +167,26 @@ class PlannerProvider:
         ids = {s.session_id for s in sessions}
         for sid in [k for k in self._seen if k not in ids]:
             del self._seen[sid]
-        self._peak(now_s, sessions)
+        self._track_peak(now_s, sessions)
         for s in sessions:
             self._seen[s.session_id] = _Seen(session=s, last_s=now_s)
 
-    def _peak(self, now_s: float, sessions: Sequence[Session]) -> None:
-        """Mean EV + building power since the last call: a lower bound of the demand peak
-        already set this billing period (a new peak below it costs nothing more)."""
+    def _peak_now(self) -> PeakSoFar:
+        if self._peak is None:
+            self._peak = peak_so_far(self.tariff)
+        return self._peak
+
+    def _track_peak(self, now_s: float, sessions: Sequence[Session]) -> None:
+        """Mean EV + building power since the last call, averaged into the tariff's demand
+        windows as the live loop does (``core.planner.PeakSoFar``): the demand peak already
+        set this billing period, which a new peak below costs nothing more."""
         before = {k: v.session.energy_delivered_wh for k, v in self._seen.items()}
         delivered = sum(s.energy_delivered_wh - before.get(s.session_id, 0.0) for s in sessions)
         if self._last_s is not None and now_s > self._last_s:
             kw = max(delivered, 0.0) / (now_s - self._last_s) * 3.6
             if self.building is not None:
                 kw += float(np.mean(self._building_kw(np.array([self._last_s, now_s]))))
-            period = int(self.tariff.billing_periods([now_s])[0]) if self.tariff else 0
-            if period != self._period:
-                self._period, self._peak_kw = period, 0.0
-            self._peak_kw = max(self._peak_kw, kw)
+            self._peak_now().add(self._last_s, now_s, kw)
         self._last_s = now_s
 
     def _building_kw(self, t: FloatArray) -> FloatArray:

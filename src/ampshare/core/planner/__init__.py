@@ -28,6 +28,7 @@ from ampshare.core.planner._mpc import (
     learn_defaults,
     without_full,
 )
+from ampshare.core.planner._peak import PeakSoFar, peak_so_far
 from ampshare.core.planner._plan import ceiling_w, plan, planning_lp, policy_at, targets_at
 from ampshare.core.planner._polygon import cone_arc, facets
 from ampshare.core.planner._types import (
@@ -46,6 +47,7 @@ __all__ = [
     "DriverHistory",
     "Linearisation",
     "LpMatrices",
+    "PeakSoFar",
     "Plan",
     "PlanInput",
     "PlanStatus",
@@ -60,6 +62,7 @@ __all__ = [
     "forecast_profile",
     "full_sessions",
     "learn_defaults",
+    "peak_so_far",
     "plan",
     "planning_lp",
     "policy_at",
