@@ -64,11 +64,13 @@ def overload_events(
     fixed: Sequence[FixedLoad],
     now_s: float,
     site: Site,
-) -> tuple[list[Event], frozenset[str]]:
+) -> tuple[list[Event], frozenset[str], frozenset[str]]:
     """An overload is current that flows above a limit, not the pessimism of counting an
     offline charger both in the meter's total and at its worst case (that only lowers the
     others): a node whose headroom is negative is overloaded when what is known to flow
-    through it is above its limit."""
+    through it is above its limit. Returns the new alerts, the overloaded nodes and, of those,
+    the ones above the rating itself; a node alerted inside its margin is alerted again when
+    its flow passes the rating."""
     by_node = {m.node_id: m for m in measured}
     over = set()
     above_rating = set()
@@ -96,6 +98,8 @@ def overload_events(
                 "that cannot be controlled, or car current not reported yet)"
             ),
         )
-        for nid in sorted(over - state.overloaded_nodes)
+        for nid in sorted(
+            (over - state.overloaded_nodes) | (above_rating - state.over_rating_nodes)
+        )
     ]
-    return out, frozenset(over)
+    return out, frozenset(over), frozenset(above_rating)

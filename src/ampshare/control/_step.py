@@ -661,7 +661,7 @@ def step(  # noqa: PLR0917 - the documented public signature
         index, table, rows, limits, alloc.headroom, now_s=now_s, settings=settings, events=events
     )
     commands: list[Command] = [*plan.commands, *_fallback_commands(index, table)]
-    over_events, overloaded = overload_events(
+    over_events, overloaded, over_rating = overload_events(
         alloc,
         state=state,
         measured=ainput.measurements,
@@ -687,6 +687,7 @@ def step(  # noqa: PLR0917 - the documented public signature
         last_step_s=now_s,
         started_s=state.started_s if state.started_s is not None else now_s,
         overloaded_nodes=overloaded,
+        over_rating_nodes=over_rating,
         site_index=(site, index),
     )
     wake = _next_wakeup(site, table, meters, with_session, now_s=now_s, settings=settings)

@@ -246,6 +246,9 @@ class ControllerState:
     last_step_s: float | None = None
     started_s: float | None = None
     overloaded_nodes: frozenset[str] = frozenset()
+    # Of those, the nodes whose flow is above the rating itself, not only inside the margin
+    # (an episode that climbs from the margin past the rating is alerted again).
+    over_rating_nodes: frozenset[str] = frozenset()
     # The site the last step ran on and its lookups, reused while the Site object is the same
     # (a new Site, such as a reloaded config, is indexed afresh).
     site_index: tuple[Site, SiteIndex] | None = field(default=None, compare=False, repr=False)
