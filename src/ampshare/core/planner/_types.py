@@ -163,6 +163,7 @@ class Plan:
     peak_kw: float
     message: str = ""
     peak_charged: bool = False  # the input had a demand charge: ``peak_kw`` was minimised
+    stays_known: bool = False  # the input had stay samples (how drivers keep declarations)
 
     @property
     def end_s(self) -> float:
