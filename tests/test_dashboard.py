@@ -259,28 +259,38 @@ def test_a_card_opens_the_chargers_details_by_click_and_by_keyboard(
     assert errors == []
 
 
+def _planned_runtime(
+    db: Path, policy: Policy, cars: list[tuple[str, str, int]]
+) -> tuple[VirtualClock, SqlStore, InMemoryRuntime]:
+    """The 3-charger demo site under ``policy`` with 43 A of building on its 63 A service and
+    one car per ``(session, charger, hours to departure)``, each wanting 20 kWh."""
+    clock = VirtualClock(T0)
+    store = open_store(str(db))
+    rt = InMemoryRuntime(demo_site(3), clock, store, allocator=allocate)
+    rt.set_policy(policy, by="test")
+    for sid, cid, hours in cars:
+        rt.start_session(
+            Session(
+                session_id=sid,
+                charger_id=cid,
+                arrival_s=T0 - 600,
+                departure_s=T0 + hours * 3600,
+                energy_wanted_wh=20_000.0,
+            )
+        )
+    _feed(rt, building_a=43.0)
+    return clock, store, rt
+
+
 def test_a_car_held_at_the_plans_demand_peak_says_so_in_words(browser: Any, tmp_path: Path) -> None:
     # The plan wants 10 A for cp01's car and holds the site at 43 A of building plus 12 A of
     # cars (three lines at 230 V) for the demand charge: the car gets 12 A, not the 16 A of
     # its charger, and the dashboard says it is the plan's peak, not an outside cap.
-    clock = VirtualClock(T0)
-    store = open_store(str(tmp_path / "peak.db"))
-    rt = InMemoryRuntime(demo_site(3), clock, store, allocator=allocate)
     ceiling_w = (43.0 + 12.0) * 3 * 230
     policy = Policy(
         name=PolicyName.PLANNED, planned_targets_a={"s1": 10.0}, planned_ceiling_w=ceiling_w
     )
-    rt.set_policy(policy, by="test")
-    rt.start_session(
-        Session(
-            session_id="s1",
-            charger_id="cp01",
-            arrival_s=T0 - 600,
-            departure_s=T0 + 8 * 3600,
-            energy_wanted_wh=20_000.0,
-        )
-    )
-    _feed(rt, building_a=43.0)
+    clock, store, rt = _planned_runtime(tmp_path / "peak.db", policy, [("s1", "cp01", 8)])
     held = rt.view().limit("cp01")
     assert held is not None
     assert (held.limit_a, held.reason.kind.value) == (12.0, "plan_peak")
@@ -324,22 +334,9 @@ def test_a_car_the_plan_holds_back_says_so_in_words(browser: Any, tmp_path: Path
     # The plan gives cp01's car (leaving in 2 h) all of its 16 A now and cp02's (leaving in 9 h)
     # nothing. With 43 A of building on the 63 A service, cp02's 6 A minimum does not fit
     # beside that target: it waits for the plan, and the dashboard says why.
-    clock = VirtualClock(T0)
-    store = open_store(str(tmp_path / "plan.db"))
-    rt = InMemoryRuntime(demo_site(3), clock, store, allocator=allocate)
-    targets = {"s1": 16.0, "s2": 0.0}
-    rt.set_policy(Policy(name=PolicyName.PLANNED, planned_targets_a=targets), by="test")
-    for sid, cid, hours in (("s1", "cp01", 2), ("s2", "cp02", 9)):
-        rt.start_session(
-            Session(
-                session_id=sid,
-                charger_id=cid,
-                arrival_s=T0 - 600,
-                departure_s=T0 + hours * 3600,
-                energy_wanted_wh=20_000.0,
-            )
-        )
-    _feed(rt, building_a=43.0)
+    policy = Policy(name=PolicyName.PLANNED, planned_targets_a={"s1": 16.0, "s2": 0.0})
+    cars = [("s1", "cp01", 2), ("s2", "cp02", 9)]
+    clock, store, rt = _planned_runtime(tmp_path / "plan.db", policy, cars)
     held = rt.view().limit("cp02")
     assert held is not None
     assert (held.limit_a, held.reason.kind.value) == (0.0, "paused_plan")
