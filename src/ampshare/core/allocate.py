@@ -84,7 +84,17 @@ def allocate(inp: AllocationInput) -> Allocation:
     else:
         floor = _floor.decide(cs, grid, avail, order, cols)
     if inp.policy.name is PolicyName.PLANNED and inp.policy.planned_ceiling_w is not None:
-        hr = _hold_plan_peak(inp=inp, cs=cs, hr=hr, grid=grid, cars=cars, floor=floor, order=order)
+        hr = _hold_plan_peak(
+            inp=inp,
+            cs=cs,
+            hr=hr,
+            avail=avail,
+            cols=cols,
+            grid=grid,
+            cars=cars,
+            floor=floor,
+            order=order,
+        )
         cols = active_columns(hr.available)
         avail = hr.available[:, cols]
     hi = grid.hi_for(floor.one_phase)
@@ -178,6 +188,8 @@ def _hold_plan_peak(
     inp: AllocationInput,
     cs: CompiledSite,
     hr: Headroom,
+    avail: F64,
+    cols: I64,
     grid: Grid,
     cars: Cars,
     floor: _floor.Floor,
@@ -186,11 +198,10 @@ def _hold_plan_peak(
     """``hr`` with the site's power limit lowered to the plan's ceiling
     (``Policy.planned_ceiling_w``), but never below what the building and the cars' targets
     take (stage 1 of the policy, as far as the other limits let it rise): the ceiling only
-    stops the current the plan did not ask for. Who charges at all is decided before it."""
+    stops the current the plan did not ask for. Who charges at all is decided before it.
+    ``avail``/``cols``: ``hr``'s headroom of its active columns, as the floor saw it."""
     assert inp.policy.planned_ceiling_w is not None
     root = cs.node_index[cs.site.root.id]
-    cols = active_columns(hr.available)
-    avail = hr.available[:, cols]
     one = floor.one_phase
     pcoef = site_pair_coefficients(cs, one, cols)
     hi = np.clip(planned_targets_a(inp, cars), grid.lo, grid.hi_for(one))

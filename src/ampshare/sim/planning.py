@@ -100,7 +100,7 @@ class PlannerProvider:
     drivers: DriverHistory = field(default_factory=DriverHistory)
     _full: frozenset[str] = frozenset()
     _last_s: float | None = None
-    _peak: PeakSoFar | None = None
+    _peak: PeakSoFar = field(init=False)
 
     def seed(self, history: Sequence[SessionRecord]) -> None:
         """Learn defaults and stays from sessions that ended before the replay (what a live
@@ -122,6 +122,7 @@ class PlannerProvider:
         self.drivers.teach(self.mpc)
 
     def __post_init__(self) -> None:
+        self._peak = peak_so_far(self.tariff)
         self.mpc = RecedingHorizonPlanner(
             site=self.site,
             horizon_s=self.horizon_s,
@@ -143,7 +144,7 @@ class PlannerProvider:
         self._full = full_sessions(self._full, sessions, states)
         self._track(now_s, sessions)
         known = without_full(sessions, self._full)
-        plan: Plan = self.mpc.step(now_s, known, peak_so_far_kw=self._peak_now().peak_kw)
+        plan: Plan = self.mpc.step(now_s, known, peak_so_far_kw=self._peak.peak_kw)
         self.plans += 1
         for sp in plan.sessions:
             self.expected[sp.session_id] = sp
@@ -171,11 +172,6 @@ class PlannerProvider:
         for s in sessions:
             self._seen[s.session_id] = _Seen(session=s, last_s=now_s)
 
-    def _peak_now(self) -> PeakSoFar:
-        if self._peak is None:
-            self._peak = peak_so_far(self.tariff)
-        return self._peak
-
     def _track_peak(self, now_s: float, sessions: Sequence[Session]) -> None:
         """Mean EV + building power since the last call, averaged into the tariff's demand
         windows as the live loop does (``core.planner.PeakSoFar``): the demand peak already
@@ -186,7 +182,7 @@ class PlannerProvider:
             kw = max(delivered, 0.0) / (now_s - self._last_s) * 3.6
             if self.building is not None:
                 kw += float(np.mean(self._building_kw(np.array([self._last_s, now_s]))))
-            self._peak_now().add(self._last_s, now_s, kw)
+            self._peak.add(self._last_s, now_s, kw)
         self._last_s = now_s
 
     def _building_kw(self, t: FloatArray) -> FloatArray:
