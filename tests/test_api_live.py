@@ -117,6 +117,8 @@ def test_demo_command_runs_a_live_site(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-c",
+        # Ctrl-C must reach it even where SIGINT is ignored (a CI job in the background).
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "from ampshare.cli import main; main()",
         "demo",
         "--no-ocpp",
@@ -159,6 +161,16 @@ def test_demo_command_runs_a_live_site(tmp_path: Path) -> None:
                 assert c["reason"]
         hist = httpx.get(f"http://127.0.0.1:{port}/api/v1/history/series", headers=h).json()
         assert "node:main:L1:other_a" in hist  # the back-filled history is there
+
+        # Ctrl-C stops it cleanly: the demo handles the signal, not uvicorn inside it.
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("no exit 20 s after Ctrl-C; its output:\n" + proc.communicate()[0][-4000:])
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out
     finally:
         proc.kill()
         proc.wait(10)

@@ -37,6 +37,7 @@ from ampshare.core.snapshot import (
 )
 from ampshare.store import InstalledProfile, open_store
 from ampshare.web import InMemoryRuntime, TokenAuth, create_app, run_recorder
+from ampshare.web.server import EmbeddedServer
 
 __all__ = ["WebBridge", "listen_socket"]
 
@@ -210,7 +211,7 @@ class WebBridge:
         w = self.config.web
         if self._sock is None:
             self.bind()
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host=w.host, port=w.port,
+        self._server = EmbeddedServer(uvicorn.Config(self.app, host=w.host, port=w.port,
                                                      log_level="warning"))
         recorder = asyncio.create_task(run_recorder(self.runtime, self.store, self._clock,
                                                     compact_every_s=3600.0))

@@ -35,6 +35,7 @@ from ampshare.adapters.meters import MeterCoordinator, MeterSource, build_coordi
 from ampshare.adapters.mqtt import SessionCommand
 from ampshare.adapters.ocpp import CentralSystem, ChargerLink, CommandOutcome, LinkOptions
 from ampshare.adapters.ocpp.port import OutcomeStatus
+from ampshare.aio import cancel_and_wait
 from ampshare.app._mqtt import MqttLink, SessionEdits, command_changes, mqtt_password
 from ampshare.app._planner import LivePlanner, LoadHistory, stored_import_windows
 from ampshare.app._web import WebBridge
@@ -293,9 +294,7 @@ class Supervisor:
                 if self.web is not None and web_task is not None:
                     self.web.stop()  # let uvicorn close its connections before cancelling
                     await asyncio.wait({web_task}, timeout=5)
-                for t in list(self._tasks):
-                    t.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await cancel_and_wait(list(self._tasks), what="supervisor tasks")
                 if self.web is not None:
                     self.web.close()  # after the tasks: a profile write may still be running
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import signal
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import typer
 
 from ampshare.adapters.ocpp import CentralSystem, SimOptions, connect_sim
+from ampshare.aio import cancel_and_wait, stop_on_signals
 from ampshare.app import Supervisor, SupervisorOptions
 from ampshare.app._web import listen_socket
 from ampshare.cli.demo import BuildingProfile, DemoClock
@@ -39,6 +39,9 @@ from ampshare.store import open_store
 from ampshare.web import InMemoryRuntime, hash_token, new_token
 
 __all__ = ["DemoMeter", "run_ocpp_demo", "run_ocpp_fleet", "site_config"]
+
+# The supervisor's own shutdown waits up to 5 s for uvicorn and 5 s for its tasks.
+_SUPERVISOR_STOP_S = 15.0
 
 
 class DemoMeter:
@@ -194,9 +197,7 @@ async def run_ocpp_fleet(
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop, name="ampshare demo")
     if duration_s is not None:
         loop.call_later(duration_s, stop.set)
     meter = DemoMeter(config.site, profile, clock)
@@ -229,10 +230,11 @@ async def run_ocpp_fleet(
                 waiter.cancel()
         finally:
             stop.set()
-            for d in drivers:
-                d.cancel()
-            await asyncio.gather(*drivers, return_exceptions=True)
-            await asyncio.gather(task, return_exceptions=True)
+            # Bounded: a task that swallowed its cancel (3.11's wait_for in the ocpp
+            # library) once kept the demo from exiting at all.
+            await cancel_and_wait(drivers, what="simulated drivers")
+            await asyncio.wait({task}, timeout=_SUPERVISOR_STOP_S)
+            await cancel_and_wait([task], what="the supervisor")
             for cp in cps.values():
                 with contextlib.suppress(Exception):  # the server may have closed it already
                     await cp.close()

@@ -16,14 +16,16 @@ import logging
 import random
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 
+from ampshare.aio import cancel_and_wait, stop_on_signals
 from ampshare.app._web import listen_socket
 from ampshare.cli._app import app
 from ampshare.clock import Clock
@@ -52,6 +54,7 @@ from ampshare.web import (
     record_once,
     run_recorder,
 )
+from ampshare.web.server import EmbeddedServer
 
 __all__ = ["BuildingProfile", "DemoCars", "DemoClock", "demo_limits_a", "demo_site"]
 
@@ -437,29 +440,49 @@ async def _run_demo(
             await asyncio.to_thread(world.backfill, clock, store, now, step_s)
     clock.run(speed)
     sock = listen_socket(host, port, what="the dashboard")
-    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning"))
+    server = EmbeddedServer(uvicorn.Config(web, host=host, port=port, log_level="warning"))
     typer.echo(f"ampshare demo: {chargers} simulated chargers, time x{speed:g}, store {store_url}")
     typer.echo("  cars are simulated in-process (sim.ev physics); limits come from core.allocate")
     typer.echo(f"  dashboard (admin): http://{host}:{port}/#token={admin}")
     typer.echo(f"  read-only token:   {reader}")
     typer.echo(f"  API docs: http://{host}:{port}/docs   metrics: http://{host}:{port}/metrics")
-    tasks = [
-        asyncio.create_task(server.serve(sockets=[sock])),
-        asyncio.create_task(_ticks(world)),
-        asyncio.create_task(run_recorder(runtime, store, clock, compact_every_s=3600.0)),
-    ]
     try:
-        if duration_s is not None:
-            await asyncio.sleep(duration_s)
-        else:
-            await tasks[0]
+        await _serve_until_stopped(
+            server.serve(sockets=[sock]),
+            [_ticks(world), run_recorder(runtime, store, clock, compact_every_s=3600.0)],
+            stop_server=lambda: setattr(server, "should_exit", True),
+            duration_s=duration_s,
+        )
     finally:
-        server.should_exit = True
-        for t in tasks[1:]:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         sock.close()
         store.close()
+
+
+async def _serve_until_stopped(
+    serve: Coroutine[Any, Any, None],
+    helpers: list[Coroutine[Any, Any, None]],
+    *,
+    stop_server: Callable[[], None],
+    duration_s: float | None,
+) -> None:
+    """Serve until Ctrl-C, SIGTERM, ``duration_s`` or the server failing on its own; then
+    stop the server (5 s for its connections) and the helpers, within a bound."""
+    stop = asyncio.Event()
+    stop_on_signals(stop, name="ampshare demo")
+    if duration_s is not None:
+        asyncio.get_running_loop().call_later(duration_s, stop.set)
+    server = asyncio.create_task(serve)
+    tasks = [server, *(asyncio.create_task(h) for h in helpers)]
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({server, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        stop_server()
+        await asyncio.wait({server}, timeout=5)
+        await cancel_and_wait(tasks, what="demo tasks")
+    if server.done() and not server.cancelled() and server.exception() is not None:
+        raise server.exception()  # type: ignore[misc]
 
 
 async def _ticks(world: _Demo) -> None:

@@ -6,9 +6,7 @@ Also ``ampshare ocpp-hash-password`` to make the hashes ``ocpp.password_hashes``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +14,7 @@ from typing import Annotated
 import typer
 
 from ampshare.adapters.ocpp import hash_password
+from ampshare.aio import stop_on_signals
 from ampshare.app import Supervisor, SupervisorOptions, tune_gc
 from ampshare.cli._app import app
 from ampshare.config import SiteConfig, load_config
@@ -30,9 +29,7 @@ async def _serve(config: SiteConfig, duration_s: float, web: bool,
                  planner: RecedingHorizonPlanner | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # not on every platform
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop, name="ampshare run")
     sup = Supervisor(config, options=SupervisorOptions(web=web, planner=planner))
     task = asyncio.create_task(sup.run(stop))
     started = asyncio.create_task(sup.started.wait())

@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import logging
 import resource
-import signal
 from typing import Annotated, Any
 
 import typer
 
 from ampshare.adapters.ocpp import SimOptions, connect_sim
+from ampshare.aio import cancel_and_wait, stop_on_signals
 from ampshare.cli._app import app
 from ampshare.errors import DeviceError
 
@@ -86,9 +86,7 @@ async def _fleet(url: str, ids: list[str], protocol: str, opts: SimOptions, *,
                  duration_s: float, stagger_s: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # not on every platform (Windows)
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop, name="ampshare sim-chargers")
     if duration_s > 0:
         loop.call_later(duration_s, stop.set)
     cps = await _connect_all(url, ids, protocol, opts)
@@ -99,11 +97,10 @@ async def _fleet(url: str, ids: list[str], protocol: str, opts: SimOptions, *,
              for i, cp in enumerate(cps)]
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), min(10.0, max(1.0, opts.meter_interval_s)))
+            async with asyncio.timeout(min(10.0, max(1.0, opts.meter_interval_s))):
+                await stop.wait()
         typer.echo(_summary(cps))
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_and_wait(tasks, what="simulated charge points")
     for cp in cps:
         with contextlib.suppress(Exception):
             await cp.close()

@@ -92,7 +92,8 @@ class MeterCoordinator:
     async def poll_once(self) -> MeterReading | None:
         """Read the meter once; returns the sample, or None when the read failed."""
         try:
-            reading = await asyncio.wait_for(self.source.read(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                reading = await self.source.read()
         except TimeoutError:
             self._failed(DeviceUnavailable(
                 f"meter {self.meter_id}: no answer within {self.timeout_s:g} s"))
@@ -122,7 +123,8 @@ class MeterCoordinator:
                 await self.poll_once()
                 delay = max(0.0, self.poll_interval_s - (loop.time() - started))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
         finally:
             await self.source.close()
 

@@ -98,8 +98,8 @@ class ModbusLink:
             # The whole exchange is bounded even if pymodbus's own timeout misbehaves.
             guard_s = self.target.timeout_s * (self.target.retries + 1) + 1.0
             try:
-                rr: Any = await asyncio.wait_for(
-                    call(address, count=count, device_id=unit_id), guard_s)
+                async with asyncio.timeout(guard_s):
+                    rr: Any = await call(address, count=count, device_id=unit_id)
             except (ModbusIOException, ConnectionException, OSError, TimeoutError) as exc:
                 # Closed so that a late answer can never be taken for the next request's.
                 self.close()

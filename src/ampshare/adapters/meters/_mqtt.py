@@ -125,7 +125,8 @@ class MqttMeter:
             self._task = asyncio.create_task(self._listen(), name=f"mqtt-meter-{self._meter_id}")
         if not self._got_all.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._got_all.wait(), self._first_message_s)
+                async with asyncio.timeout(self._first_message_s):
+                    await self._got_all.wait()
         if not self._connected:
             raise DeviceUnavailable(f"meter {self._meter_id}: MQTT broker {self._host}:"
                                     f"{self._port}: {self._conn_error}")

@@ -103,7 +103,8 @@ class MqttBridge:
                 self._client = None
                 self.connected.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._reconnect_s)
+                async with asyncio.timeout(self._reconnect_s):
+                    await self._stop.wait()
 
     def stop(self) -> None:
         self._stop.set()

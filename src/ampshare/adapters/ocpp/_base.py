@@ -114,7 +114,8 @@ class LinkBase:
         """After connecting: wait for boot, learn capabilities, set metering, re-assert."""
         # A reconnect without a reboot sends no BootNotification: go on after the wait.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.booted.wait(), self.hub.options.boot_wait_s)
+            async with asyncio.timeout(self.hub.options.boot_wait_s):
+                await self.booted.wait()
         async with self.hub.startup_slots:
             try:
                 self.caps = await self._probe()

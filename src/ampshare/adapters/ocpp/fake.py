@@ -99,7 +99,8 @@ class FakeChargerLink:
 
     async def wait_changed(self, timeout_s: float) -> bool:
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
         except TimeoutError:
             return False
         self._changed.clear()

@@ -244,7 +244,8 @@ class CentralSystem:
 
     async def wait_changed(self, timeout_s: float) -> bool:
         try:
-            await asyncio.wait_for(self.hub.changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.hub.changed.wait()
         except TimeoutError:
             return False
         self.hub.changed.clear()
@@ -259,7 +260,8 @@ class CentralSystem:
             while (link := self.hub.links.get(cp_id)) is None:
                 await asyncio.sleep(0.01)
             await link.ready.wait()
-        await asyncio.wait_for(ready(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await ready()
 
     def _offline(self, cmd: FallbackCommand) -> CommandOutcome:
         return CommandOutcome(charger_id=cmd.charger_id, status=OutcomeStatus.OFFLINE,
@@ -273,8 +275,8 @@ class CentralSystem:
         if not link.ready.is_set():
             s = self.settings
             try:
-                await asyncio.wait_for(link.ready.wait(),
-                                       self.hub.options.boot_wait_s + 4 * s.call_timeout_s)
+                async with asyncio.timeout(self.hub.options.boot_wait_s + 4 * s.call_timeout_s):
+                    await link.ready.wait()
             except TimeoutError:
                 return CommandOutcome(charger_id=cmd.charger_id, status=OutcomeStatus.FAILED,
                                       t_s=self.hub.clock.now_s(), detail="startup timed out")
