@@ -113,3 +113,47 @@ def test_summary_table_turns_on_a_narrow_console() -> None:
     narrow = Console(width=45, record=True)
     narrow.print(_table(runs, 45))
     assert "│ energy " in narrow.export_text()  # a row per metric
+
+
+def test_site_file_planner_section_sets_the_replay(tmp_path: Path) -> None:
+    """The site file's ``planner:`` section is used as ``ampshare run`` uses it: its tariff
+    prices every policy (no --tariff given) and its settings set up ``planned``."""
+    from ampshare.cli.simulate import SimArgs, build_spec
+
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        (FIX / "tiny-site.yaml").read_text()
+        + "planner:\n  slot_s: 1800\n  hold_peak: false\n  demand_charge_per_kw: 12.5\n"
+        + "  default_dwell_h: 5\n"
+    )
+    spec, _ = build_spec(
+        SimArgs(site=site, sessions=FIX / "sessions-acn.csv", ev="basic"), "planned"
+    )
+    assert spec.planner is not None
+    assert spec.planner.slot_s == 1800
+    assert spec.planner.hold_peak is False
+    assert spec.planner.defaults.dwell_s == 5 * 3600
+    assert spec.tariff is not None
+    assert spec.tariff.demand_charge_per_kw_override == 12.5
+
+    out = tmp_path / "m.json"
+    args = ["simulate", "--site", str(site), "--sessions", str(FIX / "sessions-acn.csv")]
+    res = runner.invoke(app, [*args, "--ev", "basic", "--policy", "planned,equal",
+                              "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    runs = json.loads(out.read_text())["runs"]
+    # the demand charge comes from the site file: 12.5 per kW of the billing period's peak
+    for r in runs:
+        assert r["demand_charge"] is not None
+        assert r["demand_charge"] > 0
+    assert "planner: section" in res.output
+
+
+def test_site_file_without_planner_section_keeps_the_defaults() -> None:
+    from ampshare.cli.simulate import SimArgs, build_spec
+
+    spec, _ = build_spec(
+        SimArgs(site=FIX / "tiny-site.yaml", sessions=FIX / "sessions-acn.csv"), "planned"
+    )
+    assert spec.planner is None
+    assert spec.tariff is None

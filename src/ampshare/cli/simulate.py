@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -19,7 +19,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ampshare.cli._app import app
-from ampshare.config import load_site
+from ampshare.config import SiteConfig, load_config
+from ampshare.config.sections import PlannerSection
 from ampshare.core.site import Site
 from ampshare.core.tariff import Tariff
 from ampshare.errors import AmpshareError, InputError
@@ -28,6 +29,9 @@ from ampshare.sim.engine import EvOptions
 from ampshare.sim.run import POLICY_NAMES, SimOutcome, SimSpec, optimum_metrics, simulate
 from ampshare.sim.series import TimeSeries
 from ampshare.sim.sites import tighten_transformers
+
+if TYPE_CHECKING:  # the planner (scipy) is imported only when a site file has one
+    from ampshare.sim.planning import PlannerOptions
 
 __all__ = ["SimArgs", "build_spec", "parse_duration_s", "parse_time_s", "run_with_progress"]
 
@@ -107,12 +111,52 @@ def _tariff(a: SimArgs, tz: str) -> Tariff | None:
     return load_price_series(a.tariff)
 
 
+def _site_planner(config: SiteConfig, path: Path) -> tuple[PlannerOptions | None, Tariff | None]:
+    """The site file's ``planner:`` settings and tariff, as ``ampshare run`` would use them
+    (None, None: the file has no planner section, the simulator's defaults apply)."""
+    s = config.planner
+    if s == PlannerSection():
+        return None, None
+    from ampshare.config.tariff_files import tariff_from_section
+    from ampshare.core.planner import SessionDefaults
+    from ampshare.sim.planning import PlannerOptions
+
+    if s.battery_capacity_kwh is not None:
+        err.print(
+            f"[yellow]note:[/] {path}: planner.battery_* is not simulated (the replay has no "
+            "stationary battery); the replay plans without it"
+        )
+    options = PlannerOptions(
+        horizon_s=s.horizon_h * 3600.0,
+        slot_s=s.slot_s,
+        safety_quantile=s.safety_quantile,
+        forecast_weeks=s.forecast_weeks,
+        hold_peak=s.hold_peak,
+        defaults=SessionDefaults(
+            dwell_s=s.default_dwell_h * 3600.0,
+            energy_wh=None if s.default_energy_kwh is None else s.default_energy_kwh * 1000.0,
+        ),
+        contracted_capacity_w=(
+            None if s.contracted_capacity_kw is None else s.contracted_capacity_kw * 1000.0
+        ),
+        priority_factor=s.priority_factor,
+        max_facet_deg=s.max_facet_deg,
+    )
+    return options, tariff_from_section(s, path.parent)
+
+
 def build_spec(a: SimArgs, policy: str) -> tuple[SimSpec, LoadedSessions]:
     """Load every file named in ``a`` and make the replay's spec."""
     cols = parse_columns(a.columns)
     start, end = parse_time_s(a.start, cols.timezone), parse_time_s(a.end, cols.timezone)
     sessions = load_sessions(a.sessions, cols, start, end)
-    site: Site = load_site(a.site)
+    config = load_config(a.site)
+    site: Site = config.site
+    planner, site_tariff = _site_planner(config, a.site)
+    tariff = _tariff(a, cols.timezone)
+    if tariff is None and site_tariff is not None:
+        tariff = site_tariff
+        err.print(f"[dim]tariff: {site_tariff.name}, from {a.site}'s planner: section[/]")
     if a.transformer_kva is not None:
         site = tighten_transformers(site, a.transformer_kva)
     t0 = start if start is not None else sessions.records[0].arrival_s
@@ -141,7 +185,8 @@ def build_spec(a: SimArgs, policy: str) -> tuple[SimSpec, LoadedSessions]:
         policy=policy,
         building=building,
         pv=pv,
-        tariff=_tariff(a, cols.timezone),
+        tariff=tariff,
+        planner=planner,
         step_s=parse_duration_s(a.step),
         start_s=start,
         end_s=end,

@@ -21,7 +21,13 @@ from ampshare.core.site import Site
 from ampshare.core.tariff import PriceSeries, Tariff, UtcOffsets, parse_acn_tou
 from ampshare.errors import InputError
 
-__all__ = ["load_price_series", "load_tariff", "planner_from_section", "utc_offsets"]
+__all__ = [
+    "load_price_series",
+    "load_tariff",
+    "planner_from_section",
+    "tariff_from_section",
+    "utc_offsets",
+]
 
 
 def utc_offsets(tz_name: str, first_year: int = 2000, last_year: int = 2040) -> UtcOffsets:
@@ -137,32 +143,37 @@ def _regular(times: list[float], prices: list[float], step: float) -> tuple[floa
     return tuple(out)
 
 
-def planner_from_section(
-    section: PlannerSection, site: Site, base_dir: str | Path = "."
-) -> RecedingHorizonPlanner:
-    """The live receding-horizon planner described by a site file's ``planner:`` section
-    (tariff files are read relative to ``base_dir``, the site file's folder)."""
+def tariff_from_section(section: PlannerSection, base_dir: str | Path = ".") -> Tariff | None:
+    """The tariff a ``planner:`` section names (files relative to ``base_dir``), or None."""
     base = Path(base_dir)
-    tariff: Tariff | None = None
     if section.tariff_file:
-        tariff = load_tariff(
+        return load_tariff(
             base / section.tariff_file,
             timezone=section.timezone,
             demand_charge_per_kw=section.demand_charge_per_kw,
         )
-    elif section.price_file:
-        tariff = load_price_series(
+    if section.price_file:
+        return load_price_series(
             base / section.price_file, demand_charge_per_kw=section.demand_charge_per_kw
         )
-    elif section.demand_charge_per_kw:
+    if section.demand_charge_per_kw:
         # A demand charge without energy prices (a flat rate costs every plan the same):
         # billed per local calendar month like the others.
-        tariff = Tariff(
+        return Tariff(
             name="demand charge",
             energy=PriceSeries(start_s=0.0, step_s=3600.0, prices_per_kwh=(0.0,)),
             offsets=utc_offsets(section.timezone),
             demand_charge_per_kw_override=section.demand_charge_per_kw,
         )
+    return None
+
+
+def planner_from_section(
+    section: PlannerSection, site: Site, base_dir: str | Path = "."
+) -> RecedingHorizonPlanner:
+    """The live receding-horizon planner described by a site file's ``planner:`` section
+    (tariff files are read relative to ``base_dir``, the site file's folder)."""
+    tariff = tariff_from_section(section, base_dir)
     battery = None
     if section.battery_capacity_kwh is not None:
         cap_wh = section.battery_capacity_kwh * 1000

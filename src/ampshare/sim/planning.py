@@ -28,6 +28,7 @@ from ampshare.core.planner import (
     PeakSoFar,
     Plan,
     RecedingHorizonPlanner,
+    SessionDefaults,
     SessionPlan,
     SiteForecast,
     ceiling_w,
@@ -44,7 +45,7 @@ from ampshare.sim._types import PlanView
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.series import TimeSeries
 
-__all__ = ["PlannerProvider", "deadline_targets"]
+__all__ = ["PlannerOptions", "PlannerProvider", "deadline_targets"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -64,6 +65,23 @@ def deadline_targets(
         rate = charger.max_current_a if need is None else need / (volts * left_h)
         out[s.session_id] = min(charger.max_current_a, rate)
     return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannerOptions:
+    """A site's planner settings for a replay (``ampshare simulate`` takes them from the site
+    file's ``planner:`` section); the defaults are the simulator's own. The solve's time
+    limit stays the simulator's: a replay is not a live site with a step to keep."""
+
+    horizon_s: float = 24 * 3600.0
+    slot_s: float = 900.0
+    safety_quantile: float = 0.9
+    forecast_weeks: int = 4
+    hold_peak: bool = True
+    defaults: SessionDefaults = field(default_factory=SessionDefaults)
+    contracted_capacity_w: float | None = None
+    priority_factor: float = 4.0
+    max_facet_deg: float = 10.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -92,6 +110,10 @@ class PlannerProvider:
     learn: bool = True
     linearisation: Linearisation = Linearisation.INSCRIBED
     hold_peak: bool = True
+    defaults: SessionDefaults = field(default_factory=SessionDefaults)
+    contracted_capacity_w: float | None = None
+    priority_factor: float = 4.0
+    max_facet_deg: float = 10.0
     mpc: RecedingHorizonPlanner = field(init=False)
     plans: int = 0
     fallbacks: int = 0
@@ -132,6 +154,38 @@ class PlannerProvider:
             tariff=self.tariff,
             forecast=self._forecast,
             linearisation=self.linearisation,
+            defaults=self.defaults,
+            contracted_capacity_w=self.contracted_capacity_w,
+            priority_factor=self.priority_factor,
+            max_facet_deg=self.max_facet_deg,
+        )
+
+    @classmethod
+    def for_replay(
+        cls,
+        site: Site,
+        *,
+        tariff: Tariff | None,
+        building: TimeSeries | None,
+        pv: TimeSeries | None,
+        options: PlannerOptions,
+    ) -> PlannerProvider:
+        """A provider with a site's planner settings (``PlannerOptions``)."""
+        o = options
+        return cls(
+            site=site,
+            tariff=tariff,
+            building=building,
+            pv=pv,
+            horizon_s=o.horizon_s,
+            slot_s=o.slot_s,
+            safety_quantile=o.safety_quantile,
+            forecast_weeks=o.forecast_weeks,
+            hold_peak=o.hold_peak,
+            defaults=o.defaults,
+            contracted_capacity_w=o.contracted_capacity_w,
+            priority_factor=o.priority_factor,
+            max_facet_deg=o.max_facet_deg,
         )
 
     def __call__(

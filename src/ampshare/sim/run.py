@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from ampshare.sim.data import SessionRecord
 from ampshare.sim.engine import EvOptions, PlanProvider, Replay, run_replay
 from ampshare.sim.metrics import compute_metrics
 from ampshare.sim.series import TimeSeries
+
+if TYPE_CHECKING:  # the planner (scipy) is imported only when a replay plans
+    from ampshare.sim.planning import PlannerOptions
 
 __all__ = [
     "POLICY_NAMES",
@@ -46,7 +50,8 @@ class SimSpec:
     """Everything one replay needs. ``policy`` is a name from ``POLICY_NAMES``; ``control``
     the controller settings (None: defaults); ``direct`` runs an ampshare policy through the
     bare allocator instead of the controller (for comparisons with simulators that have no
-    sequencing); ``plan_provider`` feeds the ``planned`` policy every ``replan_s``."""
+    sequencing); ``plan_provider`` feeds the ``planned`` policy every ``replan_s`` (None: a
+    ``PlannerProvider`` with ``planner``'s settings, the simulator's defaults without)."""
 
     site: Site
     sessions: tuple[SessionRecord, ...]
@@ -63,6 +68,7 @@ class SimSpec:
     rotation_interval_s: float = 900.0
     direct: bool = False
     plan_provider: PlanProvider | None = None
+    planner: PlannerOptions | None = None
     replan_s: float = 900.0
     max_quiet_s: float = 300.0
     keep_ev: bool = False
@@ -130,10 +136,14 @@ def simulate(spec: SimSpec, progress: Callable[[float], None] | None = None) -> 
         raise InputError(f"step must be positive (got {spec.step_s} s)")
     provider = spec.plan_provider
     if spec.policy == PolicyName.PLANNED.value and provider is None:
-        from ampshare.sim.planning import PlannerProvider
+        from ampshare.sim.planning import PlannerOptions, PlannerProvider
 
-        provider = PlannerProvider(
-            site=spec.site, tariff=spec.tariff, building=spec.building, pv=spec.pv
+        provider = PlannerProvider.for_replay(
+            spec.site,
+            tariff=spec.tariff,
+            building=spec.building,
+            pv=spec.pv,
+            options=spec.planner or PlannerOptions(),
         )
     policy = Policy(
         name=PolicyName(spec.policy)
