@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ampshare.cli.demo import demo_site
@@ -323,6 +324,16 @@ def test_a_car_held_at_the_plans_demand_peak_says_so_in_words(browser: Any, tmp_
             "policy: planned — following the charging plan · holding the site at 38.0 kW "
             "(demand charge)"
         )
+        # The site's import against the held peak, in kW: 43 A of building and the car's
+        # 12 A on three lines at 230 V is 37.95 kW, up to the 37.95 kW held (shown 38.0).
+        site = httpx.get(f"{url}/api/v1/site", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert site.json()["import_kw"] == pytest.approx(37.95)
+        row = page.get_by_test_id("import-row")
+        assert row.inner_text().split("\n")[-1].endswith("of 38.0 kW")
+        tip = row.locator(".bar").get_attribute("title") or ""
+        assert "building 29.7 kW, EVs 8.3 kW" in tip
+        assert "held at 38.0 kW" in tip
+        assert "above" not in (row.locator(".bar").get_attribute("class") or "")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-plan-peak.png"), full_page=True)
         page.close()

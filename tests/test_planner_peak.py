@@ -13,13 +13,20 @@ import pytest
 
 from ampshare.adapters.ocpp import FakeChargerLink
 from ampshare.app import Supervisor, SupervisorOptions
-from ampshare.app._planner import LivePlanner, site_import_kw, stored_import_windows
+from ampshare.app._planner import LivePlanner, stored_import_windows
 from ampshare.clock import SystemClock
 from ampshare.config import SiteConfig, load_config, parse_config
 from ampshare.config.tariff_files import planner_from_section
 from ampshare.core.allocate import allocate
 from ampshare.core.allocation import AllocationInput, NodeMeasurement, Policy, PolicyName
-from ampshare.core.planner import PeakSoFar, PlanInput, RecedingHorizonPlanner, ceiling_w, plan
+from ampshare.core.planner import (
+    PeakSoFar,
+    PlanInput,
+    RecedingHorizonPlanner,
+    ceiling_w,
+    plan,
+    site_import_kw,
+)
 from ampshare.core.site import Site
 from ampshare.core.snapshot import Session
 from ampshare.store import SeriesPoint, open_store
@@ -72,9 +79,9 @@ def test_site_import_is_the_metered_building_plus_what_the_cars_may_draw(
     meter = NodeMeasurement(node_id="main", current_a=(4.0, 4.0, 4.0), includes_ev_load=False)
     got = allocate(AllocationInput(site=site, now_s=0.0, sessions=cars, measurements=(meter,)))
     # 4 A building and the car's 28 A (all that is left of 32 A) on three lines at 230 V.
-    assert site_import_kw(site, got) == pytest.approx(32 * 3 * 230 / 1000)
+    assert site_import_kw(site, got.headroom) == pytest.approx(32 * 3 * 230 / 1000)
     blind = allocate(AllocationInput(site=site, now_s=0.0, sessions=cars))
-    assert site_import_kw(site, blind) is None  # no meter at the root: nothing to learn
+    assert site_import_kw(site, blind.headroom) is None  # no meter at the root: nothing to learn
 
 
 def test_the_planned_policy_carries_the_plans_peak_and_the_sites_rotation(

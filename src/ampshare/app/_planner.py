@@ -50,12 +50,13 @@ from ampshare.core.planner import (
     full_sessions,
     peak_so_far,
     policy_at,
+    site_import_kw,
     without_full,
 )
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, Session
 
-__all__ = ["LivePlanner", "LoadHistory", "site_import_kw", "stored_import_windows"]
+__all__ = ["LivePlanner", "LoadHistory", "stored_import_windows"]
 
 WEEK_S = 7 * 86400.0
 
@@ -154,22 +155,6 @@ def stored_import_windows(
     return [(t, sum(p[t] for p in per) * v_ln / 1000.0) for t in sorted(common)]
 
 
-def site_import_kw(site: Site, allocation: Allocation) -> float | None:
-    """Site import a step's allocation implies: the root's non-EV load (as a meter saw it)
-    plus the current allocated to the chargers (what they may draw, so never below what
-    they did). None when the root is not metered freshly."""
-    for h in allocation.headroom:
-        if h.node_id != site.root.id:
-            continue
-        if not h.measured or h.stale:
-            return None
-        amps = sum(h.other_load_a) + sum(h.ev_load_a)
-        return (
-            float(amps * site.voltage.line_to_neutral_v / 1000.0) if math.isfinite(amps) else None
-        )
-    return None
-
-
 class LivePlanner:
     """The planner of one supervised site; ``latest`` is its newest plan (None: none yet).
     ``hold_peak``: hold the plan's demand peak live (see the module docstring)."""
@@ -200,7 +185,7 @@ class LivePlanner:
         """Record the non-EV load the step's allocation counted (see the module docstring)."""
         if allocation is not None:
             self.history.observe(now_s, allocation)
-            kw = site_import_kw(self.mpc.site, allocation)
+            kw = site_import_kw(self.mpc.site, allocation.headroom)
             if kw is not None:
                 self.peak.observe(now_s, kw)
 

@@ -39,6 +39,7 @@ __all__ = [
     "ReasonKind",
     "RotationState",
     "SinceByCharger",
+    "site_import_kw",
 ]
 
 PerLine = tuple[float, float, float]
@@ -354,6 +355,22 @@ class NodeHeadroom:
 
 _Rows = Sequence[Sequence[float]] | npt.NDArray[np.float64]
 _Flags = Sequence[bool] | npt.NDArray[np.bool_]
+
+
+def site_import_kw(site: Site, headroom: Iterable[NodeHeadroom]) -> float | None:
+    """Site import a step's allocation implies: the root's non-EV load (as a meter saw it)
+    plus the current allocated to the chargers (what they may draw, so never below what
+    they did), at the line-to-neutral voltage. None when the root is not metered freshly."""
+    for h in headroom:
+        if h.node_id != site.root.id:
+            continue
+        if not h.measured or h.stale:
+            return None
+        amps = sum(h.other_load_a) + sum(h.ev_load_a)
+        if not math.isfinite(amps):
+            return None
+        return float(amps * site.voltage.line_to_neutral_v / 1000.0)
+    return None
 
 
 class NodeHeadrooms(_BuiltOnRead[NodeHeadroom]):

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ampshare.core.allocation import ChargerLimit, NodeHeadroom, PolicyName, ReasonKind
+from ampshare.core.allocation import (
+    ChargerLimit,
+    NodeHeadroom,
+    PolicyName,
+    ReasonKind,
+    site_import_kw,
+)
 from ampshare.core.site import Charger
 from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.store import EventRecord, SeriesPoint, SessionRecord
@@ -139,6 +145,12 @@ class SiteOut(BaseModel):
     held_peak_kw: float | None = Field(
         default=None,
         description="planned with a demand charge: site import the plan's peak holds live",
+    )
+    import_kw: float | None = Field(
+        default=None,
+        description="site import now as the controller counts it: the root meter's non-EV "
+        "load plus the current allocated to the chargers (None: the root is not metered "
+        "freshly)",
     )
 
 
@@ -327,6 +339,7 @@ def site_out(v: RuntimeView) -> SiteOut:
         allocator_error=v.allocator_error,
         nodes=nodes,
         held_peak_kw=v.held_peak_kw if v.policy.name is PolicyName.PLANNED else None,
+        import_kw=site_import_kw(v.site, v.headroom),
     )
 
 

@@ -9,9 +9,10 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ampshare.core.allocation import site_import_kw
 from ampshare.core.tariff import Tariff
 
-__all__ = ["PeakSoFar", "peak_so_far"]
+__all__ = ["PeakSoFar", "peak_so_far", "site_import_kw"]
 
 
 def peak_so_far(tariff: Tariff | None) -> PeakSoFar:

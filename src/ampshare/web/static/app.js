@@ -109,6 +109,32 @@ function lineRow(node, i) {
     <span class="num">${room === null ? "–" : room.toFixed(1)} A free</span></div>`;
 }
 
+// The site's import against the demand peak the plan holds (planned, with a demand charge):
+// the line bars show amps under each fuse, this bar the kW the utility bills the peak of.
+function importRow(f) {
+  const held = f.site.held_peak_kw, now = f.site.import_kw;
+  const root = f.site.nodes[0], h = root.headroom;
+  if (held == null || !h) return "";
+  const vln = parseFloat(f.site.voltage) || 230;
+  const kw = (amps) => (amps.reduce((s, a) => s + (a ?? 0), 0) * vln) / 1000;
+  const bld = kw(h.other_load_a), ev = kw(h.ev_load_a);
+  const rated = kw(root.line_limit_a.map((a) => (a === null ? 0 : a)));
+  const scale = Math.max(rated, held, now ?? 0, 1);
+  const pct = (x) => `${Math.max(0, Math.min(100, (100 * x) / scale)).toFixed(2)}%`;
+  const over = now != null && now > held + 0.05;
+  const tip = `site import ${now == null ? "unknown (root not metered)" : now.toFixed(1) + " kW"}: building ${bld.toFixed(1)} kW, EVs ${ev.toFixed(1)} kW; demand peak held at ${held.toFixed(1)} kW (rated ${rated.toFixed(0)} kW)`;
+  return `<div class="line-row import-row" data-testid="import-row">
+    <span>kW</span>
+    <div class="bar${over ? " above" : ""}" title="${esc(tip)}">
+      <div class="seg bld" style="left:0;width:${pct(bld)}"></div>
+      <div class="seg ev" style="left:${pct(bld)};width:${pct(ev)}"></div>
+      <div class="seg heldback" style="left:${pct(Math.max(held, bld + ev))};right:0"></div>
+      <div class="limit held" style="left:calc(${pct(held)} - 1px)"></div>
+    </div>
+    <span class="num">${now == null ? "–" : now.toFixed(1)} of ${held.toFixed(1)} kW</span></div>
+  <p class="hint import-hint">Site import against the demand peak the plan holds: beyond what their plans need, cars wait below the dashed mark; the hatched part of the service is left unused to keep the peak${over ? "; above it now because the cars' plans need it (the next plan raises the peak)" : ""}.</p>`;
+}
+
 function renderTree(f) {
   const depth = {};
   for (const n of f.site.nodes) depth[n.id] = n.parent_id ? depth[n.parent_id] + 1 : 0;
@@ -117,7 +143,7 @@ function renderTree(f) {
   const withChargers = new Set(grouped ? f.chargers.map((c) => c.node_id) : []);
   const nodes = f.site.nodes.filter((n) => !withChargers.has(n.id));
   const note = withChargers.size ? `<p class="hint" data-testid="tree-note">${withChargers.size === 1 ? "1 circuit with chargers: its bars are with its chargers below." : `${withChargers.size} circuits with chargers: their bars are with their chargers below.`}</p>` : "";
-  setHtml($("#tree"), nodes.map((n) => {
+  setHtml($("#tree"), importRow(f) + nodes.map((n) => {
     const h = n.headroom;
     const meta = !h ? "no data yet" : h.stale ? "meter stale: worst case assumed" : h.measured ? "metered" : "computed";
     const rows = [0, 1, 2].map((i) => lineRow(n, i)).join("");
