@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from ampshare.adapters.mqtt import MqttBridge, SessionCommand, apply_command, site_view
+from ampshare.aio import cancel_and_wait
 from ampshare.clock import Clock
 from ampshare.config import SiteConfig
 from ampshare.config.sections import MqttSection
@@ -109,8 +110,7 @@ class MqttLink:
         try:
             await self.bridge.run()
         finally:
-            publisher.cancel()
-            await asyncio.gather(publisher, return_exceptions=True)
+            await cancel_and_wait([publisher], what="the MQTT publisher")
 
     def stop(self) -> None:
         self.bridge.stop()

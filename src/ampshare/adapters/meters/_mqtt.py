@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import aiomqtt
 
 from ampshare.adapters.meters._values import Quantity, check_value, reading_from_values
+from ampshare.aio import cancel_and_wait
 from ampshare.clock import Clock
 from ampshare.core.snapshot import MeterReading
 from ampshare.errors import DeviceProtocolError, DeviceUnavailable
@@ -148,9 +149,7 @@ class MqttMeter:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task], what="the MQTT meter listener")
         self._connected = False
         self._conn_error = "closed"
         # A later read resubscribes and waits for values of the new subscription.

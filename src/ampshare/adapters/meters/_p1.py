@@ -15,7 +15,6 @@ Sites metered by P1 should keep a margin of at least 1 A.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from decimal import Decimal
@@ -33,6 +32,7 @@ from dsmr_parser.exceptions import InvalidChecksumError, ParseError
 from dsmr_parser.parsers import TelegramParser
 
 from ampshare.adapters.meters._values import Quantity, reading_from_values
+from ampshare.aio import cancel_and_wait
 from ampshare.clock import Clock
 from ampshare.core.snapshot import MeterReading
 from ampshare.errors import DeviceProtocolError, DeviceUnavailable
@@ -160,9 +160,7 @@ class P1Meter:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task], what="the P1 reader")
         self._connected = False
         self._conn_error = "closed"
         # A later read reconnects and waits for a telegram of the new connection.
