@@ -157,3 +157,18 @@ def test_site_file_without_planner_section_keeps_the_defaults() -> None:
     )
     assert spec.planner is None
     assert spec.tariff is None
+
+
+def test_a_tariff_file_the_planner_section_names_must_exist(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        (FIX / "tiny-site.yaml").read_text() + "planner:\n  tariff_file: prices/tou.json\n"
+    )
+    res = runner.invoke(
+        app, ["simulate", "--site", str(site), "--sessions", str(FIX / "sessions-acn.csv")]
+    )
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert f"{site}: planner.tariff_file" in text
+    assert "relative to the site file's folder" in text
+    assert "tou.json" in text

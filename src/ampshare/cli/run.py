@@ -90,9 +90,9 @@ def run(  # noqa: PLR0917 - typer maps every option to a parameter
     planner = None
     if config.planner.enabled:
         try:  # tariff and price files are relative to the site file
-            planner = planner_from_section(config.planner, config.site, site.parent)
+            planner = planner_from_section(config.planner, config.site, site.parent, str(site))
         except InputError as e:
-            typer.echo(f"{site}: planner: {e}", err=True)
+            typer.echo(str(e), err=True)  # names the site file and the key
             raise typer.Exit(2) from e
     tune_gc()
     try:

@@ -142,7 +142,7 @@ def _site_planner(config: SiteConfig, path: Path) -> tuple[PlannerOptions | None
         priority_factor=s.priority_factor,
         max_facet_deg=s.max_facet_deg,
     )
-    return options, tariff_from_section(s, path.parent)
+    return options, tariff_from_section(s, path.parent, str(path))
 
 
 def build_spec(a: SimArgs, policy: str) -> tuple[SimSpec, LoadedSessions]:

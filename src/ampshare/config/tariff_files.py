@@ -143,37 +143,51 @@ def _regular(times: list[float], prices: list[float], step: float) -> tuple[floa
     return tuple(out)
 
 
-def tariff_from_section(section: PlannerSection, base_dir: str | Path = ".") -> Tariff | None:
-    """The tariff a ``planner:`` section names (files relative to ``base_dir``), or None."""
+def tariff_from_section(
+    section: PlannerSection, base_dir: str | Path = ".", source: str = "the site file"
+) -> Tariff | None:
+    """The tariff a ``planner:`` section names (files relative to ``base_dir``), or None.
+    A file that cannot be read or parsed is an ``InputError`` naming ``source`` (the site
+    file) and the key that named it."""
     base = Path(base_dir)
-    if section.tariff_file:
-        return load_tariff(
-            base / section.tariff_file,
-            timezone=section.timezone,
-            demand_charge_per_kw=section.demand_charge_per_kw,
-        )
-    if section.price_file:
-        return load_price_series(
-            base / section.price_file, demand_charge_per_kw=section.demand_charge_per_kw
-        )
+    try:
+        if section.tariff_file:
+            return load_tariff(
+                base / section.tariff_file,
+                timezone=section.timezone,
+                demand_charge_per_kw=section.demand_charge_per_kw,
+            )
+        if section.price_file:
+            return load_price_series(
+                base / section.price_file, demand_charge_per_kw=section.demand_charge_per_kw
+            )
+    except InputError as e:
+        key = "planner.tariff_file" if section.tariff_file else "planner.price_file"
+        raise InputError(
+            f"{source}: {key} (paths are relative to the site file's folder, {base}): {e}"
+        ) from None
     if section.demand_charge_per_kw:
         # A demand charge without energy prices (a flat rate costs every plan the same):
         # billed per local calendar month like the others.
+        try:
+            offsets = utc_offsets(section.timezone)
+        except InputError as e:
+            raise InputError(f"{source}: planner.timezone: {e}") from None
         return Tariff(
             name="demand charge",
             energy=PriceSeries(start_s=0.0, step_s=3600.0, prices_per_kwh=(0.0,)),
-            offsets=utc_offsets(section.timezone),
+            offsets=offsets,
             demand_charge_per_kw_override=section.demand_charge_per_kw,
         )
     return None
 
 
 def planner_from_section(
-    section: PlannerSection, site: Site, base_dir: str | Path = "."
+    section: PlannerSection, site: Site, base_dir: str | Path = ".", source: str = "the site file"
 ) -> RecedingHorizonPlanner:
     """The live receding-horizon planner described by a site file's ``planner:`` section
     (tariff files are read relative to ``base_dir``, the site file's folder)."""
-    tariff = tariff_from_section(section, base_dir)
+    tariff = tariff_from_section(section, base_dir, source)
     battery = None
     if section.battery_capacity_kwh is not None:
         cap_wh = section.battery_capacity_kwh * 1000
