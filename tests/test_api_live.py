@@ -299,3 +299,75 @@ def test_the_default_demo_does_not_take_car_current_for_building_load(tmp_path: 
         assert len(store.events(kind="paused")) <= 7
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_demo_with_the_planned_policy_plans(tmp_path: Path) -> None:
+    """``ampshare demo --policy planned`` runs the planner as ``ampshare run`` does with
+    ``planner: {enabled: true}``: the plan covers the plugged-in sessions (whose drivers
+    declared departures) and the chargers follow it."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-c",
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from ampshare.cli import main; main()",
+        "demo",
+        "--policy",
+        "planned",
+        "--chargers",
+        "3",
+        "--port",
+        str(port),
+        "--history-h",
+        "0",
+        "--store",
+        f"sqlite:///{tmp_path / 'p.db'}",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        token, lines = "", []
+        for line in proc.stdout:
+            lines.append(line)
+            if "#token=" in line:
+                token = line.strip().rsplit("#token=", 1)[1]
+                break
+        assert token, "".join(lines)
+        assert any(s.startswith("  planner on: 24 h in 900 s slots") for s in lines), lines
+        c = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        deadline = time.monotonic() + 40
+        while True:
+            r = c.get("/api/v1/plan")
+            active = c.get("/api/v1/sessions", params={"active": "true"}).json()
+            declared = {s["session_id"] for s in active if s["departure_s"] is not None}
+            got = r.json() if r.status_code == 200 else {}
+            planned_ids = {s["session_id"] for s in got.get("sessions", [])}
+            if (declared and declared <= planned_ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert r.status_code == 200, r.text
+        assert got["status"] == "optimal"
+        assert declared, active
+        assert declared <= planned_ids  # every declared car is in the plan
+        reasons = {ch["reason_kind"] for ch in c.get("/api/v1/chargers").json()}
+        assert reasons - {None, "no_session"}, reasons  # limits with reasons, from the loop
+        c.close()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()

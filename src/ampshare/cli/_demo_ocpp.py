@@ -31,6 +31,7 @@ from ampshare.config.sections import (
     WebSection,
     WebToken,
 )
+from ampshare.config.tariff_files import planner_from_section
 from ampshare.core.allocate import allocate
 from ampshare.core.site import Charger, Connection, Site
 from ampshare.core.snapshot import MeterReading
@@ -109,7 +110,9 @@ def site_config(
         site=site,
         policy=PolicySection(name=policy),
         control=control,
-        planner=PlannerSection(),
+        # ``--policy planned`` plans as ``ampshare run`` with ``planner: {enabled: true}``
+        # does: the simulated drivers declare departures and energies (``_drivers_declare``).
+        planner=PlannerSection(enabled=policy == "planned"),
         ocpp=OcppSection(host="127.0.0.1", port=0),
         web=WebSection(
             host=host,
@@ -213,7 +216,14 @@ async def run_ocpp_fleet(
             clock=clock,
             link=cs,
             meter_sources=[meter],
-            options=SupervisorOptions(web=True),
+            options=SupervisorOptions(
+                web=True,
+                planner=(
+                    planner_from_section(config.planner, config.site)
+                    if config.planner.enabled
+                    else None
+                ),
+            ),
         )
         task = asyncio.create_task(sup.run(stop))
         rng = random.Random(11)
@@ -312,6 +322,14 @@ async def run_ocpp_demo(
     banner = [
         f"ampshare demo: {chargers} OCPP chargers, time x{speed:g}, store {store_url}",
         "  the supervisor of `ampshare run` controls them; limits come from control.step",
+        *(
+            [
+                f"  planner on: {p.horizon_h:g} h in {p.slot_s:g} s slots, re-planned every "
+                f"{p.replan_interval_s:g} simulated s; drivers declare departure and energy"
+            ]
+            if (p := config.planner).enabled
+            else []
+        ),
         f"  dashboard (admin): http://{host}:{port}/#token={admin}",
         f"  read-only token:   {reader}",
         f"  API docs: http://{host}:{port}/docs   metrics: http://{host}:{port}/metrics",

@@ -538,6 +538,13 @@ def demo(  # noqa: PLR0917 - one parameter per CLI option
                 )
             )
             return
+        if policy is PolicyName.PLANNED:  # the in-process cars have no planner to follow
+            typer.echo(
+                "ampshare demo: --policy planned needs the planner, which the OCPP demo runs "
+                "(drop --no-ocpp)",
+                err=True,
+            )
+            raise typer.Exit(2)
         asyncio.run(
             _run_demo(
                 chargers=chargers,
