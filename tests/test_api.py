@@ -504,3 +504,19 @@ def test_a_boolean_or_text_for_a_number_in_a_body_is_refused(client: httpx.Clien
     )
     assert ok.status_code == 200
     assert ok.json()["rotation_interval_s"] == 600.0
+
+
+def test_planned_policy_needs_a_running_planner(
+    client: httpx.Client, runtime: InMemoryRuntime, store: SqlStore
+) -> None:
+    # Without a planner the cars would share like ``equal`` while the site says "planned":
+    # refused, and nothing changes.
+    r = client.put("/api/v1/policy", headers=ADMIN, json={"name": "planned"})
+    assert r.status_code == 409
+    assert "planner: {enabled: true}" in r.json()["detail"]
+    assert client.get("/api/v1/policy", headers=READ).json()["name"] != "planned"
+    assert (store.get_setting("policy") or {}).get("name") != "planned"
+    runtime.set_planner_on(True)  # what the supervisor says when it runs one
+    r = client.put("/api/v1/policy", headers=ADMIN, json={"name": "planned"})
+    assert r.status_code == 200, r.text
+    assert client.get("/api/v1/policy", headers=READ).json()["name"] == "planned"

@@ -123,3 +123,19 @@ def test_hash_password_prints_a_verifiable_hash() -> None:
     res = _invoke("ocpp-hash-password", "--password", "pw")
     assert res.exit_code == 0
     assert verify_password("pw", res.output.strip())
+
+
+def test_policy_planned_turns_the_planner_on(tmp_path: Path) -> None:
+    # A site file that says ``policy: planned`` and nothing about the planner gets one: it
+    # would otherwise share like ``equal`` while the dashboard says "planned".
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE.format(port=_free_port()) + "policy: {name: planned}\n",
+                    encoding="utf-8")
+    res = _invoke("run", str(site), "--duration-s", "0.5")
+    assert res.exit_code == 0, res.output
+    assert "planner on: 24 h in 900 s slots, re-planned every 300 s" in res.output
+    assert "plans are shown, not followed" not in res.output
+    site.write_text(SITE.format(port=_free_port()), encoding="utf-8")  # equal, no planner
+    res = _invoke("run", str(site), "--duration-s", "0.5")
+    assert res.exit_code == 0, res.output
+    assert "planner on" not in res.output

@@ -190,6 +190,7 @@ class Supervisor:
             self.web = None
             raise
         if self.planner is not None:  # what drivers did before this run
+            self.web.runtime.set_planner_on(True)
             ended = self.web.store.sessions(active=False, limit=self.planner.drivers.keep)
             self.planner.seed((r.session, r.ended_s) for r in reversed(ended)
                               if r.ended_s is not None)

@@ -88,7 +88,9 @@ def run(  # noqa: PLR0917 - typer maps every option to a parameter
     if update:
         config = replace(config, ocpp=config.ocpp.model_copy(update=update))
     planner = None
-    if config.planner.enabled:
+    # ``policy: planned`` follows a plan: without one it would share like ``equal`` while
+    # saying "planned", so it turns the planner on (its settings, or their defaults).
+    if config.planner.enabled or config.policy.name == "planned":
         try:  # tariff and price files are relative to the site file
             planner = planner_from_section(config.planner, config.site, site.parent, str(site))
         except InputError as e:

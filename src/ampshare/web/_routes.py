@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from ampshare.core.allocation import Policy
+from ampshare.core.allocation import Policy, PolicyName
 from ampshare.core.snapshot import ExternalCap
 from ampshare.errors import InputError
 from ampshare.store import SqlStore
@@ -52,6 +52,7 @@ def _doc(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or unknown token",
         403: "Role too low",
         404: "No such item",
+        409: "Not possible on this site as it runs",
         503: "Storage unavailable; nothing was changed",
     }
     return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
@@ -264,8 +265,16 @@ def _admin(r: APIRouter, read: list[Any], admin: list[Any]) -> None:
             name=p.name, rotation_interval_s=p.rotation_interval_s, deadline_mode=p.deadline_mode
         )
 
-    @r.put("/policy", dependencies=admin, tags=["admin"])
+    @r.put("/policy", dependencies=admin, tags=["admin"], responses=_doc(409))
     def put_policy(body: PolicyIn, rt: Runtime) -> PolicyIn:
+        """Set the sharing policy. ``planned`` needs the planner to be running (409 if not)."""
+        if body.name is PolicyName.PLANNED and not rt.view().planner_on:
+            raise HTTPException(
+                409,
+                "policy 'planned' follows the planner, which is not running on this site: set "
+                "planner: {enabled: true} (or policy: {name: planned}) in the site file and "
+                "restart `ampshare run`",
+            )
         rt.set_policy(
             Policy(
                 name=body.name,

@@ -82,6 +82,7 @@ class RuntimeView:
     allocator_error: str | None = None
     plan: Plan | None = None  # the planner's latest plan (None: no planner, or not run yet)
     held_peak_kw: float | None = None  # the site import that plan's peak holds live, if any
+    planner_on: bool = False  # a planner runs beside this runtime (policy ``planned`` works)
     # Chargers the controller found drawing over their limit (until "compliant again").
     noncompliant: frozenset[str] = frozenset()
     # Indexes built once per view, so that listing thousands of chargers stays linear.
@@ -145,6 +146,7 @@ class InMemoryRuntime:
         self._leases: dict[str, float] = {}
         self._plan: Plan | None = None
         self._held_peak_kw: float | None = None
+        self._planner_on = False
         self._noncompliant: set[str] = set()
 
     # -- reading ----------------------------------------------------------------------------
@@ -168,6 +170,7 @@ class InMemoryRuntime:
                 allocator_error=self._allocator_error,
                 plan=self._plan,
                 held_peak_kw=self._held_peak_kw,
+                planner_on=self._planner_on,
                 noncompliant=frozenset(self._noncompliant),
                 _limit_by={lim.charger_id: lim for lim in limits},
                 _session_by={s.charger_id: s for s in self._sessions.values()},
@@ -357,6 +360,12 @@ class InMemoryRuntime:
         """Take an allocation computed elsewhere (the controller)."""
         with self._lock:
             self._install(allocation)
+
+    def set_planner_on(self, on: bool) -> None:
+        """Whether a planner runs beside this runtime: ``PUT /policy`` refuses ``planned``
+        without one (the cars would share like ``equal`` while the site says "planned")."""
+        with self._lock:
+            self._planner_on = on
 
     def set_plan(self, plan: Plan, *, held_peak_kw: float | None = None) -> None:
         """Take the planner's newest plan (what ``GET /api/v1/plan`` shows) and the site import
