@@ -72,6 +72,18 @@ def test_dynamic_carries_more_than_static() -> None:
     assert by["equal", 5].passed
     assert res.best == {"static": 4, "equal": 5}
     assert all(p.violation_amp_seconds == 0.0 for p in res.points)
+    # In two worker processes: the very same points, in the same order.
+    heard: list[tuple[int, str]] = []
+    par = capacity_study(
+        spec,
+        [2, 4, 5],
+        ("static", "equal"),
+        target=0.95,
+        workers=2,
+        on_point=lambda p: heard.append((p.chargers, p.policy)),
+    )
+    assert par == res
+    assert sorted(heard) == sorted((p.chargers, p.policy) for p in res.points)
 
 
 def test_cli_table_json_and_plot(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +49,14 @@ def _table(points: list[CapacityPoint], best: dict[str, int | None], target: flo
     return t
 
 
+def _cpu_count() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
 @app.command("capacity")
 def capacity_cmd(  # noqa: PLR0917 - typer maps every option to a parameter
     site: Annotated[Path, typer.Option(help="site file (YAML); its chargers are the template")],
@@ -71,6 +80,9 @@ def capacity_cmd(  # noqa: PLR0917 - typer maps every option to a parameter
         Path | None, typer.Option("--json", help="write JSON ('-' = stdout)")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="write the capacity plot (PNG)")] = None,
+    workers: Annotated[
+        int, typer.Option(min=0, help="replays run in parallel (0: one per CPU core)")
+    ] = 0,
 ) -> None:
     """Scale chargers and sessions together; report the most chargers each policy carries."""
     try:
@@ -103,6 +115,7 @@ def capacity_cmd(  # noqa: PLR0917 - typer maps every option to a parameter
             names,
             target=target,
             seed=seed,
+            workers=workers or _cpu_count(),
             on_point=(
                 lambda p: err.print(
                     f"{p.chargers:4d} {p.policy:>12}: {p.demands_met_ratio:.1%} met"

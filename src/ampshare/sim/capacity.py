@@ -11,9 +11,11 @@ where each new wallbox serves one more household. A count *passes* a policy when
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,14 @@ from ampshare.sim.data import SessionRecord
 from ampshare.sim.run import SimSpec, simulate
 from ampshare.sim.sites import scale_chargers
 
-__all__ = ["CapacityPoint", "CapacityResult", "capacity_study", "plot_capacity", "scale_sessions"]
+__all__ = [
+    "CapacityPoint",
+    "CapacityResult",
+    "capacity_point",
+    "capacity_study",
+    "plot_capacity",
+    "scale_sessions",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +80,33 @@ def scale_sessions(
     return tuple(out)
 
 
+def capacity_point(
+    spec: SimSpec, chargers: int, policy: str, *, target: float = 0.95, seed: int = 1
+) -> CapacityPoint:
+    """One replay of the study: ``policy`` on the site and sessions scaled to ``chargers``."""
+    run = dataclasses.replace(
+        spec,
+        site=scale_chargers(spec.site, chargers),
+        sessions=scale_sessions(spec.sessions, chargers, seed),
+        policy=policy,
+        plan_provider=None,
+        keep_ev=False,
+    )
+    m = simulate(run).metrics
+    met = float(m["demands_met_ratio"] or 0.0)
+    over = float(m["violation_amp_seconds"] or 0.0)
+    return CapacityPoint(
+        chargers=chargers,
+        policy=policy,
+        sessions=int(m["sessions"] or 0),
+        demands_met_ratio=met,
+        energy_delivered_ratio=float(m["energy_delivered_ratio"] or 0.0),
+        violation_amp_seconds=over,
+        peak_site_kw=float(m["peak_site_kw"] or 0.0),
+        passed=met >= target and over == 0.0,
+    )
+
+
 def capacity_study(
     spec: SimSpec,
     counts: Sequence[int],
@@ -79,32 +115,34 @@ def capacity_study(
     target: float = 0.95,
     seed: int = 1,
     on_point: Callable[[CapacityPoint], None] | None = None,
+    workers: int = 1,
 ) -> CapacityResult:
-    """Run every policy at every charger count (``spec`` gives data, window and options)."""
+    """Run every policy at every charger count (``spec`` gives data, window and options).
+
+    The replays are independent: with ``workers`` > 1 they run in that many processes
+    (spawned, so no thread state is copied), each the same deterministic replay as in one
+    process. ``on_point`` hears of each point as it finishes; the result lists them by count
+    and then in ``policies`` order either way."""
+    jobs = [(n, p) for n in sorted(set(counts)) for p in policies]
     points: list[CapacityPoint] = []
-    for n in sorted(set(counts)):
-        site = scale_chargers(spec.site, n)
-        sessions = scale_sessions(spec.sessions, n, seed)
-        for policy in policies:
-            run = dataclasses.replace(
-                spec, site=site, sessions=sessions, policy=policy, plan_provider=None, keep_ev=False
-            )
-            m = simulate(run).metrics
-            met = float(m["demands_met_ratio"] or 0.0)
-            over = float(m["violation_amp_seconds"] or 0.0)
-            pt = CapacityPoint(
-                chargers=n,
-                policy=policy,
-                sessions=int(m["sessions"] or 0),
-                demands_met_ratio=met,
-                energy_delivered_ratio=float(m["energy_delivered_ratio"] or 0.0),
-                violation_amp_seconds=over,
-                peak_site_kw=float(m["peak_site_kw"] or 0.0),
-                passed=met >= target and over == 0.0,
-            )
-            points.append(pt)
+    if workers <= 1 or len(jobs) <= 1:
+        for n, policy in jobs:
+            points.append(capacity_point(spec, n, policy, target=target, seed=seed))
             if on_point is not None:
-                on_point(pt)
+                on_point(points[-1])
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = [
+                pool.submit(capacity_point, spec, n, policy, target=target, seed=seed)
+                for n, policy in jobs
+            ]
+            for fut in as_completed(futures):
+                points.append(fut.result())
+                if on_point is not None:
+                    on_point(points[-1])
+        rank = {job: i for i, job in enumerate(jobs)}
+        points.sort(key=lambda p: rank[(p.chargers, p.policy)])
     best: dict[str, int | None] = {}
     for policy in policies:
         ok = [p.chargers for p in points if p.policy == policy and p.passed]
