@@ -84,6 +84,22 @@ async def test_cancel_and_wait_recancels_a_task_that_swallowed_the_first() -> No
     assert swallowed == 2
 
 
+async def test_cancel_and_wait_lets_a_cleanup_finish() -> None:
+    cleaned = asyncio.Event()
+
+    async def with_slow_cleanup() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.5)  # e.g. closing a socket politely
+            cleaned.set()
+
+    task = asyncio.create_task(with_slow_cleanup())
+    await asyncio.sleep(0)
+    assert await cancel_and_wait([task], timeout_s=3.0) == ()
+    assert cleaned.is_set()  # a second cancel did not cut the cleanup short
+
+
 async def test_cancel_and_wait_names_what_never_ends_and_returns(
         caplog: pytest.LogCaptureFixture) -> None:
     released = asyncio.Event()

@@ -24,12 +24,14 @@ __all__ = ["cancel_and_wait", "stop_on_signals"]
 
 log = logging.getLogger("ampshare.shutdown")
 
-_RECANCEL_S = 0.2
+_GRACE_S = 1.0  # after the first cancel: time for a task's own cleanup (a socket's close)
+_RECANCEL_S = 0.2  # then: cancel again this often
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, timeout_s: float = 5.0,
                           what: str = "tasks") -> tuple[asyncio.Task[Any], ...]:
-    """Cancel ``tasks`` (again every 0.2 s) until all are done or ``timeout_s`` passed.
+    """Cancel ``tasks`` until all are done or ``timeout_s`` passed: once, then, for those
+    still running after a second (their cleanup has had its time), again every 0.2 s.
 
     Returns the tasks that did not finish (normally none), after logging their names, so
     that a caller's shutdown goes on instead of waiting for them forever. A task's own
@@ -37,13 +39,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, timeout_s: floa
     pending = {t for t in tasks if not t.done()}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    wait_s = _GRACE_S
     while pending:
         left_s = deadline - loop.time()
         if left_s <= 0:
             break
         for t in pending:
             t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=min(_RECANCEL_S, left_s))
+        _, pending = await asyncio.wait(pending, timeout=min(wait_s, left_s))
+        wait_s = _RECANCEL_S
     if pending:
         names = ", ".join(sorted(t.get_name() for t in pending))
         log.warning("shutdown: %d %s did not finish within %g s and are left behind: %s",
