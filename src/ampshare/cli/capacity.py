@@ -6,11 +6,20 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from ampshare.cli._app import app
@@ -47,6 +56,31 @@ def _table(points: list[CapacityPoint], best: dict[str, int | None], target: flo
             cells.append(f"{p.demands_met_ratio:.1%} {mark}")
         t.add_row(str(n), *cells)
     return t
+
+
+@contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[CapacityPoint], None] | None]:
+    """A bar over the study's replays, each finished point printed above it (a terminal
+    only: a pipe gets the table and nothing else)."""
+    if not show:
+        yield None
+        return
+    with Progress(
+        TextColumn("capacity study"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("replays"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replays", total=total)
+
+        def done(p: CapacityPoint) -> None:
+            bar.console.print(f"{p.chargers:4d} {p.policy:>12}: {p.demands_met_ratio:.1%} met")
+            bar.advance(task)
+
+        yield done
 
 
 def _cpu_count() -> int:
@@ -108,22 +142,16 @@ def capacity_cmd(  # noqa: PLR0917 - typer maps every option to a parameter
         )
         spec, _ = build_spec(args, names[0])
         counts = _counts(chargers)
-        show = sys.stderr.isatty()
-        res = capacity_study(
-            dataclasses.replace(spec),
-            counts,
-            names,
-            target=target,
-            seed=seed,
-            workers=workers or _cpu_count(),
-            on_point=(
-                lambda p: err.print(
-                    f"{p.chargers:4d} {p.policy:>12}: {p.demands_met_ratio:.1%} met"
-                )
+        with _progress(sys.stderr.isatty(), len(set(counts)) * len(names)) as on_point:
+            res = capacity_study(
+                dataclasses.replace(spec),
+                counts,
+                names,
+                target=target,
+                seed=seed,
+                workers=workers or _cpu_count(),
+                on_point=on_point,
             )
-            if show
-            else None,
-        )
     except AmpshareError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
