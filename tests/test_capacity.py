@@ -133,3 +133,22 @@ def test_each_point_counts_every_session(n: int) -> None:
     site = load_site(FIX / "tiny-site.yaml")
     res = capacity_study(SimSpec(site=site, sessions=_streams(), step_s=300.0), [n], ("equal",))
     assert res.points[0].sessions == 2 * n
+
+
+def test_core_values_with_read_only_maps_pickle() -> None:
+    """What the worker processes receive: a site whose meters carry read-only params, and a
+    planner's defaults with a per-user map, come back equal and still read-only."""
+    import pickle
+    from types import MappingProxyType
+
+    from ampshare.core.planner import SessionDefaults
+
+    site = load_site(FIX / "garage-3x63.yaml")
+    assert isinstance(site.meters[0].params, MappingProxyType)
+    back = pickle.loads(pickle.dumps(site))
+    assert back == site
+    assert isinstance(back.meters[0].params, MappingProxyType)
+    d = SessionDefaults(per_user=MappingProxyType({"u1": (3600.0, 5000.0)}))
+    d2 = pickle.loads(pickle.dumps(d))
+    assert d2 == d
+    assert isinstance(d2.per_user, MappingProxyType)

@@ -172,3 +172,23 @@ def test_a_tariff_file_the_planner_section_names_must_exist(tmp_path: Path) -> N
     assert f"{site}: planner.tariff_file" in text
     assert "relative to the site file's folder" in text
     assert "tou.json" in text
+
+
+def test_policies_in_parallel_give_the_same_runs(tmp_path: Path) -> None:
+    """Two workers replay the policies side by side: the same metrics (wall time aside) and
+    the same order as one after the other."""
+    runs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}.json"
+        res = runner.invoke(
+            app,
+            [*_base(), "--policy", "equal,planned,all-stop", "--workers", workers,
+             "--json", str(out)],
+        )
+        assert res.exit_code == 0, res.output
+        runs[workers] = [
+            {k: v for k, v in r.items() if k != "wall_s"}
+            for r in json.loads(out.read_text())["runs"]
+        ]
+    assert [r["policy"] for r in runs["2"]] == ["equal", "planned", "all-stop"]
+    assert runs["2"] == runs["1"]

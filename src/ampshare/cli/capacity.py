@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ampshare.cli._app import app
-from ampshare.cli.simulate import SimArgs, build_spec, parse_duration_s
+from ampshare.cli.simulate import SimArgs, build_spec, cpu_count, parse_duration_s
 from ampshare.errors import AmpshareError, InputError
 from ampshare.sim.capacity import CapacityPoint, capacity_study, plot_capacity
 from ampshare.sim.run import POLICY_NAMES
@@ -81,14 +80,6 @@ def _progress(show: bool, total: int) -> Iterator[Callable[[CapacityPoint], None
             bar.advance(task)
 
         yield done
-
-
-def _cpu_count() -> int:
-    """Cores this process may run on (a container's or taskset's limit, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every platform
-        return os.cpu_count() or 1
 
 
 @app.command("capacity")
@@ -149,7 +140,7 @@ def capacity_cmd(  # noqa: PLR0917 - typer maps every option to a parameter
                 names,
                 target=target,
                 seed=seed,
-                workers=workers or _cpu_count(),
+                workers=workers or cpu_count(),
                 on_point=on_point,
             )
     except AmpshareError as exc:

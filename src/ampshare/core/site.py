@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -277,19 +277,6 @@ class MeterSpec:
     fallback_line_a: tuple[float, float, float] | None = None
     includes_ev_load: bool = True
     poll_interval_s: float = 1.0
-
-    def __reduce__(self) -> tuple[object, ...]:
-        # ``params`` is a read-only view, which pickle cannot copy; it travels as a dict
-        # (the capacity study sends sites to worker processes).
-        state = {f.name: getattr(self, f.name) for f in fields(self)}
-        state["params"] = dict(self.params)
-        return (_meter_spec, (state,))
-
-
-def _meter_spec(state: dict[str, object]) -> MeterSpec:
-    params = state["params"]
-    assert isinstance(params, dict)
-    return MeterSpec(**{**state, "params": MappingProxyType(params)})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
