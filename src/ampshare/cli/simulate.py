@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +27,7 @@ from ampshare.core.tariff import Tariff
 from ampshare.errors import AmpshareError, InputError
 from ampshare.sim.data import LoadedSessions, load_series, load_sessions, parse_columns
 from ampshare.sim.engine import EvOptions
+from ampshare.sim.parallel import map_in_processes
 from ampshare.sim.run import POLICY_NAMES, SimOutcome, SimSpec, optimum_metrics, simulate
 from ampshare.sim.series import TimeSeries
 from ampshare.sim.sites import tighten_transformers
@@ -235,18 +234,17 @@ def cpu_count() -> int:
 def _simulate_parallel(specs: list[SimSpec], workers: int, show: bool) -> list[SimOutcome]:
     """Each spec replayed in its own (spawned) worker process; outcomes in ``specs`` order.
     The replays are deterministic: the same outcomes as one after the other."""
-    ctx = multiprocessing.get_context("spawn")
-    with (
-        ProcessPoolExecutor(workers, mp_context=ctx) as pool,
-        _progress(show, f"simulating {len(specs)} policies", 0.0, float(len(specs))) as cb,
-    ):
-        futures = {pool.submit(simulate, s): i for i, s in enumerate(specs)}
-        out: dict[int, SimOutcome] = {}
-        for fut in as_completed(futures):
-            out[futures[fut]] = fut.result()
+    finished = 0
+
+    with _progress(show, f"simulating {len(specs)} policies", 0.0, float(len(specs))) as cb:
+
+        def one_more(_: SimOutcome) -> None:
+            nonlocal finished
+            finished += 1
             if cb is not None:
-                cb(float(len(out)))
-    return [out[i] for i in range(len(specs))]
+                cb(float(finished))
+
+        return map_in_processes(simulate, [(s,) for s in specs], workers, on_result=one_more)
 
 
 def run_with_progress(spec: SimSpec, show: bool) -> SimOutcome:

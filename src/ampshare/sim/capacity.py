@@ -11,11 +11,9 @@ where each new wallbox serves one more household. A count *passes* a policy when
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ampshare.sim.data import SessionRecord
+from ampshare.sim.parallel import map_in_processes
 from ampshare.sim.run import SimSpec, simulate
 from ampshare.sim.sites import scale_chargers
 
@@ -107,6 +106,10 @@ def capacity_point(
     )
 
 
+def _point(spec: SimSpec, chargers: int, policy: str, target: float, seed: int) -> CapacityPoint:
+    return capacity_point(spec, chargers, policy, target=target, seed=seed)
+
+
 def capacity_study(
     spec: SimSpec,
     counts: Sequence[int],
@@ -123,26 +126,8 @@ def capacity_study(
     (spawned, so no thread state is copied), each the same deterministic replay as in one
     process. ``on_point`` hears of each point as it finishes; the result lists them by count
     and then in ``policies`` order either way."""
-    jobs = [(n, p) for n in sorted(set(counts)) for p in policies]
-    points: list[CapacityPoint] = []
-    if workers <= 1 or len(jobs) <= 1:
-        for n, policy in jobs:
-            points.append(capacity_point(spec, n, policy, target=target, seed=seed))
-            if on_point is not None:
-                on_point(points[-1])
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
-            futures = [
-                pool.submit(capacity_point, spec, n, policy, target=target, seed=seed)
-                for n, policy in jobs
-            ]
-            for fut in as_completed(futures):
-                points.append(fut.result())
-                if on_point is not None:
-                    on_point(points[-1])
-        rank = {job: i for i, job in enumerate(jobs)}
-        points.sort(key=lambda p: rank[(p.chargers, p.policy)])
+    jobs = [(spec, n, p, target, seed) for n in sorted(set(counts)) for p in policies]
+    points = map_in_processes(_point, jobs, workers, on_result=on_point)
     best: dict[str, int | None] = {}
     for policy in policies:
         ok = [p.chargers for p in points if p.policy == policy and p.passed]
