@@ -380,3 +380,35 @@ def test_a_car_the_plan_holds_back_says_so_in_words(browser: Any, tmp_path: Path
         page.close()
     store.close()
     assert errors == []
+
+
+def test_the_site_manager_changes_how_cars_share_the_site(
+    browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
+) -> None:
+    url, rt, store = site_app
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/#token={ADMIN}")
+    form = page.get_by_test_id("policy-form")
+    form.wait_for()
+    sel = form.locator("select[name=policy]")
+    _wait(lambda: sel.input_value() == "deadline")  # the live policy
+    # No planner runs beside this runtime: "planned" is there but cannot be chosen.
+    planned = sel.locator('option[value="planned"]')
+    assert planned.is_disabled()
+    assert "no planner runs" in planned.inner_text()
+    sel.select_option("fcfs")
+    assert page.locator("#policy-explain").inner_text().startswith("Cars that plugged in first")
+    form.locator("button[name=apply]").click()
+    _wait(lambda: page.get_by_test_id("policy-msg").inner_text() == "applied: fcfs")
+    assert rt.view().policy.name is PolicyName.FCFS  # the runtime's, not just the page's
+    assert (store.get_setting("policy") or {})["name"] == "fcfs"
+    _wait(lambda: page.locator("#policy").inner_text().startswith("policy: fcfs"))
+    rt.set_planner_on(True)  # what the supervisor says when a planner runs
+    _wait(lambda: not planned.is_disabled())
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-policy-form.png"), clip={
+        "x": 0, "y": 0, "width": 1280, "height": 420})
+    page.close()
+    assert errors == []

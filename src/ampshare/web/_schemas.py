@@ -146,6 +146,9 @@ class SiteOut(BaseModel):
         default=None,
         description="planned with a demand charge: site import the plan's peak holds live",
     )
+    planner_on: bool = Field(
+        default=False, description="a planner runs: policy 'planned' may be chosen"
+    )
     import_kw: float | None = Field(
         default=None,
         description="site import now as the controller counts it: the root meter's non-EV "
@@ -340,6 +343,7 @@ def site_out(v: RuntimeView) -> SiteOut:
         nodes=nodes,
         held_peak_kw=v.held_peak_kw if v.policy.name is PolicyName.PLANNED else None,
         import_kw=site_import_kw(v.site, v.headroom),
+        planner_on=v.planner_on,
     )
 
 

@@ -366,6 +366,7 @@ class InMemoryRuntime:
         without one (the cars would share like ``equal`` while the site says "planned")."""
         with self._lock:
             self._planner_on = on
+            self._seq += 1  # the dashboard offers "planned" from the next frame
 
     def set_plan(self, plan: Plan, *, held_peak_kw: float | None = None) -> None:
         """Take the planner's newest plan (what ``GET /api/v1/plan`` shows) and the site import

@@ -6,7 +6,7 @@ const $ = (sel) => document.querySelector(sel);
 const LINES = ["L1", "L2", "L3"];
 const state = {
   token: null, role: "read", frame: null, lastEvents: 0, editing: new Set(), notes: new Map(),
-  view: null, filter: "all", query: "", detail: null, applyMs: [],
+  view: null, filter: "all", query: "", detail: null, applyMs: [], policyDirty: false,
 };
 // What is on screen, by key, with the HTML it was built from: a live update touches only what changed.
 const shown = { cards: new Map(), rows: new Map(), tiles: new Map(), groups: new Map(), html: new Map() };
@@ -66,6 +66,60 @@ const POLICY = {
   deadline: "the most urgent car first (energy still needed for the time left)", planned: "following the charging plan",
   static: "fixed shares", uncontrolled: "no control",
 };
+
+// What a site manager may choose in the dashboard, in words (static and uncontrolled are for
+// comparisons and stay API-only).
+const CHOICES = [
+  ["equal", "equal shares", "Every car gets the same share; cars take turns when not everyone fits its minimum."],
+  ["fcfs", "first come, first served", "Cars that plugged in first charge first; the rest wait for room."],
+  ["priority", "by priority", "Cars with a higher priority (set per session below) first, equal shares within a priority."],
+  ["deadline", "most urgent first", "The car that needs the most per hour before its departure first (drivers' departure and energy)."],
+  ["planned", "follow the plan", "Follow the site's charging plan: every car's energy by its departure, at the lowest peak and price."],
+];
+
+function renderPolicyForm(f) {
+  const form = $("#policy-form");
+  if (state.role !== "admin") return;
+  form.classList.remove("hidden");
+  const sel = form.elements.policy;
+  if (!sel.options.length) {
+    sel.innerHTML = CHOICES.map(([k, words]) => `<option value="${k}">${k}: ${words}</option>`).join("");
+    sel.addEventListener("change", () => { state.policyDirty = true; explainPolicy(); });
+    form.addEventListener("submit", (e) => { e.preventDefault(); applyPolicy(); });
+  }
+  const planned = sel.querySelector('option[value="planned"]');
+  planned.disabled = !f.site.planner_on;
+  planned.textContent = f.site.planner_on ? "planned: follow the plan" : "planned: no planner runs here";
+  // The live policy, unless the manager is choosing another one right now.
+  if (!state.policyDirty && document.activeElement !== sel) {
+    if (!CHOICES.some(([k]) => k === f.site.policy)) {
+      if (!sel.querySelector(`option[value="${f.site.policy}"]`)) sel.insertAdjacentHTML("beforeend", `<option value="${esc(f.site.policy)}" disabled>${esc(f.site.policy)} (set through the API)</option>`);
+    }
+    sel.value = f.site.policy;
+  }
+  explainPolicy();
+}
+
+function explainPolicy() {
+  const sel = $("#policy-form").elements.policy;
+  const c = CHOICES.find(([k]) => k === sel.value);
+  $("#policy-explain").textContent = c ? c[2] : "";
+}
+
+async function applyPolicy() {
+  const form = $("#policy-form"), msg = form.querySelector(".msg");
+  const name = form.elements.policy.value;
+  msg.className = "msg"; msg.textContent = "applying…";
+  try {
+    const now = await api("/api/v1/policy");  // keep its rotation interval and deadline mode
+    await api("/api/v1/policy", { method: "PUT", body: JSON.stringify({ ...now, name }) });
+    state.policyDirty = false;
+    msg.className = "msg saved"; msg.textContent = `applied: ${name}`;
+    loadEvents().catch(() => {});
+  } catch (e) {
+    msg.className = "msg err"; msg.textContent = e.message;
+  }
+}
 
 function chargerPowerW(c) {
   if (c.power_w !== null && c.power_w !== undefined) return c.power_w;
@@ -683,7 +737,7 @@ function render(f) {
   state.frame = f;
   $("#site-name").textContent = f.site.name;
   applyView(chosenView(f));
-  renderSummary(f); renderTree(f); renderChargerViews(f);
+  renderSummary(f); renderTree(f); renderPolicyForm(f); renderChargerViews(f);
   document.body.dataset.seq = String(f.seq);
   if (Date.now() - state.lastEvents > 2000) loadEvents().catch(() => {});
 }
@@ -710,7 +764,7 @@ async function start() {
   } catch (e) { return; }
   $("#login").classList.add("hidden");
   $("#main").classList.remove("hidden");
-  $("#role-hint").textContent = state.role === "admin" ? "You are the site manager: you can change priorities." :
+  $("#role-hint").textContent = state.role === "admin" ? "You are the site manager: you can change priorities and how cars share the site (above)." :
     state.role === "driver" ? "You can set departure and energy; priority is the site manager's." : "Read-only access.";
   connect();
   setInterval(() => loadEvents().catch(() => {}), 10000);
