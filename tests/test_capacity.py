@@ -152,3 +152,17 @@ def test_core_values_with_read_only_maps_pickle() -> None:
     d2 = pickle.loads(pickle.dumps(d))
     assert d2 == d
     assert isinstance(d2.per_user, MappingProxyType)
+
+
+def _die(code: int) -> int:
+    import os
+
+    os._exit(code)  # a worker killed under it (out of memory, a signal)
+
+
+def test_a_dead_worker_is_a_clear_error() -> None:
+    from ampshare.errors import AmpshareError
+    from ampshare.sim.parallel import map_in_processes
+
+    with pytest.raises(AmpshareError, match=r"worker process died .*--workers 1"):
+        map_in_processes(_die, [(3,), (3,)], workers=2)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
+
+from ampshare.errors import AmpshareError
 
 __all__ = ["map_in_processes"]
 
@@ -37,10 +40,16 @@ def map_in_processes(
         return out
     ctx = multiprocessing.get_context("spawn")
     done: dict[int, R] = {}
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
-        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
-        for fut in as_completed(futures):
-            done[futures[fut]] = fut.result()
-            if on_result is not None:
-                on_result(done[futures[fut]])
+    try:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()
+                if on_result is not None:
+                    on_result(done[futures[fut]])
+    except BrokenProcessPool:
+        raise AmpshareError(
+            f"a worker process died ({len(done)} of {len(jobs)} replays had finished), most "
+            "likely out of memory: run fewer at once (--workers 1 runs them in this process)"
+        ) from None
     return [done[i] for i in range(len(jobs))]
