@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +159,52 @@ def test_second_signal_exits_a_stuck_shutdown() -> None:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM.value
     assert "second SIGTERM" in err
+
+
+SUPERVISED = """
+site: Garage
+voltage: "230/400"
+nodes:
+  - id: main
+    limit_a: 32
+chargers:
+  - {id: cp1, node: main, max_a: 32}
+control:
+  max_period_s: 0.2
+  min_interval_s: 0.01
+"""
+
+
+async def test_the_supervisor_stops_while_its_link_keeps_changing(tmp_path: Path) -> None:
+    """The hang the demo showed, at the supervisor: its loop forwarding the link's changes
+    must end when the run stops, even with a change landing in every loop iteration."""
+    from ampshare.app import Supervisor, SupervisorOptions
+    from ampshare.clock import SystemClock
+    from ampshare.config import load_config
+
+    path = tmp_path / "site.yaml"
+    path.write_text(SUPERVISED, encoding="utf-8")
+    config = load_config(path)
+    clock = SystemClock()
+    for _ in range(10):  # the race is per stop: try it a few times
+        link = FakeChargerLink(config.site.chargers, clock)
+        sup = Supervisor(config, clock=clock, link=link,
+                         options=SupervisorOptions(poll_meters=False))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sup.run(stop))
+        async with asyncio.timeout(5):
+            await sup.started.wait()
+
+        async def churn(link: FakeChargerLink = link) -> None:
+            while True:
+                link.connect("cp1")  # a change, as a charger's meter values are
+                await asyncio.sleep(0)
+
+        churner = asyncio.create_task(churn())
+        await asyncio.sleep(0.05)
+        stop.set()
+        done, _ = await asyncio.wait({task}, timeout=8.0)
+        churner.cancel()
+        await asyncio.gather(churner, return_exceptions=True)
+        assert done, "the supervisor did not stop"
+        assert task.exception() is None
