@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -520,3 +522,50 @@ def test_planned_policy_needs_a_running_planner(
     r = client.put("/api/v1/policy", headers=ADMIN, json={"name": "planned"})
     assert r.status_code == 200, r.text
     assert client.get("/api/v1/policy", headers=READ).json()["name"] == "planned"
+
+
+def test_sessions_export_for_billing(
+    client: httpx.Client, runtime: InMemoryRuntime, clock: VirtualClock
+) -> None:
+    # s1 (fixture) arrived at T0 - 600 and is still plugged in; a second car came, took
+    # 7.5 kWh and left; its charge tag would run as a formula in a spreadsheet.
+    runtime.start_session(
+        Session(session_id="s2", charger_id="cp02", arrival_s=T0, user_id="=HYPERLINK(1)")
+    )
+    runtime.update_energy("s1", 4_200.0)
+    runtime.update_energy("s2", 7_500.0)
+    clock.advance(2 * 3600)
+    runtime.end_session("s2")
+    assert client.get("/api/v1/sessions.csv", headers=READ).status_code == 403  # names users
+    r = client.get("/api/v1/sessions.csv", headers=ADMIN, params={"tz": "Europe/Oslo"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [row["session_id"] for row in rows] == ["s1", "s2"]  # oldest arrival first
+    s1, s2 = rows
+    assert s1["status"] == "plugged in"
+    assert s1["ended"] == ""
+    assert s1["energy_kwh"] == "4.200"
+    assert s1["energy_wanted_kwh"] == "20.000"
+    assert s1["plugged_in_h"] == "2.17"  # 10 minutes before T0 to two hours after
+    assert s2["status"] == "ended"
+    assert s2["energy_kwh"] == "7.500"
+    assert s2["plugged_in_h"] == "2.00"
+    assert s2["user_id"] == "'=HYPERLINK(1)"  # not a formula
+    # In Oslo's summer time (UTC+2): T0 is 2025-06-15 15:07:00 UTC.
+    assert s2["arrival"] == "2025-06-15T17:07:00+02:00"
+    assert s2["ended"] == "2025-06-15T19:07:00+02:00"
+    assert s2["charger_name"]  # the site's name for cp02 (its id without one)
+    # Only arrivals in [since_s, until_s)
+    only = client.get(
+        "/api/v1/sessions.csv", headers=ADMIN, params={"since_s": T0, "until_s": T0 + 1}
+    )
+    assert [row["session_id"] for row in csv.DictReader(io.StringIO(only.text))] == ["s2"]
+    bad = client.get("/api/v1/sessions.csv", headers=ADMIN, params={"tz": "Mars/Olympus"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "tz"]
+    backwards = client.get(
+        "/api/v1/sessions.csv", headers=ADMIN, params={"since_s": T0, "until_s": T0 - 1}
+    )
+    assert backwards.status_code == 422

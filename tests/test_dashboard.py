@@ -7,6 +7,8 @@ without a browser cannot pass them by accident. Screenshots go to ``test-artifac
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -410,5 +412,36 @@ def test_the_site_manager_changes_how_cars_share_the_site(
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-policy-form.png"), clip={
         "x": 0, "y": 0, "width": 1280, "height": 420})
+    page.close()
+    assert errors == []
+
+
+def test_the_site_manager_downloads_a_month_of_sessions_for_billing(
+    browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore], tmp_path: Path
+) -> None:
+    url, rt, _ = site_app
+    rt.update_energy("s1", 12_345.0)
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/#token={ADMIN}")
+    form = page.get_by_test_id("export-form")
+    form.wait_for()
+    form.locator("input[name=month]").fill("2025-06")  # T0 is in June 2025
+    with page.expect_download() as got:
+        form.locator("button[name=download]").click()
+    saved = tmp_path / "june.csv"
+    got.value.save_as(saved)
+    assert got.value.suggested_filename == "ampshare-sessions-2025-06.csv"
+    rows = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"))))
+    assert sorted(r["session_id"] for r in rows) == ["s1", "s2"]
+    assert {r["session_id"]: r["energy_kwh"] for r in rows}["s1"] == "12.345"
+    _wait(lambda: page.get_by_test_id("export-msg").inner_text() == "2 sessions downloaded")
+    # Another month has none of them.
+    form.locator("input[name=month]").fill("2025-07")
+    with page.expect_download() as got:
+        form.locator("button[name=download]").click()
+    got.value.save_as(saved)
+    assert list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8")))) == []
     page.close()
     assert errors == []

@@ -144,15 +144,24 @@ class SqlStore:
         return None if row is None else _session_from_row(row)
 
     def sessions(
-        self, *, active: bool | None = None, since_s: float | None = None, limit: int = 500
+        self,
+        *,
+        active: bool | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        limit: int = 500,
     ) -> tuple[SessionRecord, ...]:
-        """Sessions, newest arrival first; ``active`` filters on plugged-in (True) or ended."""
+        """Sessions, newest arrival first; ``active`` filters on plugged-in (True) or ended,
+        ``since_s``/``until_s`` on the arrival (since inclusive, until exclusive)."""
         where, params = ["1=1"], list[Any]()
         if active is not None:
             where.append("ended_s IS NULL" if active else "ended_s IS NOT NULL")
         if since_s is not None:
             where.append("arrival_s >= ?")
             params.append(since_s)
+        if until_s is not None:
+            where.append("arrival_s < ?")
+            params.append(until_s)
         with self._db.transaction() as cur:
             cur.execute(
                 f"SELECT {_SESSION_COLS} FROM sessions WHERE {' AND '.join(where)} "

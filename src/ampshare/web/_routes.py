@@ -3,8 +3,9 @@ writes go through the runtime, which persists them before answering."""
 
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as FPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -14,6 +15,7 @@ from ampshare.core.allocation import Policy, PolicyName
 from ampshare.core.snapshot import ExternalCap
 from ampshare.errors import InputError
 from ampshare.store import SqlStore
+from ampshare.web._export import sessions_csv
 from ampshare.web._schemas import (
     CapIn,
     ChargerOut,
@@ -98,6 +100,10 @@ def _reject_unknown_query(request: Request) -> None:
                 for name in unknown
             ]
         )
+
+
+# A year of a 100-charger garage at three sessions a day is about 110,000 rows.
+_EXPORT_LIMIT = 200_000
 
 
 def build_router(require: Mapping[Role, Callable[..., Role]]) -> APIRouter:
@@ -258,6 +264,48 @@ def _sessions(r: APIRouter, read: list[Any], driver: Callable[..., Role]) -> Non
 
 
 def _admin(r: APIRouter, read: list[Any], admin: list[Any]) -> None:
+    @r.get(
+        "/sessions.csv",
+        dependencies=admin,
+        tags=["admin"],
+        response_class=Response,
+        responses={200: {"content": {"text/csv": {}}, "description": "one row per session"}},
+    )
+    def export_sessions(
+        rt: Runtime,
+        st: Store,
+        since_s: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        until_s: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        tz: Annotated[
+            str, Query(max_length=64, pattern=r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+){0,2}$")
+        ] = "UTC",
+    ) -> Response:
+        """Sessions that arrived in ``[since_s, until_s)`` as CSV, for billing: charger, user,
+        arrival and end (in ``tz``, an IANA zone), hours plugged in, kWh delivered. Admin
+        only: it names users."""
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _field_error(
+                ("query", "tz"), f"unknown time zone {tz!r}; use an IANA name such as Europe/Oslo"
+            ) from None
+        if since_s is not None and until_s is not None and until_s <= since_s:
+            raise _field_error(("query", "until_s"), "until_s must be after since_s")
+        view = rt.view()
+        rows = st.sessions(since_s=since_s, until_s=until_s, limit=_EXPORT_LIMIT)
+        text = sessions_csv(
+            rows,
+            view.site,
+            live={s.session_id: s for s in view.sessions},
+            now_s=view.now_s,
+            tz=zone,
+        )
+        return Response(
+            text,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="ampshare-sessions.csv"'},
+        )
+
     @r.get("/policy", dependencies=read, tags=["admin"])
     def get_policy(rt: Runtime) -> PolicyIn:
         p = rt.view().policy

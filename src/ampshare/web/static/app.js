@@ -121,6 +121,39 @@ async function applyPolicy() {
   }
 }
 
+// A month of sessions as CSV, for billing tenants by the kWh their car took (admins only:
+// it names the drivers' tags). Fetched with the token, saved as a file.
+function wireExport() {
+  const form = $("#export-form");
+  if (state.role !== "admin") return;
+  form.classList.remove("hidden");
+  const now = new Date();
+  form.elements.month.value = `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, "0")}`;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const msg = form.querySelector(".msg");
+    const [y, m] = form.elements.month.value.split("-").map(Number);
+    const since = new Date(y, m - 1, 1).getTime() / 1000, until = new Date(y, m, 1).getTime() / 1000;
+    const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+    msg.className = "msg"; msg.textContent = "preparing…";
+    try {
+      const r = await fetch(`/api/v1/sessions.csv?since_s=${since}&until_s=${until}&tz=${encodeURIComponent(tz)}`,
+        { headers: { Authorization: `Bearer ${state.token}` } });
+      if (!r.ok) throw new Error(`${r.status}`);
+      const text = await r.text();
+      const rows = Math.max(0, text.trim().split("\n").length - 1);
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+      a.download = `ampshare-sessions-${form.elements.month.value}.csv`;
+      document.body.append(a); a.click(); a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+      msg.className = "msg saved"; msg.textContent = `${rows} session${rows === 1 ? "" : "s"} downloaded`;
+    } catch (err) {
+      msg.className = "msg err"; msg.textContent = `download failed: ${err.message}`;
+    }
+  });
+}
+
 function chargerPowerW(c) {
   if (c.power_w !== null && c.power_w !== undefined) return c.power_w;
   // Without a power report: per-line current at the site's line-to-neutral voltage.
@@ -766,6 +799,7 @@ async function start() {
   $("#main").classList.remove("hidden");
   $("#role-hint").textContent = state.role === "admin" ? "You are the site manager: you can change priorities and how cars share the site (above)." :
     state.role === "driver" ? "You can set departure and energy; priority is the site manager's." : "Read-only access.";
+  wireExport();
   connect();
   setInterval(() => loadEvents().catch(() => {}), 10000);
   setInterval(loadChart, 60000);
