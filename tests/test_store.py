@@ -85,6 +85,12 @@ def test_sessions_roundtrip_and_edit(store: SqlStore) -> None:
     assert [r.session.session_id for r in active] == ["s1"]
     assert active[0].session.energy_delivered_wh == 1234.5
     assert [r.session.session_id for r in store.sessions()] == ["s2", "s1"]  # newest first
+    # A window on the arrival: since inclusive, until exclusive (the billing export's month).
+    assert [r.session.session_id for r in store.sessions(since_s=1000.0, until_s=2000.0)] == [
+        "s1"
+    ]
+    assert [r.session.session_id for r in store.sessions(until_s=2000.5)] == ["s2", "s1"]
+    assert store.sessions(since_s=2000.5) == ()
     assert store.session("s2") is not None
     assert store.session("s2").ended_s == 3000.0  # type: ignore[union-attr]
 
