@@ -44,6 +44,7 @@ from ampshare.core.allocation import Allocation, Policy, PolicyName
 from ampshare.core.planner import (
     DriverHistory,
     Plan,
+    PvProfile,
     RecedingHorizonPlanner,
     SiteForecast,
     forecast_profile,
@@ -69,6 +70,10 @@ class LoadHistory:
     sample_s: float = 60.0
     lookback_weeks: int = 4
     quantile: float = 0.9
+    # PV behind the root meter (``planner.pv_profile_file`` x ``pv_kwp``): the root meter sees
+    # the building minus PV, so the forecast adds the profile back to learn the building and
+    # gives the plan the profile's PV per slot.
+    pv: PvProfile | None = None
     _t: dict[str, list[float]] = field(default_factory=dict)
     _v: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
 
@@ -98,7 +103,9 @@ class LoadHistory:
             for nid, ts in self._t.items()
             if ts
         }
-        return _Forecast(site=site, data=data, weeks=self.lookback_weeks, quantile=self.quantile)
+        return _Forecast(
+            site=site, data=data, weeks=self.lookback_weeks, quantile=self.quantile, pv=self.pv
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,28 +114,39 @@ class _Forecast:
     data: dict[str, tuple[np.ndarray, np.ndarray]]  # node -> (times, (k, 3) line amperes)
     weeks: int
     quantile: float
+    pv: PvProfile | None = None
 
     def __call__(self, start_s: float, slot_s: float, n_slots: int) -> SiteForecast:
         lines: dict[str, np.ndarray] = {}
         for nid, (t, v) in self.data.items():
-            seen = max(1, min(self.weeks, math.ceil((start_s - t[0]) / WEEK_S)))
-            f = forecast_profile(
-                t,
-                v,
-                start_s=start_s,
-                slot_s=slot_s,
-                n_slots=n_slots,
-                lookbacks=seen,
-                quantile=self.quantile,
-            )
-            lines[nid] = np.maximum(f, 0.0)
-        if not lines:
-            return SiteForecast()
-        root = self.site.root.id
+            lines[nid] = np.maximum(self._profile(t, v, start_s, slot_s, n_slots), 0.0)
+        pv_w = None
+        if self.pv is not None:
+            mid = start_s + slot_s * (np.arange(n_slots) + 0.5)
+            pv_w = self.pv.power_w(mid)
+        root, v_ln = self.site.root.id, self.site.voltage.line_to_neutral_v
         power = None
-        if root in lines:
-            power = lines[root].sum(axis=1) * self.site.voltage.line_to_neutral_v
-        return SiteForecast(building_line_a=lines, building_power_w=power)
+        if root in self.data and self.pv is not None:
+            t, v = self.data[root]
+            # What the root meter saw is the building minus the PV: add the PV back to learn
+            # the building itself, whose import the plan then lowers by the PV forecast. The
+            # line rows keep the net currents: that is what the fuses carried.
+            seen_w = v.sum(axis=1) * v_ln + self.pv.power_w(t)
+            power = np.maximum(self._profile(t, seen_w, start_s, slot_s, n_slots), 0.0)
+        elif root in lines:
+            power = lines[root].sum(axis=1) * v_ln
+        if not lines and pv_w is None:
+            return SiteForecast()
+        return SiteForecast(building_line_a=lines, building_power_w=power, pv_power_w=pv_w)
+
+    def _profile(
+        self, t: np.ndarray, v: np.ndarray, start_s: float, slot_s: float, n_slots: int
+    ) -> np.ndarray:
+        seen = max(1, min(self.weeks, math.ceil((start_s - t[0]) / WEEK_S)))
+        return forecast_profile(
+            t, v, start_s=start_s, slot_s=slot_s, n_slots=n_slots, lookbacks=seen,
+            quantile=self.quantile,
+        )
 
 
 def stored_import_windows(

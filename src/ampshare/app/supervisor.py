@@ -56,7 +56,7 @@ from ampshare.control import (
     step,
 )
 from ampshare.core.allocation import Policy, PolicyName
-from ampshare.core.planner import RecedingHorizonPlanner, ceiling_w
+from ampshare.core.planner import PvProfile, RecedingHorizonPlanner, ceiling_w
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
 from ampshare.errors import InputError, StoreError
 from ampshare.store import SqlStore
@@ -76,6 +76,9 @@ class SupervisorOptions:
     # the ``planner:`` section's planner (``config.planner_from_section``); with policy
     # ``planned`` the controller follows its targets, ``deadline`` while it has no plan
     planner: RecedingHorizonPlanner | None = None
+    # PV behind the root meter for the planner's forecast (``config.load_pv_profile`` of the
+    # ``planner:`` section's ``pv_profile_file`` and ``pv_kwp``)
+    pv: PvProfile | None = None
 
 
 def tune_gc() -> None:
@@ -121,7 +124,9 @@ class Supervisor:
             section = config.planner
             history = (
                 LoadHistory(
-                    quantile=section.safety_quantile, lookback_weeks=section.forecast_weeks
+                    quantile=section.safety_quantile,
+                    lookback_weeks=section.forecast_weeks,
+                    pv=self.options.pv,
                 )
                 if section
                 else LoadHistory()

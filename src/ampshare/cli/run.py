@@ -18,19 +18,19 @@ from ampshare.aio import stop_on_signals
 from ampshare.app import Supervisor, SupervisorOptions, tune_gc
 from ampshare.cli._app import app
 from ampshare.config import SiteConfig, load_config
-from ampshare.config.tariff_files import planner_from_section
-from ampshare.core.planner import RecedingHorizonPlanner
+from ampshare.config.tariff_files import load_pv_profile, planner_from_section
+from ampshare.core.planner import PvProfile, RecedingHorizonPlanner
 from ampshare.errors import ConfigError, InputError
 
 __all__ = ["run"]
 
 
 async def _serve(config: SiteConfig, duration_s: float, web: bool,
-                 planner: RecedingHorizonPlanner | None) -> None:
+                 planner: RecedingHorizonPlanner | None, pv: PvProfile | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     stop_on_signals(stop, name="ampshare run")
-    sup = Supervisor(config, options=SupervisorOptions(web=web, planner=planner))
+    sup = Supervisor(config, options=SupervisorOptions(web=web, planner=planner, pv=pv))
     task = asyncio.create_task(sup.run(stop))
     started = asyncio.create_task(sup.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
@@ -55,6 +55,9 @@ async def _serve(config: SiteConfig, duration_s: float, web: bool,
                    f"{planner.slot_s:g} s slots, re-planned every {planner.replan_interval_s:g} s"
                    + (" (policy is not 'planned': plans are shown, not followed)"
                       if config.policy.name != "planned" else ""))
+    if pv is not None:
+        typer.echo(f"ampshare: planner PV forecast: {config.planner.pv_profile_file} x "
+                   f"{pv.kwp:g} kWp behind the root meter")
     if sup.mqtt is not None:
         m = sup.mqtt.describe()
         typer.echo(f"ampshare: MQTT to {m['host']}:{m['port']}, topics {m['prefix']}/..., "
@@ -62,6 +65,20 @@ async def _serve(config: SiteConfig, duration_s: float, web: bool,
     if duration_s > 0:
         loop.call_later(duration_s, stop.set)
     await task
+
+
+def _pv_profile(config: SiteConfig, site: Path) -> PvProfile | None:
+    """The ``planner:`` section's PV profile (relative to the site file), or None."""
+    s = config.planner
+    if s.pv_profile_file is None or s.pv_kwp is None:
+        return None
+    try:
+        return load_pv_profile(site.parent / s.pv_profile_file, s.pv_kwp)
+    except InputError as e:
+        raise InputError(
+            f"{site}: planner.pv_profile_file (paths are relative to the site file's folder, "
+            f"{site.parent}): {e}"
+        ) from None
 
 
 @app.command("run")
@@ -87,18 +104,19 @@ def run(  # noqa: PLR0917 - typer maps every option to a parameter
     update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if update:
         config = replace(config, ocpp=config.ocpp.model_copy(update=update))
-    planner = None
+    planner, pv = None, None
     # ``policy: planned`` follows a plan: without one it would share like ``equal`` while
     # saying "planned", so it turns the planner on (its settings, or their defaults).
     if config.planner.enabled or config.policy.name == "planned":
         try:  # tariff and price files are relative to the site file
             planner = planner_from_section(config.planner, config.site, site.parent, str(site))
+            pv = _pv_profile(config, site)
         except InputError as e:
             typer.echo(str(e), err=True)  # names the site file and the key
             raise typer.Exit(2) from e
     tune_gc()
     try:
-        asyncio.run(_serve(config, duration_s, web, planner))
+        asyncio.run(_serve(config, duration_s, web, planner, pv))
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from e

@@ -15,14 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
+
 from ampshare.config.sections import PlannerSection
-from ampshare.core.planner import Battery, RecedingHorizonPlanner, SessionDefaults
+from ampshare.core.planner import Battery, PvProfile, RecedingHorizonPlanner, SessionDefaults
 from ampshare.core.site import Site
 from ampshare.core.tariff import PriceSeries, Tariff, UtcOffsets, parse_acn_tou
 from ampshare.errors import InputError
 
 __all__ = [
     "load_price_series",
+    "load_pv_profile",
     "load_tariff",
     "planner_from_section",
     "tariff_from_section",
@@ -119,6 +122,40 @@ def load_price_series(
         energy=PriceSeries(start_s=times[0], step_s=step, prices_per_kwh=grid),
         demand_charge_per_kw_override=demand_charge_per_kw,
     )
+
+
+def load_pv_profile(
+    path: str | Path,
+    kwp: float,
+    *,
+    time_column: str = "timestamp_utc",
+    value_column: str = "pv_kW_per_kWp",
+) -> PvProfile:
+    """A year's PV output per kWp from CSV (``shared/data/solar_pv``: UTC stamps in a regular
+    step, kW per kWp), for an array of ``kwp``. Gaps are filled with the previous value."""
+    p = Path(path)
+    times: list[float] = []
+    values: list[float] = []
+    try:
+        with p.open(encoding="utf-8", newline="") as fh:
+            for lineno, row in enumerate(csv.DictReader(fh), start=2):
+                t, v = _row(row, p, lineno, time_column, value_column)
+                if not 0.0 <= v <= 2.0:
+                    raise InputError(
+                        f"{p}:{lineno}: {value_column} {v} is not a PV output per kWp "
+                        "(expected 0 to about 1 kW per kWp)"
+                    )
+                times.append(t)
+                values.append(v)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read PV profile ({exc.strerror})") from None
+    if len(times) < 2:
+        raise InputError(f"{p}: fewer than two PV values")
+    step = min(b - a for a, b in itertools.pairwise(times))
+    if step <= 0:
+        raise InputError(f"{p}: {time_column} must increase from row to row")
+    grid = np.asarray(_regular(times, values, step), dtype=np.float64)
+    return PvProfile(start_s=times[0], step_s=step, kw_per_kwp=grid, kwp=kwp)
 
 
 def _row(row: dict[str, str], p: Path, lineno: int, tcol: str, pcol: str) -> tuple[float, float]:

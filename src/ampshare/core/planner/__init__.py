@@ -40,7 +40,7 @@ from ampshare.core.planner._types import (
     SessionPlan,
     SiteForecast,
 )
-from ampshare.core.planner.forecast import forecast_profile
+from ampshare.core.planner.forecast import PvProfile, forecast_profile
 
 __all__ = [
     "Battery",
@@ -51,6 +51,7 @@ __all__ = [
     "Plan",
     "PlanInput",
     "PlanStatus",
+    "PvProfile",
     "RecedingHorizonPlanner",
     "SessionDefaults",
     "SessionPlan",

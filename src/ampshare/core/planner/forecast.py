@@ -1,17 +1,41 @@
 """Forecast a load profile from its own history: the same time on recent weeks (or days), a
-safety quantile across them. Pure numpy over arrays; the caller brings the history."""
+safety quantile across them; and PV output from a year's profile. Pure numpy over arrays; the
+caller brings the history and the profile."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from ampshare.errors import InputError
 
-__all__ = ["forecast_profile"]
+__all__ = ["PvProfile", "forecast_profile"]
 
 FloatArray = npt.NDArray[np.float64]
 WEEK_S = 7 * 86400.0
+YEAR_S = 365 * 86400.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class PvProfile:
+    """PV output per kWp over a year in steps of ``step_s`` from ``start_s`` (e.g. a clear-sky
+    profile, ``shared/data/solar_pv``), for an array of ``kwp``. Any time maps to the same
+    time of year in the profile, so that a 2019 profile forecasts 2026 (a leap day shifts it
+    by a day, which a clear sky does not notice)."""
+
+    start_s: float
+    step_s: float
+    kw_per_kwp: FloatArray
+    kwp: float
+
+    def power_w(self, t_s: npt.ArrayLike) -> FloatArray:
+        """Output in W at each time (the step covering its time of year)."""
+        t = np.asarray(t_s, dtype=np.float64)
+        n = len(self.kw_per_kwp)
+        idx = np.floor(np.mod(t - self.start_s, YEAR_S) / self.step_s).astype(np.int64) % n
+        return np.asarray(self.kw_per_kwp[idx] * self.kwp * 1000.0, dtype=np.float64)
 
 
 def _at(hist_t: FloatArray, hist_v: FloatArray, t: FloatArray, max_gap_s: float) -> FloatArray:
