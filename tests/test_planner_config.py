@@ -40,6 +40,8 @@ def site() -> Site:
         ({"pv_kwp": 5.0}, "go together"),
         ({"slot_s": 10.0}, "greater than or equal to 60"),
         ({"horizon": 24}, "Extra inputs are not permitted"),
+        # refused, not ignored: a PV meter read as a node's total would hide building load
+        ({"pv_meter": "pv1"}, "a PV meter is not supported yet"),
     ],
 )
 def test_bad_planner_sections_are_rejected(fields: dict[str, object], message: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ControlSection",
@@ -116,7 +116,9 @@ class PlannerSection(_Strict):
         default=True, description="with a demand charge: no charging beyond the plan's peak"
     )
     contracted_capacity_kw: float | None = Field(default=None, gt=0)
-    pv_meter: str | None = Field(default=None, description="meter id measuring PV output")
+    pv_meter: str | None = Field(
+        default=None, description="not supported yet: give pv_profile_file and pv_kwp"
+    )
     pv_profile_file: str | None = Field(default=None, description="CSV: kW per kWp")
     pv_kwp: float | None = Field(default=None, gt=0)
     battery_capacity_kwh: float | None = Field(default=None, gt=0)
@@ -129,6 +131,20 @@ class PlannerSection(_Strict):
     default_energy_kwh: float | None = Field(default=None, gt=0, description="None: all it takes")
     priority_factor: float = Field(default=4.0, ge=1, description="energy weight per tier")
     max_facet_deg: float = Field(default=10.0, ge=1, le=45, description="polygon step")
+
+    @field_validator("pv_meter")
+    @classmethod
+    def _no_pv_meter_yet(cls, v: str | None) -> str | None:
+        # Refused rather than ignored: a meter listed under ``meters:`` is read as the total
+        # through its node, so a PV meter there would make the building look like the PV's
+        # output, and the chargers could take more than the fuse carries.
+        if v is not None:
+            raise ValueError(
+                "a PV meter is not supported yet (a meter under meters: is read as the total "
+                "through its node, which a PV meter is not); remove pv_meter, keep the PV "
+                "meter out of meters:, and give the PV as pv_profile_file and pv_kwp"
+            )
+        return v
 
     def model_post_init(self, context: object, /) -> None:
         # Cross-field rules; pydantic reports a ValueError here like any field error.
