@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -443,5 +444,44 @@ def test_the_site_manager_downloads_a_month_of_sessions_for_billing(
         form.locator("button[name=download]").click()
     got.value.save_as(saved)
     assert list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8")))) == []
+    page.close()
+    assert errors == []
+
+
+def test_the_site_manager_sets_and_removes_a_temporary_limit(
+    browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
+) -> None:
+    url, rt, _ = site_app
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/#token={ADMIN}")
+    form = page.get_by_test_id("cap-form")
+    form.wait_for()
+    form.locator("select[name=node]").select_option(label="Garage panel")
+    form.locator("input[name=amps]").fill("20")
+    form.locator("select[name=hours]").select_option("4")
+    form.locator("button[name=set]").click()
+    _wait(lambda: page.get_by_test_id("cap-msg").inner_text() == "limit set")
+    caps = rt.view().external_caps
+    assert len(caps) == 1
+    cap = caps[0]
+    assert (cap.node_id, cap.source, cap.line_limit_a) == ("garage", "dashboard", (20.0,) * 3)
+    assert cap.until_s == pytest.approx(T0 + 4 * 3600)  # the site's clock, not the browser's
+    item = page.get_by_test_id("cap-dashboard-garage")
+    item.wait_for()
+    assert re.match(
+        r"Garage panel: 20 A per line · until \S+ \d{1,2}:\d{2}( [AP]M)? \(dashboard\) remove$",
+        item.inner_text(),
+    ), item.inner_text()
+    # The allocation takes it: the garage's bars now end at 20 A, and the two cars share it.
+    _wait(lambda: sum(_limit(page, c) for c in ("cp01", "cp02")) <= 20.0 + 1e-6)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-cap.png"), clip={
+        "x": 0, "y": 0, "width": 1280, "height": 560})
+    item.locator("button").click()
+    _wait(lambda: page.get_by_test_id("cap-msg").inner_text() == "limit removed")
+    assert rt.view().external_caps == ()
+    _wait(lambda: page.get_by_test_id("cap-dashboard-garage").count() == 0)
     page.close()
     assert errors == []

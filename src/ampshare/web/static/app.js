@@ -121,6 +121,61 @@ async function applyPolicy() {
   }
 }
 
+// Temporary limits on circuits (admin): PUT/DELETE /api/v1/caps; listed from GET /api/v1/caps.
+function renderCapForm(f) {
+  const form = $("#cap-form");
+  if (state.role !== "admin") return;
+  form.classList.remove("hidden");
+  const sel = form.elements.node;
+  if (!sel.options.length) {
+    sel.innerHTML = f.site.nodes.map((n) => `<option value="${esc(n.id)}">${esc(n.name)}</option>`).join("");
+    form.addEventListener("submit", (e) => { e.preventDefault(); setCap(); });
+    loadCaps().catch(() => {});
+  }
+}
+
+async function loadCaps() {
+  if (state.role !== "admin" || !state.frame) return;
+  const caps = await api("/api/v1/caps");
+  const f = state.frame;
+  $("#cap-form .caps").innerHTML = caps.map((c) => {
+    const amps = c.line_limit_a ? `${Math.min(...c.line_limit_a.filter((a) => a !== null))} A per line` : "";
+    const kw = c.max_power_w != null ? `${(c.max_power_w / 1000).toFixed(1)} kW` : "";
+    const until = c.until_s == null ? "until removed" : `until ${fmtDay(c.until_s)}`;
+    return `<li data-testid="cap-${esc(c.source)}-${esc(c.node_id)}">${esc(nodeName(f, c.node_id))}: ${[amps, kw].filter(Boolean).join(", ")} · ${until} <span class="meta">(${esc(c.source)})</span>
+      <button type="button" class="ghost" data-source="${esc(c.source)}" data-node="${esc(c.node_id)}">remove</button></li>`;
+  }).join("");
+  for (const b of $("#cap-form .caps").querySelectorAll("button")) {
+    b.addEventListener("click", () => removeCap(b.dataset.source, b.dataset.node));
+  }
+}
+
+async function setCap() {
+  const form = $("#cap-form"), msg = form.querySelector(".msg");
+  const amps = Number(form.elements.amps.value), hours = Number(form.elements.hours.value);
+  const body = { node_id: form.elements.node.value, source: "dashboard", line_limit_a: [amps, amps, amps] };
+  if (hours > 0) body.until_s = state.frame.site.now_s + hours * 3600;
+  msg.className = "msg"; msg.textContent = "setting…";
+  try {
+    await api("/api/v1/caps", { method: "PUT", body: JSON.stringify(body) });
+    msg.className = "msg saved"; msg.textContent = "limit set";
+    await loadCaps();
+  } catch (e) {
+    msg.className = "msg err"; msg.textContent = e.message;
+  }
+}
+
+async function removeCap(source, node) {
+  const msg = $("#cap-form .msg");
+  try {
+    await api(`/api/v1/caps/${encodeURIComponent(source)}/${encodeURIComponent(node)}`, { method: "DELETE" });
+    msg.className = "msg saved"; msg.textContent = "limit removed";
+    await loadCaps();
+  } catch (e) {
+    msg.className = "msg err"; msg.textContent = e.message;
+  }
+}
+
 // A month of sessions as CSV, for billing tenants by the kWh their car took (admins only:
 // it names the drivers' tags). Fetched with the token, saved as a file.
 function wireExport() {
@@ -770,7 +825,7 @@ function render(f) {
   state.frame = f;
   $("#site-name").textContent = f.site.name;
   applyView(chosenView(f));
-  renderSummary(f); renderTree(f); renderPolicyForm(f); renderChargerViews(f);
+  renderSummary(f); renderTree(f); renderPolicyForm(f); renderCapForm(f); renderChargerViews(f);
   document.body.dataset.seq = String(f.seq);
   if (Date.now() - state.lastEvents > 2000) loadEvents().catch(() => {});
 }
@@ -802,6 +857,7 @@ async function start() {
   wireExport();
   connect();
   setInterval(() => loadEvents().catch(() => {}), 10000);
+  setInterval(() => loadCaps().catch(() => {}), 30000);  // a limit may have ended
   setInterval(loadChart, 60000);
   $("#chart-line").addEventListener("change", loadChart);
   $("#show-limits").addEventListener("change", () => loadEvents().catch(() => {}));
