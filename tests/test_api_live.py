@@ -111,9 +111,8 @@ def _judge_draws(samples: list[Sample]) -> int:
     return judged
 
 
-@pytest.mark.slow
-def test_demo_command_runs_a_live_site(tmp_path: Path) -> None:
-    port = free_port()
+def _start_demo(*args: str) -> subprocess.Popen[str]:
+    """``ampshare demo ARGS`` as a process whose output the test reads line by line."""
     cmd = [
         sys.executable,
         "-c",
@@ -121,6 +120,52 @@ def test_demo_command_runs_a_live_site(tmp_path: Path) -> None:
         "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "from ampshare.cli import main; main()",
         "demo",
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _until_token(proc: subprocess.Popen[str]) -> tuple[str, list[str]]:
+    """The admin token from the dashboard URL the demo prints, and the lines up to it."""
+    assert proc.stdout is not None
+    token, lines = "", []
+    for line in proc.stdout:
+        lines.append(line)
+        if "#token=" in line:
+            token = line.strip().rsplit("#token=", 1)[1]
+            break
+    return token, lines
+
+
+def _ctrl_c(proc: subprocess.Popen[str]) -> str:
+    """Send Ctrl-C; the demo's output once it exited (a test failure if it does not)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:  # it exits in ~0.5 s; show where it hung
+        proc.kill()
+        pytest.fail("no exit 20 s after Ctrl-C; its output:\n" + proc.communicate()[0][-4000:])
+    return out
+
+
+def _close(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    if proc.stdout:
+        proc.stdout.close()
+
+
+@pytest.mark.slow
+def test_demo_command_runs_a_live_site(tmp_path: Path) -> None:
+    port = free_port()
+    proc = _start_demo(
         "--no-ocpp",
         "--chargers",
         "3",
@@ -134,23 +179,11 @@ def test_demo_command_runs_a_live_site(tmp_path: Path) -> None:
         "30",
         "--store",
         f"sqlite:///{tmp_path / 'd.db'}",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert proc.stdout is not None
-        token = ""
-        for line in proc.stdout:
-            if "#token=" in line:
-                token = line.strip().rsplit("#token=", 1)[1]
-                assert line.strip().startswith(f"dashboard (admin): http://127.0.0.1:{port}/")
-                break
+        token, lines = _until_token(proc)
         assert token, "the demo prints the dashboard URL with its token"
+        assert lines[-1].strip().startswith(f"dashboard (admin): http://127.0.0.1:{port}/")
         h = {"Authorization": f"Bearer {token}"}
         samples = _sample_chargers(port, h, settle_s=20.0, watch_s=_LAG_WINDOW_S + 4.0)
         assert {c["id"] for c in samples[-1][1]} == {"cp01", "cp02", "cp03"}
@@ -163,19 +196,11 @@ def test_demo_command_runs_a_live_site(tmp_path: Path) -> None:
         assert "node:main:L1:other_a" in hist  # the back-filled history is there
 
         # Ctrl-C stops it cleanly: the demo handles the signal, not uvicorn inside it.
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("no exit 20 s after Ctrl-C; its output:\n" + proc.communicate()[0][-4000:])
+        out = _ctrl_c(proc)
         assert proc.returncode == 0, out
         assert "Traceback" not in out
     finally:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+        _close(proc)
 
 
 @pytest.mark.slow
@@ -183,13 +208,7 @@ def test_demo_over_ocpp_runs_through_the_supervisor(tmp_path: Path) -> None:
     """``ampshare demo --ocpp``: charge points over real websockets, the controller of
     ``ampshare run`` deciding, the API showing what the chargers reported."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-c",
-        # Ctrl-C must reach it even where SIGINT is ignored (a CI job in the background).
-        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from ampshare.cli import main; main()",
-        "demo",
+    proc = _start_demo(
         "--ocpp",
         "--chargers",
         "3",
@@ -203,22 +222,9 @@ def test_demo_over_ocpp_runs_through_the_supervisor(tmp_path: Path) -> None:
         "60",
         "--store",
         f"sqlite:///{tmp_path / 'o.db'}",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert proc.stdout is not None
-        token, lines = "", []
-        for line in proc.stdout:
-            lines.append(line)
-            if "#token=" in line:
-                token = line.strip().rsplit("#token=", 1)[1]
-                break
+        token, lines = _until_token(proc)
         assert token, "".join(lines)
         assert any("OCPP charge points connected to ws://127.0.0.1:" in s for s in lines)
         c = httpx.Client(
@@ -256,12 +262,7 @@ def test_demo_over_ocpp_runs_through_the_supervisor(tmp_path: Path) -> None:
 
         # Ctrl-C: a clean stop, no traceback, and no "charger offline" alert for the
         # chargers it closed itself (nor one at the start, before they had joined).
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:  # it exits in ~0.5 s; show where it hung
-            proc.kill()
-            pytest.fail("no exit 20 s after Ctrl-C; its output:\n" + proc.communicate()[0][-4000:])
+        out = _ctrl_c(proc)
         assert proc.returncode == 0, out
         assert "Traceback" not in out
         assert "charger_offline" not in out
@@ -271,11 +272,7 @@ def test_demo_over_ocpp_runs_through_the_supervisor(tmp_path: Path) -> None:
         finally:
             store.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+        _close(proc)
 
 
 def test_the_default_demo_does_not_take_car_current_for_building_load(tmp_path: Path) -> None:
@@ -307,12 +304,7 @@ def test_demo_with_the_planned_policy_plans(tmp_path: Path) -> None:
     ``planner: {enabled: true}``: the plan covers the plugged-in sessions (whose drivers
     declared departures) and the chargers follow it."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-c",
-        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from ampshare.cli import main; main()",
-        "demo",
+    proc = _start_demo(
         "--policy",
         "planned",
         "--chargers",
@@ -323,22 +315,9 @@ def test_demo_with_the_planned_policy_plans(tmp_path: Path) -> None:
         "0",
         "--store",
         f"sqlite:///{tmp_path / 'p.db'}",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        assert proc.stdout is not None
-        token, lines = "", []
-        for line in proc.stdout:
-            lines.append(line)
-            if "#token=" in line:
-                token = line.strip().rsplit("#token=", 1)[1]
-                break
+        token, lines = _until_token(proc)
         assert token, "".join(lines)
         assert any(s.startswith("  planner on: 24 h in 900 s slots") for s in lines), lines
         c = httpx.Client(
@@ -363,11 +342,7 @@ def test_demo_with_the_planned_policy_plans(tmp_path: Path) -> None:
         reasons = {ch["reason_kind"] for ch in c.get("/api/v1/chargers").json()}
         assert reasons - {None, "no_session"}, reasons  # limits with reasons, from the loop
         c.close()
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
+        out = _ctrl_c(proc)
         assert proc.returncode == 0, out
     finally:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+        _close(proc)

@@ -119,6 +119,16 @@ def _wait(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def _admin_page(browser: Any, url: str, **options: Any) -> tuple[Any, list[str]]:
+    """A desktop-sized page on the dashboard with the admin token, and the list its script
+    errors go to (every test ends by asserting it is empty)."""
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, **options)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/#token={ADMIN}")
+    return page, errors
+
+
 def _limit(page: Any, cid: str) -> float:
     return float(page.get_by_test_id(f"limit-{cid}").inner_text())
 
@@ -128,10 +138,7 @@ def test_dashboard_loads_updates_live_and_edits_move_limits(
 ) -> None:
     url, rt, _ = site_app
     ARTIFACTS.mkdir(exist_ok=True)
-    errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/#token={ADMIN}")
+    page, errors = _admin_page(browser, url)
     page.get_by_test_id("charger-cp01").wait_for()
     # What the browser shows is what the allocator decided.
     assert _limit(page, "cp01") == rt.view().limit("cp01").limit_a == 10.5  # type: ignore[union-attr]
@@ -239,10 +246,7 @@ def test_a_card_opens_the_chargers_details_by_click_and_by_keyboard(
     browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
 ) -> None:
     url, rt, _ = site_app
-    errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/#token={ADMIN}")
+    page, errors = _admin_page(browser, url)
     page.get_by_test_id("charger-cp01").click()
     dialog = page.get_by_test_id("detail")
     dialog.wait_for(state="visible")
@@ -311,11 +315,8 @@ def test_a_car_held_at_the_plans_demand_peak_says_so_in_words(browser: Any, tmp_
     )
     rt.set_plan(made, held_peak_kw=ceiling_w / 1000)
     app = create_app(rt, store, TokenAuth.from_tokens({ADMIN: Role.ADMIN}), clock=clock)
-    errors: list[str] = []
     with serve(app) as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{url}/#token={ADMIN}")
+        page, errors = _admin_page(browser, url)
         page.get_by_test_id("charger-cp01").wait_for()
         assert _limit(page, "cp01") == 12.0
         reason = page.get_by_test_id("reason-cp01").inner_text()
@@ -355,11 +356,8 @@ def test_a_car_the_plan_holds_back_says_so_in_words(browser: Any, tmp_path: Path
     assert held is not None
     assert (held.limit_a, held.reason.kind.value) == (0.0, "paused_plan")
     app = create_app(rt, store, TokenAuth.from_tokens({ADMIN: Role.ADMIN}), clock=clock)
-    errors: list[str] = []
     with serve(app) as url:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{url}/#token={ADMIN}")
+        page, errors = _admin_page(browser, url)
         page.get_by_test_id("charger-cp02").wait_for()
         assert _limit(page, "cp02") == 0.0
         assert _limit(page, "cp01") == 16.0
@@ -389,10 +387,7 @@ def test_the_site_manager_changes_how_cars_share_the_site(
     browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
 ) -> None:
     url, rt, store = site_app
-    errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/#token={ADMIN}")
+    page, errors = _admin_page(browser, url)
     form = page.get_by_test_id("policy-form")
     form.wait_for()
     sel = form.locator("select[name=policy]")
@@ -422,10 +417,7 @@ def test_the_site_manager_downloads_a_month_of_sessions_for_billing(
 ) -> None:
     url, rt, _ = site_app
     rt.update_energy("s1", 12_345.0)
-    errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/#token={ADMIN}")
+    page, errors = _admin_page(browser, url, accept_downloads=True)
     form = page.get_by_test_id("export-form")
     form.wait_for()
     form.locator("input[name=month]").fill("2025-06")  # T0 is in June 2025
@@ -452,10 +444,7 @@ def test_the_site_manager_sets_and_removes_a_temporary_limit(
     browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
 ) -> None:
     url, rt, _ = site_app
-    errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/#token={ADMIN}")
+    page, errors = _admin_page(browser, url)
     form = page.get_by_test_id("cap-form")
     form.wait_for()
     form.locator("select[name=node]").select_option(label="Garage panel")

@@ -18,14 +18,19 @@ from ampshare.clock import SystemClock
 from ampshare.config import SiteConfig, load_config, parse_config
 from ampshare.config.tariff_files import planner_from_section
 from ampshare.core.allocate import allocate
-from ampshare.core.allocation import AllocationInput, NodeMeasurement, Policy, PolicyName
+from ampshare.core.allocation import (
+    AllocationInput,
+    NodeMeasurement,
+    Policy,
+    PolicyName,
+    site_import_kw,
+)
 from ampshare.core.planner import (
     PeakSoFar,
     PlanInput,
     RecedingHorizonPlanner,
     ceiling_w,
     plan,
-    site_import_kw,
 )
 from ampshare.core.site import Site
 from ampshare.core.snapshot import Session

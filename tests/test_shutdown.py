@@ -161,29 +161,16 @@ def test_second_signal_exits_a_stuck_shutdown() -> None:
     assert "second SIGTERM" in err
 
 
-SUPERVISED = """
-site: Garage
-voltage: "230/400"
-nodes:
-  - id: main
-    limit_a: 32
-chargers:
-  - {id: cp1, node: main, max_a: 32}
-control:
-  max_period_s: 0.2
-  min_interval_s: 0.01
-"""
-
-
 async def test_the_supervisor_stops_while_its_link_keeps_changing(tmp_path: Path) -> None:
     """The hang the demo showed, at the supervisor: its loop forwarding the link's changes
     must end when the run stops, even with a change landing in every loop iteration."""
     from ampshare.app import Supervisor, SupervisorOptions
     from ampshare.clock import SystemClock
     from ampshare.config import load_config
+    from test_run_app import SITE  # two chargers on a 32 A service, a fast control loop
 
     path = tmp_path / "site.yaml"
-    path.write_text(SUPERVISED, encoding="utf-8")
+    path.write_text(SITE, encoding="utf-8")
     config = load_config(path)
     clock = SystemClock()
     for _ in range(10):  # the race is per stop: try it a few times

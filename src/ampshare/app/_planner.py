@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ampshare.core.allocation import Allocation, Policy, PolicyName
+from ampshare.core.allocation import Allocation, Policy, PolicyName, site_import_kw
 from ampshare.core.planner import (
     DriverHistory,
     Plan,
@@ -51,7 +51,6 @@ from ampshare.core.planner import (
     full_sessions,
     peak_so_far,
     policy_at,
-    site_import_kw,
     without_full,
 )
 from ampshare.core.site import Site

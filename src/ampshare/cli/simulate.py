@@ -121,37 +121,33 @@ def _tariff(a: SimArgs, tz: str) -> Tariff | None:
 
 
 def _site_planner(config: SiteConfig, path: Path) -> tuple[PlannerOptions | None, Tariff | None]:
-    """The site file's ``planner:`` settings and tariff, as ``ampshare run`` would use them
-    (None, None: the file has no planner section, the simulator's defaults apply)."""
+    """The site file's ``planner:`` settings and tariff, read as ``ampshare run`` reads them
+    (``planner_from_section``); (None, None): the file has no planner section, the simulator's
+    defaults apply."""
     s = config.planner
     if s == PlannerSection():
         return None, None
-    from ampshare.config.tariff_files import tariff_from_section
-    from ampshare.core.planner import SessionDefaults
+    from ampshare.config.tariff_files import planner_from_section
     from ampshare.sim.planning import PlannerOptions
 
-    if s.battery_capacity_kwh is not None:
+    mpc = planner_from_section(s, config.site, path.parent, str(path))
+    if mpc.battery is not None:
         err.print(
             f"[yellow]note:[/] {path}: planner.battery_* is not simulated (the replay has no "
             "stationary battery); the replay plans without it"
         )
     options = PlannerOptions(
-        horizon_s=s.horizon_h * 3600.0,
-        slot_s=s.slot_s,
+        horizon_s=mpc.horizon_s,
+        slot_s=mpc.slot_s,
         safety_quantile=s.safety_quantile,
         forecast_weeks=s.forecast_weeks,
         hold_peak=s.hold_peak,
-        defaults=SessionDefaults(
-            dwell_s=s.default_dwell_h * 3600.0,
-            energy_wh=None if s.default_energy_kwh is None else s.default_energy_kwh * 1000.0,
-        ),
-        contracted_capacity_w=(
-            None if s.contracted_capacity_kw is None else s.contracted_capacity_kw * 1000.0
-        ),
-        priority_factor=s.priority_factor,
-        max_facet_deg=s.max_facet_deg,
+        defaults=mpc.defaults,
+        contracted_capacity_w=mpc.contracted_capacity_w,
+        priority_factor=mpc.priority_factor,
+        max_facet_deg=mpc.max_facet_deg,
     )
-    return options, tariff_from_section(s, path.parent, str(path))
+    return options, mpc.tariff
 
 
 def build_spec(a: SimArgs, policy: str) -> tuple[SimSpec, LoadedSessions]:

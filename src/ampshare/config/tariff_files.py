@@ -104,15 +104,10 @@ def load_price_series(
     p = Path(path)
     times: list[float] = []
     prices: list[float] = []
-    try:
-        with p.open(encoding="utf-8", newline="") as fh:
-            for lineno, row in enumerate(csv.DictReader(fh), start=2):
-                t, price = _row(row, p, lineno, time_column, price_column)
-                if (start_s is None or t >= start_s) and (end_s is None or t < end_s):
-                    times.append(t)
-                    prices.append(price / 1000.0 if per_mwh else price)
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read price file ({exc.strerror})") from None
+    for _, t, price in _series_rows(p, time_column, price_column, "price file"):
+        if (start_s is None or t >= start_s) and (end_s is None or t < end_s):
+            times.append(t)
+            prices.append(price / 1000.0 if per_mwh else price)
     if len(times) < 2:
         raise InputError(f"{p}: fewer than two prices in the selected window")
     step = min(b - a for a, b in itertools.pairwise(times))
@@ -136,19 +131,14 @@ def load_pv_profile(
     p = Path(path)
     times: list[float] = []
     values: list[float] = []
-    try:
-        with p.open(encoding="utf-8", newline="") as fh:
-            for lineno, row in enumerate(csv.DictReader(fh), start=2):
-                t, v = _row(row, p, lineno, time_column, value_column)
-                if not 0.0 <= v <= 2.0:
-                    raise InputError(
-                        f"{p}:{lineno}: {value_column} {v} is not a PV output per kWp "
-                        "(expected 0 to about 1 kW per kWp)"
-                    )
-                times.append(t)
-                values.append(v)
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read PV profile ({exc.strerror})") from None
+    for lineno, t, v in _series_rows(p, time_column, value_column, "PV profile"):
+        if not 0.0 <= v <= 2.0:
+            raise InputError(
+                f"{p}:{lineno}: {value_column} {v} is not a PV output per kWp "
+                "(expected 0 to about 1 kW per kWp)"
+            )
+        times.append(t)
+        values.append(v)
     if len(times) < 2:
         raise InputError(f"{p}: fewer than two PV values")
     step = min(b - a for a, b in itertools.pairwise(times))
@@ -156,6 +146,18 @@ def load_pv_profile(
         raise InputError(f"{p}: {time_column} must increase from row to row")
     grid = np.asarray(_regular(times, values, step), dtype=np.float64)
     return PvProfile(start_s=times[0], step_s=step, kw_per_kwp=grid, kwp=kwp)
+
+
+def _series_rows(p: Path, tcol: str, vcol: str, what: str) -> list[tuple[int, float, float]]:
+    """``(line number, epoch seconds, value)`` of every row of a CSV time series."""
+    try:
+        with p.open(encoding="utf-8", newline="") as fh:
+            return [
+                (lineno, *_row(row, p, lineno, tcol, vcol))
+                for lineno, row in enumerate(csv.DictReader(fh), start=2)
+            ]
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read {what} ({exc.strerror})") from None
 
 
 def _row(row: dict[str, str], p: Path, lineno: int, tcol: str, pcol: str) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -170,23 +170,10 @@ class PlannerProvider:
         pv: TimeSeries | None,
         options: PlannerOptions,
     ) -> PlannerProvider:
-        """A provider with a site's planner settings (``PlannerOptions``)."""
-        o = options
-        return cls(
-            site=site,
-            tariff=tariff,
-            building=building,
-            pv=pv,
-            horizon_s=o.horizon_s,
-            slot_s=o.slot_s,
-            safety_quantile=o.safety_quantile,
-            forecast_weeks=o.forecast_weeks,
-            hold_peak=o.hold_peak,
-            defaults=o.defaults,
-            contracted_capacity_w=o.contracted_capacity_w,
-            priority_factor=o.priority_factor,
-            max_facet_deg=o.max_facet_deg,
-        )
+        """A provider with a site's planner settings (every ``PlannerOptions`` field is a
+        provider field of the same name)."""
+        settings = {f.name: getattr(options, f.name) for f in fields(options)}
+        return cls(site=site, tariff=tariff, building=building, pv=pv, **settings)
 
     def __call__(
         self,

@@ -28,7 +28,7 @@ from ampshare.core.planner._mpc import (
     learn_defaults,
     without_full,
 )
-from ampshare.core.planner._peak import PeakSoFar, peak_so_far, site_import_kw
+from ampshare.core.planner._peak import PeakSoFar, peak_so_far
 from ampshare.core.planner._plan import ceiling_w, plan, planning_lp, policy_at, targets_at
 from ampshare.core.planner._polygon import cone_arc, facets
 from ampshare.core.planner._types import (
@@ -67,7 +67,6 @@ __all__ = [
     "plan",
     "planning_lp",
     "policy_at",
-    "site_import_kw",
     "targets_at",
     "without_full",
 ]

@@ -9,10 +9,9 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ampshare.core.allocation import site_import_kw
 from ampshare.core.tariff import Tariff
 
-__all__ = ["PeakSoFar", "peak_so_far", "site_import_kw"]
+__all__ = ["PeakSoFar", "peak_so_far"]
 
 
 def peak_so_far(tariff: Tariff | None) -> PeakSoFar:
