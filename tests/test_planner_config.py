@@ -40,8 +40,8 @@ def site() -> Site:
         ({"pv_kwp": 5.0}, "go together"),
         ({"slot_s": 10.0}, "greater than or equal to 60"),
         ({"horizon": 24}, "Extra inputs are not permitted"),
-        # refused, not ignored: a PV meter read as a node's total would hide building load
-        ({"pv_meter": "pv1"}, "a PV meter is not supported yet"),
+        # refused with the way to declare it: a meter under meters: with role: pv
+        ({"pv_meter": "pv1"}, "declared under meters: with role: pv"),
     ],
 )
 def test_bad_planner_sections_are_rejected(fields: dict[str, object], message: str) -> None:

@@ -21,6 +21,13 @@ forecast_profile``: the same weekday and time on the weeks seen, the 0.9 quantil
 week has been seen, the highest load seen so far — unknown means pessimistic). A restart
 starts the history afresh.
 
+PV measured by a meter (site file ``meters:`` with ``role: pv``; ``PvMeters``): the root
+meter sees the building minus the PV, so with every PV meter fresh the root's sample also keeps
+the PV output, the forecast learns the building as what the root meter saw plus it, and the PV
+itself is forecast from its own days (same time of day over the last week, the low quantile:
+unknown sun means pessimistic, less PV). Before a day of it has been seen, the PV profile's
+output (``pv_profile_file``) or none. The controller never reads a PV meter.
+
 With a demand charge, the plan is told the peak already set this billing period
 (``PeakSoFar``: the root meter's non-EV load plus the chargers' allocated current, averaged
 over the tariff's demand window; a peak below it costs nothing more), and the step holds the
@@ -53,12 +60,62 @@ from ampshare.core.planner import (
     policy_at,
     without_full,
 )
-from ampshare.core.site import Site
-from ampshare.core.snapshot import ChargerState, Session
+from ampshare.core.site import MeterSpec, Site
+from ampshare.core.snapshot import ChargerState, MeterReading, Session
 
-__all__ = ["LivePlanner", "LoadHistory", "stored_import_windows"]
+__all__ = ["LivePlanner", "LoadHistory", "PvMeters", "pv_output_w", "stored_import_windows"]
 
 WEEK_S = 7 * 86400.0
+DAY_S = 86400.0
+PV_LOOKBACK_DAYS = 7
+
+
+def pv_output_w(reading: MeterReading, v_ln: float) -> float | None:
+    """A PV meter's output in W: its active power, summed per line if that is all it gives,
+    else its line currents at ``v_ln`` (inverters run at unity power factor). The magnitude:
+    meters disagree on the sign of what flows out, and a PV meter measures nothing else (an
+    inverter's few watts of standby at night count as output, which the forecast can bear)."""
+    if reading.power_w is not None and math.isfinite(reading.power_w):
+        return abs(reading.power_w)
+    per_line = _lines(reading.power_per_line_w)
+    if per_line is not None:
+        return abs(sum(per_line))
+    amps = _lines(reading.current_a)
+    if amps is not None:
+        return sum(abs(a) for a in amps) * v_ln
+    return None
+
+
+def _lines(values: tuple[float | None, ...] | None) -> list[float] | None:
+    """The values of the lines a reading has (None: a line the site lacks), or None unless
+    there is at least one and all are finite."""
+    got = [v for v in values or () if v is not None]
+    return got if got and all(map(math.isfinite, got)) else None
+
+
+@dataclass(slots=True)
+class PvMeters:
+    """The latest output of each PV meter of a site (``Site.pv_meters``)."""
+
+    specs: tuple[MeterSpec, ...]
+    v_ln: float
+    _latest: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> (t_s, W)
+
+    def observe(self, reading: MeterReading) -> None:
+        w = pv_output_w(reading, self.v_ln)
+        if w is not None:
+            self._latest[reading.meter_id] = (reading.t_s, w)
+
+    def total_w(self, now_s: float) -> float | None:
+        """Every PV meter's output added up, or None unless each has read within its
+        ``timeout_s``: part of the PV would teach the forecast a smaller building than it is."""
+        total = 0.0
+        for spec in self.specs:
+            got = self._latest.get(spec.id)
+            if got is None or now_s - got[0] > spec.timeout_s:
+                return None
+            total += got[1]
+        return total
 
 
 @dataclass(slots=True)
@@ -73,10 +130,15 @@ class LoadHistory:
     # the building minus PV, so the forecast adds the profile back to learn the building and
     # gives the plan the profile's PV per slot.
     pv: PvProfile | None = None
+    # The site's root node id when PV meters measure the PV (``PvMeters``): its samples then
+    # keep the PV output beside the net load (NaN where a PV meter was not fresh).
+    pv_metered_root: str | None = None
     _t: dict[str, list[float]] = field(default_factory=dict)
     _v: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    _pv: list[float] = field(default_factory=list)  # aligned with _t[pv_metered_root]
 
-    def observe(self, now_s: float, allocation: Allocation) -> None:
+    def observe(self, now_s: float, allocation: Allocation, pv_w: float | None = None) -> None:
+        """``pv_w``: the PV meters' output now (``PvMeters.total_w``), None when unknown."""
         for h in allocation.headroom:
             if not h.measured or h.stale or not all(map(math.isfinite, h.other_load_a)):
                 continue  # only what a meter saw, never a worst case
@@ -86,10 +148,15 @@ class LoadHistory:
             ts.append(now_s)
             vs = self._v.setdefault(h.node_id, [])
             vs.append(h.other_load_a)
+            pvs = self._pv if h.node_id == self.pv_metered_root else None
+            if pvs is not None:
+                pvs.append(math.nan if pv_w is None else pv_w)
             keep_from = now_s - (self.lookback_weeks * WEEK_S + 86400.0)
             if ts[0] < keep_from:
                 cut = bisect.bisect_left(ts, keep_from)
                 del ts[:cut], vs[:cut]
+                if pvs is not None:
+                    del pvs[:cut]
 
     def samples(self, node_id: str) -> int:
         return len(self._t.get(node_id, ()))
@@ -102,8 +169,12 @@ class LoadHistory:
             for nid, ts in self._t.items()
             if ts
         }
+        measured_pv = None
+        if self.pv_metered_root in data and any(map(math.isfinite, self._pv)):
+            measured_pv = np.asarray(self._pv, dtype=np.float64)
         return _Forecast(
-            site=site, data=data, weeks=self.lookback_weeks, quantile=self.quantile, pv=self.pv
+            site=site, data=data, weeks=self.lookback_weeks, quantile=self.quantile, pv=self.pv,
+            measured_pv_w=measured_pv,
         )
 
 
@@ -114,6 +185,8 @@ class _Forecast:
     weeks: int
     quantile: float
     pv: PvProfile | None = None
+    # the root's PV meter output at each of its sample times (NaN: not known then)
+    measured_pv_w: np.ndarray | None = None
 
     def __call__(self, start_s: float, slot_s: float, n_slots: int) -> SiteForecast:
         lines: dict[str, np.ndarray] = {}
@@ -125,7 +198,16 @@ class _Forecast:
             pv_w = self.pv.power_w(mid)
         root, v_ln = self.site.root.id, self.site.voltage.line_to_neutral_v
         power = None
-        if root in self.data and self.pv is not None:
+        if root in self.data and self.measured_pv_w is not None:
+            t, v = self.data[root]
+            pv = self.measured_pv_w
+            # The building is what the root meter saw plus what the PV meters measured then
+            # (NaN where they were not fresh: skipped, not taken as no PV).
+            power = np.maximum(
+                self._profile(t, v.sum(axis=1) * v_ln + pv, start_s, slot_s, n_slots), 0.0
+            )
+            pv_w = self._pv_forecast(t, pv, start_s, slot_s, n_slots, profile_w=pv_w)
+        elif root in self.data and self.pv is not None:
             t, v = self.data[root]
             # What the root meter saw is the building minus the PV: add the PV back to learn
             # the building itself, whose import the plan then lowers by the PV forecast. The
@@ -137,6 +219,31 @@ class _Forecast:
         if not lines and pv_w is None:
             return SiteForecast()
         return SiteForecast(building_line_a=lines, building_power_w=power, pv_power_w=pv_w)
+
+    def _pv_forecast(
+        self,
+        t: np.ndarray,
+        pv: np.ndarray,
+        start_s: float,
+        slot_s: float,
+        n_slots: int,
+        *,
+        profile_w: np.ndarray | None,
+    ) -> np.ndarray:
+        """The PV per slot from its own days: the same time of day over the last week, at the
+        low quantile (less sun than seen most days: the plan then expects more import, never
+        less); slots no day covers yet get the profile's output, or none."""
+        ok = np.isfinite(pv)
+        tt, pp = t[ok], pv[ok]
+        days = max(1, min(PV_LOOKBACK_DAYS, math.ceil((start_s - tt[0]) / DAY_S)))
+        fallback = profile_w if profile_w is not None else np.zeros(n_slots)
+        return np.maximum(
+            forecast_profile(
+                tt, pp, start_s=start_s, slot_s=slot_s, n_slots=n_slots, period_s=DAY_S,
+                lookbacks=days, quantile=1.0 - self.quantile, fallback=fallback,
+            ),
+            0.0,
+        )
 
     def _profile(
         self, t: np.ndarray, v: np.ndarray, start_s: float, slot_s: float, n_slots: int
@@ -182,10 +289,12 @@ class LivePlanner:
         history: LoadHistory | None = None,
         *,
         hold_peak: bool = True,
+        pv_meters: PvMeters | None = None,
     ) -> None:
         self.mpc = mpc
         self.history = history if history is not None else LoadHistory()
         self.hold_peak = hold_peak
+        self.pv_meters = pv_meters
         self.peak = peak_so_far(mpc.tariff)
         self.latest: Plan | None = None
         self.solves = 0
@@ -201,10 +310,16 @@ class LivePlanner:
     def observe(self, now_s: float, allocation: Allocation | None) -> None:
         """Record the non-EV load the step's allocation counted (see the module docstring)."""
         if allocation is not None:
-            self.history.observe(now_s, allocation)
+            pv_w = None if self.pv_meters is None else self.pv_meters.total_w(now_s)
+            self.history.observe(now_s, allocation, pv_w)
             kw = site_import_kw(self.mpc.site, allocation.headroom)
             if kw is not None:
                 self.peak.observe(now_s, kw)
+
+    def observe_pv(self, reading: MeterReading) -> None:
+        """A PV meter's reading (``Site.pv_meters``), for the building and PV forecasts."""
+        if self.pv_meters is not None:
+            self.pv_meters.observe(reading)
 
     def policy(self, base: Policy, now_s: float) -> Policy:
         """What this step runs: ``base`` unless it is ``planned``; then the plan's targets for

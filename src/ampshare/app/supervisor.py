@@ -37,7 +37,7 @@ from ampshare.adapters.ocpp import CentralSystem, ChargerLink, CommandOutcome, L
 from ampshare.adapters.ocpp.port import OutcomeStatus
 from ampshare.aio import cancel_and_wait
 from ampshare.app._mqtt import MqttLink, SessionEdits, command_changes, mqtt_password
-from ampshare.app._planner import LivePlanner, LoadHistory, stored_import_windows
+from ampshare.app._planner import LivePlanner, LoadHistory, PvMeters, stored_import_windows
 from ampshare.app._web import WebBridge
 from ampshare.clock import Clock, SystemClock
 from ampshare.config import SiteConfig
@@ -122,17 +122,28 @@ class Supervisor:
         self.planner = None
         if self.options.planner is not None:
             section = config.planner
+            # PV meters (``role: pv``) teach the planner the building the root meter hides
+            pv_root = self.site.root.id if self.site.pv_meters else None
             history = (
                 LoadHistory(
                     quantile=section.safety_quantile,
                     lookback_weeks=section.forecast_weeks,
                     pv=self.options.pv,
+                    pv_metered_root=pv_root,
                 )
                 if section
-                else LoadHistory()
+                else LoadHistory(pv_metered_root=pv_root)
+            )
+            pv_meters = (
+                PvMeters(self.site.pv_meters, self.site.voltage.line_to_neutral_v)
+                if self.site.pv_meters
+                else None
             )
             self.planner = LivePlanner(
-                self.options.planner, history, hold_peak=section.hold_peak if section else True
+                self.options.planner,
+                history,
+                hold_peak=section.hold_peak if section else True,
+                pv_meters=pv_meters,
             )
         self.link: ChargerLink | None = link
         self._own_link = link is None
@@ -154,17 +165,25 @@ class Supervisor:
         self.started = asyncio.Event()  # set once chargers can connect
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sources = list(meter_sources) if meter_sources is not None else None
+        self._pv_ids = frozenset(m.id for m in self.site.pv_meters)
 
     # --- wiring -------------------------------------------------------------------------
     def _on_reading(self, reading: MeterReading) -> None:
+        if reading.meter_id in self._pv_ids:
+            # a PV meter's output is never a node total: the planner's, not the controller's
+            if self.planner is not None:
+                self.planner.observe_pv(reading)
+            return
         self._readings.append(reading)
         self.trigger.notify(self.clock.now_s())
         self._wake.set()
 
     def _build_meters(self) -> list[MeterCoordinator]:
         """One coordinator per meter: the caller's sources (tests, demo), else the site's."""
+        # PV meters feed only the planner's forecasts: without a planner nobody reads them
+        pv = self.site.pv_meters if self.planner is not None else ()
         if self._sources is not None:
-            specs = {m.id: m for m in self.site.meters}
+            specs = {m.id: m for m in (*self.site.meters, *pv)}
             out = []
             for src in self._sources:
                 spec = specs.get(src.meter_id)
@@ -176,7 +195,7 @@ class Supervisor:
             return []
         # One link per RS-485 line or gateway, shared by the meters behind it (a serial port
         # opens once; two clients on one line would talk over each other).
-        return list(build_coordinators(self.site.meters, self.clock,
+        return list(build_coordinators((*self.site.meters, *pv), self.clock,
                                        on_reading=self._on_reading))
 
     def _spawn(self, coro: Any) -> None:

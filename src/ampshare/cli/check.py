@@ -68,6 +68,11 @@ def render_site_tree(site: Site) -> Tree:
     labels: dict[str, list[str]] = {n.id: [] for n in site.nodes}
     for m in site.meters:
         labels[m.node_id].append(_meter_label(site, m))
+    for m in site.pv_meters:
+        labels[m.node_id].append(
+            f"PV meter [yellow]{escape(m.id)}[/]  {escape(driver_text(m))}  polled every "
+            f"{m.poll_interval_s:g} s; the planner's PV and building forecasts only"
+        )
     for load in site.loads:
         labels[load.node_id].append(_load_label(load))
     for c in site.chargers:

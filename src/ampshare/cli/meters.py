@@ -71,7 +71,8 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _table(site: str, specs: Sequence[MeterSpec], statuses: Sequence[MeterStatus]) -> Table:
+def _table(site: str, specs: Sequence[MeterSpec], statuses: Sequence[MeterStatus],
+           pv_ids: frozenset[str] = frozenset()) -> Table:
     t = Table(title=f"Meters of {site}", title_justify="left")
     t.add_column("meter")
     t.add_column("node")
@@ -85,7 +86,8 @@ def _table(site: str, specs: Sequence[MeterSpec], statuses: Sequence[MeterStatus
         energy = None if r is None or r.energy_wh is None else r.energy_wh / 1000
         state = "[red]failed[/]" if r is None else "[yellow]stale[/]" if st.stale else \
             "[green]ok[/]"
-        t.add_row(spec.id, spec.node_id, *(_fmt(c) for c in cur), _fmt(r.power_w if r else None, 0),
+        name = f"{spec.id} (PV)" if spec.id in pv_ids else spec.id
+        t.add_row(name, spec.node_id, *(_fmt(c) for c in cur), _fmt(r.power_w if r else None, 0),
                   volts, _fmt(energy, 1), state)
     return t
 
@@ -153,7 +155,7 @@ def meters(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    specs = loaded.meters
+    specs = (*loaded.meters, *loaded.pv_meters)  # a PV meter is probed like any other
     if not specs:
         typer.echo(f"{site}: no meters configured (add a meters: section)", err=True)
         raise typer.Exit(1)
@@ -164,7 +166,8 @@ def meters(
         if as_json:
             typer.echo(_json(results))
         else:
-            console.print(_table(loaded.name, specs, [st for st, _ in results]))
+            pv_ids = frozenset(m.id for m in loaded.pv_meters)
+            console.print(_table(loaded.name, specs, [st for st, _ in results], pv_ids))
             console.print("\n".join(_details(specs, results)), highlight=False)
         if watch_s <= 0:
             break

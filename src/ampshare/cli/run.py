@@ -58,6 +58,13 @@ async def _serve(config: SiteConfig, duration_s: float, web: bool,
     if pv is not None:
         typer.echo(f"ampshare: planner PV forecast: {config.planner.pv_profile_file} x "
                    f"{pv.kwp:g} kWp behind the root meter")
+    pv_ids = ", ".join(m.id for m in config.site.pv_meters)
+    if pv_ids and planner is not None:
+        typer.echo(f"ampshare: PV measured by {pv_ids}: the planner learns the building behind "
+                   "the root meter and forecasts the PV from it")
+    elif pv_ids:
+        typer.echo(f"ampshare: PV meter(s) {pv_ids} not read: only the planner uses them "
+                   "(planner: {enabled: true})")
     if sup.mqtt is not None:
         m = sup.mqtt.describe()
         typer.echo(f"ampshare: MQTT to {m['host']}:{m['port']}, topics {m['prefix']}/..., "

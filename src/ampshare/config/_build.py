@@ -133,7 +133,9 @@ def _assemble(data: Mapping[str, Any], items: _Items, voltage: VoltageSystem,
     nodes = _build_nodes(items.nodes, voltage, problems)
     node_ids = {m.id for _, m in items.nodes}
     chargers = _build_chargers(items.chargers, voltage, node_ids, problems)
-    meters = _build_meters(items.meters, voltage, node_ids, problems)
+    built = _build_meters(items.meters, voltage, node_ids, problems)
+    meters = tuple(m for i, m in built if items.meters[i][1].role == "total")
+    pv_meters = tuple(m for i, m in built if items.meters[i][1].role == "pv")
     loads = _build_loads(items.loads, voltage, node_ids, problems)
     freq = data.get("frequency_hz")
     name = data.get("site", "site")
@@ -143,6 +145,7 @@ def _assemble(data: Mapping[str, Any], items: _Items, voltage: VoltageSystem,
         nodes=nodes,
         chargers=chargers,
         meters=meters,
+        pv_meters=pv_meters,
         loads=loads,
         frequency_hz=float(freq) if isinstance(freq, int | float) else
         (60.0 if voltage in _US else 50.0),
@@ -253,13 +256,17 @@ def _build_chargers(items: list[tuple[int, ChargerModel]], voltage: VoltageSyste
 
 
 def _build_meters(items: list[tuple[int, MeterModel]], voltage: VoltageSystem,
-                  node_ids: set[str], problems: list[Problem]) -> tuple[MeterSpec, ...]:
-    out: list[MeterSpec] = []
+                  node_ids: set[str], problems: list[Problem]) -> list[tuple[int, MeterSpec]]:
+    """``(index into items, spec)`` of every meter, PV meters included (the caller sorts them
+    by role)."""
+    out: list[tuple[int, MeterSpec]] = []
     seen: dict[str, int] = {}
-    for i, m in items:
+    for k, (i, m) in enumerate(items):
         loc = ("meters", i)
         _checks.check_ref(m.node, node_ids, (*loc, "node"), problems)
         _checks.check_unique(m.id, i, seen, (*loc, "id"), what="meter", problems=problems)
+        if m.role == "pv":
+            _check_pv_meter(m, loc, problems)
         fallback = None
         if m.fallback_a is not None:
             # Lines the site lacks (or the file leaves out) carry nothing: 0, not infinity.
@@ -277,11 +284,26 @@ def _build_meters(items: list[tuple[int, MeterModel]], voltage: VoltageSystem,
                 "so a meter without current_l1.. is counted at its fallback_a all the time"
                 if "current" in missing else "")))
         params = m.driver.model_dump(mode="json", exclude={"type"})
-        out.append(MeterSpec(
+        out.append((k, MeterSpec(
             id=m.id, node_id=m.node, measures=frozenset(m.measures), driver=m.driver.type,
             params=MappingProxyType(params), timeout_s=m.timeout_s, fallback_line_a=fallback,
-            includes_ev_load=m.includes_ev_load, poll_interval_s=m.poll_s))
-    return tuple(out)
+            includes_ev_load=m.includes_ev_load, poll_interval_s=m.poll_s)))
+    return out
+
+
+def _check_pv_meter(m: MeterModel, loc: tuple[str | int, ...], problems: list[Problem]) -> None:
+    """A PV meter is never a node's total, so the keys that describe a total are refused
+    rather than ignored: a file that sets them expects something this meter will not do."""
+    if m.fallback_a is not None:
+        problems.append(Problem(
+            loc=(*loc, "fallback_a"), message="a PV meter (role: pv) has no fallback: the "
+            "controller never counts on it, a lost PV meter only makes the planner assume no PV",
+            hint="remove fallback_a, or set role: total if this meter measures the node's total"))
+    if not m.includes_ev_load:
+        problems.append(Problem(
+            loc=(*loc, "includes_ev_load"), message="includes_ev_load describes a node's total "
+            "meter; a PV meter (role: pv) measures the array's output only",
+            hint="remove includes_ev_load"))
 
 
 def _finite(x: float) -> float:

@@ -38,8 +38,10 @@ def dump_site(site: Site) -> dict[str, Any]:
         "nodes": [_node(n, site.voltage) for n in site.nodes],
         "chargers": [_charger(c) for c in site.chargers],
     }
-    if site.meters:
-        out["meters"] = [_meter(m, site.voltage) for m in site.meters]
+    if site.meters or site.pv_meters:
+        out["meters"] = [_meter(m, site.voltage) for m in site.meters] + [
+            {**_meter(m, site.voltage), "role": "pv"} for m in site.pv_meters
+        ]
     if site.loads:
         out["loads"] = [_load(x) for x in site.loads]
     return out

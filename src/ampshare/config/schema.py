@@ -152,11 +152,15 @@ class ChargerModel(_Strict):
 
 
 class MeterModel(_Strict):
-    """A meter measuring everything that flows through ``node``."""
+    """A meter measuring everything that flows through ``node`` (``role: total``), or what a
+    PV array behind that node's meter produces (``role: pv``, read by the planner only)."""
 
     id: Id
     name: str = ""
     node: Id
+    role: Literal["total", "pv"] = Field(
+        default="total", description="total: all through the node; pv: a PV array's output"
+    )
     measures: tuple[Measurand, ...] = (Measurand.CURRENT_PER_LINE,)
     driver: MeterDriverConfig = Field(default_factory=SimDriver)
     timeout_s: float = Field(default=10.0, gt=0, le=3600)

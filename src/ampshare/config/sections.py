@@ -117,7 +117,7 @@ class PlannerSection(_Strict):
     )
     contracted_capacity_kw: float | None = Field(default=None, gt=0)
     pv_meter: str | None = Field(
-        default=None, description="not supported yet: give pv_profile_file and pv_kwp"
+        default=None, description="replaced by role: pv on the meter under meters:"
     )
     pv_profile_file: str | None = Field(default=None, description="CSV: kW per kWp")
     pv_kwp: float | None = Field(default=None, gt=0)
@@ -134,15 +134,14 @@ class PlannerSection(_Strict):
 
     @field_validator("pv_meter")
     @classmethod
-    def _no_pv_meter_yet(cls, v: str | None) -> str | None:
-        # Refused rather than ignored: a meter listed under ``meters:`` is read as the total
-        # through its node, so a PV meter there would make the building look like the PV's
-        # output, and the chargers could take more than the fuse carries.
+    def _pv_meter_is_a_role(cls, v: str | None) -> str | None:
+        # Refused with the way to say it: a PV meter is declared where meters are, with its
+        # driver, and ``role: pv`` keeps it out of the node totals the controller reads.
         if v is not None:
             raise ValueError(
-                "a PV meter is not supported yet (a meter under meters: is read as the total "
-                "through its node, which a PV meter is not); remove pv_meter, keep the PV "
-                "meter out of meters:, and give the PV as pv_profile_file and pv_kwp"
+                f"a PV meter is declared under meters: with role: pv (e.g. "
+                f"{{id: {v}, node: <the node behind whose meter the PV feeds in>, role: pv, "
+                "driver: ...}); remove planner.pv_meter"
             )
         return v
 

@@ -297,7 +297,13 @@ class Load:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Site:
-    """A whole site: nodes in parent-before-child order, chargers, meters and known loads."""
+    """A whole site: nodes in parent-before-child order, chargers, meters and known loads.
+
+    ``meters`` measure the total through their node and bound the chargers' headroom.
+    ``pv_meters`` measure what a PV array behind a node's meter produces (site file
+    ``role: pv``): only the planner reads them, to learn the building the net meter hides and
+    to forecast the PV. They are kept apart so that nothing that reads ``meters`` as node
+    totals can mistake a PV output for one."""
 
     name: str
     voltage: VoltageSystem
@@ -306,6 +312,7 @@ class Site:
     meters: tuple[MeterSpec, ...] = ()
     frequency_hz: float = 50.0
     loads: tuple[Load, ...] = ()
+    pv_meters: tuple[MeterSpec, ...] = ()
 
     @property
     def root(self) -> CircuitNode:
