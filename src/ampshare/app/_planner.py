@@ -133,21 +133,42 @@ class LoadHistory:
     # The site's root node id when PV meters measure the PV (``PvMeters``): its samples then
     # keep the PV output beside the net load (NaN where a PV meter was not fresh).
     pv_metered_root: str | None = None
+    # the root, its line count and voltage: a battery's share of the root's load comes off
+    # its samples (``observe``'s ``root_extra_w``)
+    root_id: str = ""
+    root_lines: int = 3
+    v_ln: float = 230.0
     _t: dict[str, list[float]] = field(default_factory=dict)
     _v: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     _pv: list[float] = field(default_factory=list)  # aligned with _t[pv_metered_root]
 
-    def observe(self, now_s: float, allocation: Allocation, pv_w: float | None = None) -> None:
-        """``pv_w``: the PV meters' output now (``PvMeters.total_w``), None when unknown."""
+    def observe(
+        self,
+        now_s: float,
+        allocation: Allocation,
+        pv_w: float | None = None,
+        root_extra_w: float | None = 0.0,
+    ) -> None:
+        """``pv_w``: the PV meters' output now (``PvMeters.total_w``), None when unknown.
+        ``root_extra_w``: what the root's non-EV load holds that is no building (a charging
+        battery, ``LiveBattery.planner_view``), spread over its lines; None: not known, so the
+        root is not sampled."""
         for h in allocation.headroom:
             if not h.measured or h.stale or not all(map(math.isfinite, h.other_load_a)):
                 continue  # only what a meter saw, never a worst case
+            root = h.node_id == self.root_id
+            if root and root_extra_w is None:
+                continue
             ts = self._t.setdefault(h.node_id, [])
             if ts and now_s < ts[-1] + self.sample_s:
                 continue
             ts.append(now_s)
             vs = self._v.setdefault(h.node_id, [])
-            vs.append(h.other_load_a)
+            other = h.other_load_a
+            if root and root_extra_w:
+                less = root_extra_w / (self.root_lines * self.v_ln)
+                other = (other[0] - less, other[1] - less, other[2] - less)
+            vs.append(other)
             pvs = self._pv if h.node_id == self.pv_metered_root else None
             if pvs is not None:
                 pvs.append(math.nan if pv_w is None else pv_w)
@@ -307,14 +328,22 @@ class LivePlanner:
         self.drivers.seed(ended)
         self.drivers.teach(self.mpc)
 
-    def observe(self, now_s: float, allocation: Allocation | None) -> None:
-        """Record the non-EV load the step's allocation counted (see the module docstring)."""
+    def observe(
+        self,
+        now_s: float,
+        allocation: Allocation | None,
+        battery: tuple[float | None, float] = (0.0, 0.0),
+    ) -> None:
+        """Record the non-EV load the step's allocation counted (see the module docstring).
+        ``battery``: (what of the root's load is the battery's, None: unknown; what the step
+        added to the root's import for it), ``LiveBattery.planner_view``."""
         if allocation is not None:
             pv_w = None if self.pv_meters is None else self.pv_meters.total_w(now_s)
-            self.history.observe(now_s, allocation, pv_w)
+            root_extra_w, credit_w = battery
+            self.history.observe(now_s, allocation, pv_w, root_extra_w)
             kw = site_import_kw(self.mpc.site, allocation.headroom)
             if kw is not None:
-                self.peak.observe(now_s, kw)
+                self.peak.observe(now_s, kw - credit_w / 1000.0)
 
     def observe_pv(self, reading: MeterReading) -> None:
         """A PV meter's reading (``Site.pv_meters``), for the building and PV forecasts."""
@@ -339,14 +368,18 @@ class LivePlanner:
             self.drivers.teach(self.mpc)
         return not self._running and self.mpc.needs_replan(now_s, sessions)
 
-    async def replan(self, now_s: float, sessions: Sequence[Session]) -> Plan:
-        """Solve for ``sessions`` at ``now_s`` in a worker thread; the result is ``latest``."""
+    async def replan(
+        self, now_s: float, sessions: Sequence[Session], battery_soc_wh: float | None = None
+    ) -> Plan:
+        """Solve for ``sessions`` at ``now_s`` in a worker thread; the result is ``latest``.
+        ``battery_soc_wh``: the battery's charge now (None: the section's bottom charge)."""
         self._running = True
         try:
             known = without_full(sessions, self._full)
             self.mpc.forecast = self.history.forecast(self.mpc.site)
             self.latest = await asyncio.to_thread(
-                self.mpc.step, now_s, known, peak_so_far_kw=self.peak.peak_kw
+                self.mpc.step, now_s, known, peak_so_far_kw=self.peak.peak_kw,
+                battery_soc_wh=battery_soc_wh,
             )
             self.solves += 1
         finally:

@@ -31,16 +31,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ampshare.adapters.battery import BatteryLink, build_battery
 from ampshare.adapters.meters import MeterCoordinator, MeterSource, build_coordinators
 from ampshare.adapters.mqtt import SessionCommand
 from ampshare.adapters.ocpp import CentralSystem, ChargerLink, CommandOutcome, LinkOptions
 from ampshare.adapters.ocpp.port import OutcomeStatus
 from ampshare.aio import cancel_and_wait
+from ampshare.app._battery import LiveBattery
 from ampshare.app._mqtt import MqttLink, SessionEdits, command_changes, mqtt_password
 from ampshare.app._planner import LivePlanner, LoadHistory, PvMeters, stored_import_windows
 from ampshare.app._web import WebBridge
 from ampshare.clock import Clock, SystemClock
 from ampshare.config import SiteConfig
+from ampshare.config.tariff_files import battery_from_section
 from ampshare.control import (
     CommandAck,
     ControlInputs,
@@ -56,7 +59,7 @@ from ampshare.control import (
     step,
 )
 from ampshare.core.allocation import Policy, PolicyName
-from ampshare.core.planner import PvProfile, RecedingHorizonPlanner, ceiling_w
+from ampshare.core.planner import PvProfile, RecedingHorizonPlanner, ceiling_w, uncredited
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
 from ampshare.errors import InputError, StoreError
 from ampshare.store import SqlStore
@@ -112,7 +115,8 @@ class Supervisor:
                  link: ChargerLink | None = None,
                  meter_sources: Sequence[MeterSource] | None = None,
                  options: SupervisorOptions | None = None,
-                 on_step: Callable[[StepResult], None] | None = None) -> None:
+                 on_step: Callable[[StepResult], None] | None = None,
+                 battery_link: BatteryLink | None = None) -> None:
         self.config = config
         self.site = config.site
         self.clock = clock or SystemClock()
@@ -130,6 +134,9 @@ class Supervisor:
                     lookback_weeks=section.forecast_weeks,
                     pv=self.options.pv,
                     pv_metered_root=pv_root,
+                    root_id=self.site.root.id,
+                    root_lines=len(self.site.voltage.lines),
+                    v_ln=self.site.voltage.line_to_neutral_v,
                 )
                 if section
                 else LoadHistory(pv_metered_root=pv_root)
@@ -145,6 +152,15 @@ class Supervisor:
                 hold_peak=section.hold_peak if section else True,
                 pv_meters=pv_meters,
             )
+        # The site file's ``battery:`` (sized by ``planner:``), driven from the plan; the
+        # caller's link (tests) or the section's driver.
+        self.battery: LiveBattery | None = None
+        model = battery_from_section(config.planner)
+        if config.battery is not None and model is not None:
+            blink = battery_link or build_battery(config.battery, model, self.clock)
+            self.battery = LiveBattery(blink, config.battery, model, self.site, self.clock)
+        self._root_meters = frozenset(m.id for m in self.site.meters
+                                      if m.node_id == self.site.root.id)
         self.link: ChargerLink | None = link
         self._own_link = link is None
         self.state: ControllerState = initial_state(self.site, self.settings)
@@ -174,6 +190,10 @@ class Supervisor:
             if self.planner is not None:
                 self.planner.observe_pv(reading)
             return
+        if self.battery is not None and reading.meter_id in self._root_meters:
+            # the controller never counts on the battery (``app._battery``)
+            reading = uncredited(reading, self.battery.load_to_add_w(self.clock.now_s()),
+                                 self.site.voltage.line_to_neutral_v)
         self._readings.append(reading)
         self.trigger.notify(self.clock.now_s())
         self._wake.set()
@@ -303,6 +323,8 @@ class Supervisor:
             meters = self._build_meters()
             for m in meters:
                 self._spawn(m.run())
+            if self.battery is not None:
+                self._spawn(self.battery.run())
             self._spawn(self._forward_link_changes(link))
             if self.web is not None and self.web.resumed:
                 self._resume(link, self.web)
@@ -311,6 +333,8 @@ class Supervisor:
             try:
                 await self._loop(link, stop)
             finally:
+                if self.battery is not None:
+                    await self.battery.idle()  # a battery is never left on a plan nobody follows
                 for m in meters:
                     m.stop()
                 if self.mqtt is not None and mqtt_task is not None:
@@ -374,8 +398,11 @@ class Supervisor:
         result = step(self.site, self.settings, policy, before, inputs, now_s)
         self.state = result.state
         self.last_result = result
-        if self.planner is not None:
-            self.planner.observe(now_s, result.allocation)  # the building load, for forecasts
+        if self.planner is not None:  # the building load, for forecasts
+            view = self.battery.planner_view(now_s) if self.battery else (0.0, 0.0)
+            self.planner.observe(now_s, result.allocation, view)
+        if self.battery is not None:
+            self._drive_battery(self.battery, now_s, policy, sessions, result)
         self.trigger.ran(now_s, result.next_wakeup_s)
         for ev in result.events:
             log.log(logging.WARNING if ev.severity != "info" else logging.INFO,
@@ -394,10 +421,21 @@ class Supervisor:
             self._on_step(result)
         return result
 
+    def _drive_battery(self, battery: LiveBattery, now_s: float, policy: Policy,
+                       sessions: tuple[Session, ...], result: StepResult) -> None:
+        """The plan's battery power, bounded by this step's allocation, sent when due."""
+        plan = self.planner.latest if self.planner is not None else None
+        targets = policy.planned_targets_a if policy.name is PolicyName.PLANNED else None
+        cmd = battery.decide(now_s, plan, result.allocation, targets_a=targets,
+                             charger_of={s.session_id: s.charger_id for s in sessions})
+        if battery.due(now_s, cmd):
+            self._spawn(battery.send(cmd))
+
     async def _replan(self, planner: LivePlanner, now_s: float,
                       sessions: tuple[Session, ...]) -> None:
+        soc = self.battery.soc_wh(now_s) if self.battery is not None else None
         try:
-            plan = await planner.replan(now_s, sessions)
+            plan = await planner.replan(now_s, sessions, soc)
         except Exception:  # a planner bug must not stop the loop: deadline goes on
             log.exception("planning failed; the deadline policy holds until the next plan")
             return

@@ -65,6 +65,10 @@ async def _serve(config: SiteConfig, duration_s: float, web: bool,
     elif pv_ids:
         typer.echo(f"ampshare: PV meter(s) {pv_ids} not read: only the planner uses them "
                    "(planner: {enabled: true})")
+    if config.battery is not None:
+        b = config.battery
+        typer.echo(f"ampshare: battery {b.id} ({b.driver.type}): driven from the plan, read every "
+                   f"{b.poll_s:g} s; its discharge is never counted on")
     if sup.mqtt is not None:
         m = sup.mqtt.describe()
         typer.echo(f"ampshare: MQTT to {m['host']}:{m['port']}, topics {m['prefix']}/..., "

@@ -77,6 +77,8 @@ def build(data: Any) -> Built:
         out.top = SiteFileModel.model_validate(dict(data))
     except ValidationError as exc:
         out.problems.extend(from_validation_error(exc, SiteFileModel))
+    if out.top is not None:
+        _check_battery(out.top, out.problems)
     items = _validate_items(data, out.problems)
     voltage = out.top.voltage if out.top else _voltage_or_none(data.get("voltage"))
     if voltage is None:
@@ -90,6 +92,23 @@ def build(data: Any) -> Built:
     if not out.problems and out.top is not None:
         out.site = site
     return out
+
+
+def _check_battery(top: SiteFileModel, problems: list[Problem]) -> None:
+    """The device (``battery:``) and its model (``planner.battery_*``) come together: a battery
+    is driven from the plan, and the plan needs its size and limits."""
+    if top.battery is None:
+        return
+    if top.planner.battery_capacity_kwh is None:
+        problems.append(Problem(
+            loc=("battery",), message="a battery to drive needs its size and power limits, "
+            "which the planner plans with",
+            hint="set planner.battery_capacity_kwh, battery_max_charge_kw and "
+            "battery_max_discharge_kw (and planner.enabled: true)"))
+    elif not top.planner.enabled and top.policy.name != "planned":
+        problems.append(Problem(
+            loc=("battery",), message="a battery is driven from the plan, and no planner runs",
+            hint="set planner.enabled: true, or remove the battery: section"))
 
 
 def _voltage_or_none(value: Any) -> VoltageSystem | None:

@@ -12,6 +12,7 @@ from ampshare.config._build import build
 from ampshare.config._problems import Problem
 from ampshare.config._yaml import format_path, load_yaml_fast, load_yaml_text, resolve_loc
 from ampshare.config.sections import (
+    BatterySection,
     ControlSection,
     MqttSection,
     OcppSection,
@@ -38,6 +39,7 @@ class SiteConfig:
     web: WebSection
     source: str
     mqtt: MqttSection | None = None  # no ``mqtt:`` key: no bridge
+    battery: BatterySection | None = None  # no ``battery:`` key: no battery to drive
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
@@ -73,7 +75,7 @@ def parse_config(source: str | Mapping[str, Any], *, name: str = "<inline>") -> 
     top = built.top
     return SiteConfig(site=built.site, policy=top.policy, control=top.control,
                       planner=top.planner, ocpp=top.ocpp, web=top.web, mqtt=top.mqtt,
-                      source=name)
+                      battery=top.battery, source=name)
 
 
 def parse_site(source: str | Mapping[str, Any], *, name: str = "<inline>") -> Site:

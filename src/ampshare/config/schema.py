@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from ampshare.config.meter_drivers import MeterDriverConfig, SimDriver
 from ampshare.config.sections import (
+    BatterySection,
     ControlSection,
     MqttSection,
     OcppSection,
@@ -198,6 +199,7 @@ class SiteFileModel(_Strict):
     ocpp: OcppSection = Field(default_factory=OcppSection)
     web: WebSection = Field(default_factory=WebSection)
     mqtt: MqttSection | None = None
+    battery: BatterySection | None = None
 
     @field_validator("voltage", mode="before")
     @classmethod

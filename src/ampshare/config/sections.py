@@ -8,16 +8,20 @@ the whole file, with ``extra="forbid"`` everywhere.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "BatteryRegister",
+    "BatterySection",
     "ControlSection",
+    "ModbusBatteryDriver",
     "MqttSection",
     "OcppSection",
     "PlannerSection",
     "PolicySection",
+    "SimBatteryDriver",
     "WebSection",
     "WebToken",
 ]
@@ -158,6 +162,81 @@ class PlannerSection(_Strict):
             raise ValueError("battery_min_soc_pct must be below battery_max_soc_pct")
         if (self.pv_profile_file is None) != (self.pv_kwp is None):
             raise ValueError("pv_profile_file and pv_kwp go together")
+
+
+class BatteryRegister(_Strict):
+    """One register of a battery inverter: the raw value times ``scale`` gives % (state of
+    charge) or W (power, charge positive; ``scale: -1`` flips a device that counts discharge
+    positive)."""
+
+    address: int = Field(ge=0, le=65535, description="0-based protocol address")
+    type: Literal["u16", "i16", "u32", "i32", "f32"] = "i16"
+    scale: float = Field(default=1.0, description="raw x scale = % or W")
+    function: Literal["holding", "input"] = Field(
+        default="holding", description="read with FC 3 (holding) or FC 4 (input)"
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("scale must not be 0")
+        return v
+
+
+class ModbusBatteryDriver(_Strict):
+    """A battery inverter over Modbus TCP (``host``) or RTU (``serial_port``): where its state
+    of charge and power are read and where the power setpoint is written (holding registers,
+    FC 16). Inverters name these differently; the manual's register list gives the three."""
+
+    type: Literal["modbus"] = "modbus"
+    host: str | None = None
+    port: int = Field(default=502, ge=1, le=65535)
+    serial_port: str | None = None
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    unit_id: int = Field(default=1, ge=0, le=247)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=2, ge=0, le=10)
+    word_order: Literal["big", "little"] = "big"
+    soc_pct: BatteryRegister
+    power_w: BatteryRegister
+    setpoint_w: BatteryRegister
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModbusBatteryDriver:
+        if (self.host is None) == (self.serial_port is None):
+            raise ValueError("give exactly one of host (Modbus TCP) or serial_port (Modbus RTU)")
+        if self.setpoint_w.function != "holding":
+            raise ValueError("setpoint_w is written, so it is a holding register")
+        return self
+
+
+class SimBatteryDriver(_Strict):
+    """A simulated battery (demo, tests): follows its setpoint within the planner section's
+    power limits, its state of charge moving with the energy."""
+
+    type: Literal["sim"] = "sim"
+    soc_pct: float = Field(default=50.0, ge=0, le=100, description="at start")
+
+
+class BatterySection(_Strict):
+    """A stationary battery behind the root meter that ``ampshare run`` drives from the plan
+    (its size and limits are the ``planner:`` section's ``battery_*``). It is read every
+    ``poll_s``; a reading older than ``timeout_s`` is stale, and the battery is then told to
+    idle and its discharge is assumed at its maximum (never counted on). The setpoint is sent
+    when it changes and at least every ``refresh_s`` (inverters drop a remote setpoint their
+    watchdog has not seen renewed)."""
+
+    id: str = Field(default="battery", min_length=1, max_length=64)
+    driver: Annotated[
+        ModbusBatteryDriver | SimBatteryDriver, Field(discriminator="type")
+    ] = Field(default_factory=SimBatteryDriver)
+    poll_s: float = Field(default=2.0, gt=0, le=300)
+    timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    refresh_s: float = Field(default=30.0, gt=0, le=3600)
+    deadband_w: float = Field(default=200.0, ge=0, description="smaller changes are not sent")
 
 
 class OcppSection(_Strict):

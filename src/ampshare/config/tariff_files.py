@@ -24,6 +24,7 @@ from ampshare.core.tariff import PriceSeries, Tariff, UtcOffsets, parse_acn_tou
 from ampshare.errors import InputError
 
 __all__ = [
+    "battery_from_section",
     "load_price_series",
     "load_pv_profile",
     "load_tariff",
@@ -221,25 +222,31 @@ def tariff_from_section(
     return None
 
 
+def battery_from_section(section: PlannerSection) -> Battery | None:
+    """The stationary battery the ``planner:`` section describes (its charge at the bottom
+    until a reading says otherwise), or None."""
+    if section.battery_capacity_kwh is None:
+        return None
+    cap_wh = section.battery_capacity_kwh * 1000
+    return Battery(
+        capacity_wh=cap_wh,
+        max_charge_w=(section.battery_max_charge_kw or 0.0) * 1000,
+        max_discharge_w=(section.battery_max_discharge_kw or 0.0) * 1000,
+        soc_wh=cap_wh * section.battery_min_soc_pct / 100,
+        charge_efficiency=section.battery_efficiency,
+        discharge_efficiency=section.battery_efficiency,
+        min_soc_wh=cap_wh * section.battery_min_soc_pct / 100,
+        max_soc_wh=cap_wh * section.battery_max_soc_pct / 100,
+    )
+
+
 def planner_from_section(
     section: PlannerSection, site: Site, base_dir: str | Path = ".", source: str = "the site file"
 ) -> RecedingHorizonPlanner:
     """The live receding-horizon planner described by a site file's ``planner:`` section
     (tariff files are read relative to ``base_dir``, the site file's folder)."""
     tariff = tariff_from_section(section, base_dir, source)
-    battery = None
-    if section.battery_capacity_kwh is not None:
-        cap_wh = section.battery_capacity_kwh * 1000
-        battery = Battery(
-            capacity_wh=cap_wh,
-            max_charge_w=(section.battery_max_charge_kw or 0.0) * 1000,
-            max_discharge_w=(section.battery_max_discharge_kw or 0.0) * 1000,
-            soc_wh=cap_wh * section.battery_min_soc_pct / 100,
-            charge_efficiency=section.battery_efficiency,
-            discharge_efficiency=section.battery_efficiency,
-            min_soc_wh=cap_wh * section.battery_min_soc_pct / 100,
-            max_soc_wh=cap_wh * section.battery_max_soc_pct / 100,
-        )
+    battery = battery_from_section(section)
     energy = None if section.default_energy_kwh is None else section.default_energy_kwh * 1000
     return RecedingHorizonPlanner(
         site=site,

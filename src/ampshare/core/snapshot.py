@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "BatteryReading",
     "ChargerState",
     "ChargerStatus",
     "ExternalCap",
@@ -38,6 +39,17 @@ class MeterReading:
     voltage_v: PerLine | None = None
     energy_wh: float | None = None
     power_per_line_w: PerLine | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatteryReading:
+    """One sample of a stationary battery: state of charge and the power it draws at ``t_s``
+    (``power_w`` charge positive, discharge negative)."""
+
+    battery_id: str
+    t_s: float
+    soc_pct: float
+    power_w: float
 
 
 class ChargerStatus(StrEnum):

@@ -88,9 +88,10 @@ class ModbusLink:
             client.close()
 
     async def read(self, meter_id: str, unit_id: int, address: int, count: int,
-                   function: str) -> Sequence[int]:
-        """Read ``count`` registers; raises ``DeviceUnavailable`` / ``DeviceProtocolError``."""
-        where = f"meter {meter_id} at {self.target.label}"
+                   function: str, *, what: str = "meter") -> Sequence[int]:
+        """Read ``count`` registers; raises ``DeviceUnavailable`` / ``DeviceProtocolError``.
+        ``what`` names the device in errors (a meter, a battery)."""
+        where = f"{what} {meter_id} at {self.target.label}"
         async with self._lock:
             client = await self._connect(where)
             call = (client.read_input_registers if function == "input"
@@ -108,6 +109,31 @@ class ModbusLink:
             except ModbusException as exc:
                 raise DeviceProtocolError(f"{where}: bad reply at {address}: {exc}") from None
         return _check_reply(rr, where, address, count)
+
+    async def write(self, device_id: str, unit_id: int, address: int, words: Sequence[int],
+                    *, what: str = "meter") -> None:
+        """Write holding registers (FC 16), with the errors of ``read``."""
+        where = f"{what} {device_id} at {self.target.label}"
+        async with self._lock:
+            client = await self._connect(where)
+            guard_s = self.target.timeout_s * (self.target.retries + 1) + 1.0
+            try:
+                async with asyncio.timeout(guard_s):
+                    rr: Any = await client.write_registers(address, list(words),
+                                                           device_id=unit_id)
+            except (ModbusIOException, ConnectionException, OSError, TimeoutError) as exc:
+                self.close()
+                raise DeviceUnavailable(f"{where}: no answer writing {len(words)} registers at "
+                                        f"{address} ({exc})") from None
+            except ModbusException as exc:
+                raise DeviceProtocolError(f"{where}: bad reply writing at {address}: "
+                                          f"{exc}") from None
+        if rr.isError():
+            code = getattr(rr, "exception_code", None)
+            name = _EXCEPTION_NAMES.get(code or 0, "unknown")
+            err = DeviceUnavailable if code in _GATEWAY_SILENT else DeviceProtocolError
+            raise err(f"{where}: exception reply {code} ({name}) writing {len(words)} registers "
+                      f"at {address}; check the register address and unit id")
 
     async def _connect(self, where: str) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         if self._client is not None and self._client.connected:

@@ -18,6 +18,14 @@ really stay against what they declared; ``full_sessions``/``without_full`` take 
 (SuspendedEV) out of the plan.
 """
 
+from ampshare.core.planner._battery import (
+    BatteryCommand,
+    battery_command,
+    ev_shortfall_w,
+    planned_battery_w,
+    spare_power_w,
+    uncredited,
+)
 from ampshare.core.planner._learn import DriverHistory
 from ampshare.core.planner._lp import LpMatrices
 from ampshare.core.planner._mpc import (
@@ -44,6 +52,7 @@ from ampshare.core.planner.forecast import PvProfile, forecast_profile
 
 __all__ = [
     "Battery",
+    "BatteryCommand",
     "DriverHistory",
     "Linearisation",
     "LpMatrices",
@@ -57,16 +66,21 @@ __all__ = [
     "SessionPlan",
     "SiteForecast",
     "apply_defaults",
+    "battery_command",
     "ceiling_w",
     "cone_arc",
+    "ev_shortfall_w",
     "facets",
     "forecast_profile",
     "full_sessions",
     "learn_defaults",
     "peak_so_far",
     "plan",
+    "planned_battery_w",
     "planning_lp",
     "policy_at",
+    "spare_power_w",
     "targets_at",
+    "uncredited",
     "without_full",
 ]
