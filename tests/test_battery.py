@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,15 +34,26 @@ from ampshare.clock import SystemClock, VirtualClock
 from ampshare.config import load_config, parse_config
 from ampshare.config.sections import ModbusBatteryDriver
 from ampshare.config.tariff_files import battery_from_section, planner_from_section
-from ampshare.core.allocation import ChargerLimits, NodeHeadroom
+from ampshare.app._battery import LiveBattery
+from ampshare.core.allocate import allocate
+from ampshare.core.allocation import (
+    AllocationInput,
+    ChargerLimits,
+    NodeHeadroom,
+    NodeMeasurement,
+    Policy,
+    PolicyName,
+)
 from ampshare.core.planner import (
     Battery,
+    Plan,
+    PlanStatus,
     battery_command,
-    ev_shortfall_w,
+    ev_gap_w,
     spare_power_w,
     uncredited,
 )
-from ampshare.core.snapshot import MeterReading
+from ampshare.core.snapshot import MeterReading, Session
 from ampshare.errors import ConfigError, DeviceProtocolError, DeviceUnavailable
 
 BAT = Battery(
@@ -185,10 +197,80 @@ def test_spare_power_and_shortfall() -> None:
     assert spare_power_w(site, [root((20.0, 10.0, 30.0), stale=True)]) == 0.0
     assert spare_power_w(site, []) == 0.0
     limits = ChargerLimits(["cp1", "cp2"], [6.0, 16.0], [3, 1], [None, None], None)  # type: ignore[list-item]
-    short = ev_shortfall_w(
-        limits, {"s1": 10.0, "s2": 16.0, "s9": 8.0}, {"s1": "cp1", "s2": "cp2"}, 230.0
+    short, extra = ev_gap_w(
+        limits, {"s1": 10.0, "s2": 10.0, "s9": 8.0}, {"s1": "cp1", "s2": "cp2"}, 230.0
     )
     assert short == pytest.approx(4.0 * 3 * 230.0)  # s1 lacks 4 A on three phases
+    assert extra == pytest.approx(6.0 * 1 * 230.0)  # s2 draws 6 A beyond, on one phase
+
+
+def _plan(battery_kw: float, start_s: float) -> Plan:
+    return Plan(
+        status=PlanStatus.OPTIMAL,
+        start_s=start_s,
+        slot_s=900.0,
+        n_slots=4,
+        session_ids=(),
+        current_a=np.zeros((0, 4)),
+        sessions=(),
+        grid_kw=np.zeros(4),
+        battery_kw=np.full(4, battery_kw),
+        peak_kw=0.0,
+    )
+
+
+async def test_a_planned_charge_takes_back_the_cars_extra_after_they_make_room() -> None:
+    """Two cars get their 6 A targets and, using every amp, 5 A more each; the battery's plan
+    wants 5 kW. The extra is the battery's by the plan: reserved first (the controller counts
+    it as load and lowers the cars), sent once the reservation has stood the hold time."""
+    config = parse_config(
+        """
+nodes: [{id: main, limit_a: 32}]
+meters: [{id: house, node: main}]
+chargers:
+  - {id: cp1, node: main, max_a: 16, connection: 3p}
+  - {id: cp2, node: main, max_a: 16, connection: 3p}
+planner: {enabled: true, battery_capacity_kwh: 20, battery_max_charge_kw: 5,
+          battery_max_discharge_kw: 5}
+battery: {driver: {type: sim}}
+""",
+        name="s.yaml",
+    )
+    site = config.site
+    clock = VirtualClock(10_000.0)
+    model = battery_from_section(config.planner)
+    assert config.battery is not None
+    assert model is not None
+    fake = FakeBattery("battery", clock, model, soc_pct=50.0)
+    live = LiveBattery(fake, config.battery, model, site, clock, hold_s=7.0)
+    live.latest = await fake.read()
+    sessions = tuple(
+        Session(session_id=f"s{i}", charger_id=f"cp{i}", arrival_s=0.0) for i in (1, 2)
+    )
+    targets = {"s1": 6.0, "s2": 6.0}
+    alloc = allocate(
+        AllocationInput(
+            site=site,
+            now_s=clock.now_s(),
+            sessions=sessions,
+            measurements=(NodeMeasurement(node_id="main", current_a=(10.0, 10.0, 10.0)),),
+            policy=Policy(name=PolicyName.PLANNED, planned_targets_a=targets),
+        )
+    )
+    assert list(alloc.limits.limit_a) == pytest.approx([11.0, 11.0])  # 6 A + 5 A extra each
+    plan = _plan(5.0, clock.now_s())
+    kw = {"targets_a": targets, "charger_of": {"s1": "cp1", "s2": "cp2"}}
+    cmd = live.decide(clock.now_s(), plan, alloc, **kw)  # type: ignore[arg-type]
+    assert cmd.power_w == 0.0
+    assert "5000 W reserved, the cars make room first" in cmd.reason
+    assert live.load_to_add_w(clock.now_s()) == pytest.approx(5000.0)  # counted as load now
+    clock.advance(7.0)
+    cmd = live.decide(clock.now_s(), plan, alloc, **kw)  # type: ignore[arg-type]
+    assert (cmd.power_w, cmd.reason) == (5000.0, "charging as planned")
+    # A fall goes out at once.
+    await live.send(cmd)
+    cmd = live.decide(clock.now_s(), _plan(2.0, clock.now_s()), alloc, **kw)  # type: ignore[arg-type]
+    assert cmd.power_w == 2000.0
 
 
 # --- the fake and the config -----------------------------------------------------------------
@@ -311,7 +393,7 @@ async def test_run_drives_the_battery_from_the_plan_and_never_counts_on_it(
     path = tmp_path / "site.yaml"
     path.write_text(
         SITE
-        + "control: {max_period_s: 0.2}\n"
+        + "control: {max_period_s: 0.2, ev_reaction_s: 0.5}\n"
         + "planner: {enabled: true, horizon_h: 6, replan_interval_s: 0.5, "
         "price_file: prices.csv, battery_capacity_kwh: 20, battery_max_charge_kw: 5, "
         "battery_max_discharge_kw: 5}\n"
@@ -359,17 +441,29 @@ async def test_run_drives_the_battery_from_the_plan_and_never_counts_on_it(
         # does not: the told charge is added until the battery shows it, which it does).
         meter.set(current_a=(10.0 + 5000 / 690, 10.0 + 5000 / 690, 10.0 + 5000 / 690))
         await _until(
-            lambda: root_other()[0] == pytest.approx(10.0 + 5000 / 690, abs=0.05), 3.0, root_other
+            lambda: root_other()[0] == pytest.approx(10.0 + 5000 / 690, abs=0.05),
+            3.0,
+            lambda: (root_other(), battery.latest, battery.sent_w, battery.reserved_w),
         )
         # A discharge is never counted on: 3 kW out of the battery (its own controller took
-        # over and refuses our setpoints) and a meter 4.35 A lower per line reach the
-        # controller as the 10 A the building draws.
+        # over and refuses our setpoints) and a meter 4.35 A lower per line: the controller
+        # counts the 3 kW back as load, on top of the charge still reserved for the plan.
         fake.soc_wh = 10_000.0  # half full: it can go on discharging
         await fake.set_power(-3000.0)
         fake.fail(DeviceProtocolError("local mode (fake)"), writes_only=True)
         meter.set(current_a=(10.0 - 3000 / 690,) * 3)  # type: ignore[arg-type]
-        battery.sent_w = 0.0
-        await _until(lambda: root_other()[0] == pytest.approx(10.0, abs=0.05), 3.0, root_other)
+
+        def added_back() -> bool:
+            r = battery.fresh(clock.now_s())
+            add = battery.load_to_add_w(clock.now_s())
+            return (
+                r is not None
+                and r.power_w == -3000.0
+                and add >= 3000.0
+                and root_other()[0] == pytest.approx(10.0 - 3000 / 690 + add / 690, abs=0.05)
+            )
+
+        await _until(added_back, 3.0, lambda: (root_other(), battery.load_to_add_w(clock.now_s())))
         # Not read: idled, and counted at its full 5 kW discharge.
         fake.recover()
         fake.fail()
@@ -388,3 +482,20 @@ async def test_run_drives_the_battery_from_the_plan_and_never_counts_on_it(
         await asyncio.wait_for(task, 10)
     assert fake.setpoints[-1] == 0.0  # idled on stop
     assert len(fake.setpoints) > n
+
+
+def test_the_readme_battery_section_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("**A stationary battery, driven live**", 1)[1]
+    yaml = block.split("```yaml\n", 1)[1].split("```", 1)[0]
+    sized = "planner: {enabled: true, battery_capacity_kwh: 20, battery_max_charge_kw: 5, "
+    sized += "battery_max_discharge_kw: 5}\n"
+    config = parse_config(SITE + sized + yaml, name="README.md")
+    assert config.battery is not None
+    driver = config.battery.driver
+    assert isinstance(driver, ModbusBatteryDriver)
+    assert (driver.soc_pct.address, driver.power_w.address, driver.setpoint_w.address) == (
+        843,
+        842,
+        37,
+    )

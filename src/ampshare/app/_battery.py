@@ -8,10 +8,12 @@ when it changed by ``deadband_w`` or ``refresh_s`` has passed. The planner is to
 of charge at each solve. On stop the battery is told to idle.
 
 The controller never counts on the battery (``load_to_add_w``): the root meter's readings reach
-it with the battery's discharge added back as load, and with the charge it was told to take
-and has not shown yet (its increase must not meet the cars' in the same headroom). A battery
-that has not been read within ``timeout_s`` is idled and counted at its full discharge —
-unknown means pessimistic.
+it with the battery's discharge added back as load, and with the charge it is to take and has
+not shown yet. A rise in charge is sequenced like a car's increase: first *reserved* (counted
+as load from the next reading on, so the controller lowers the cars' current beyond their plan
+targets, decreases first), and sent only once the reservation has stood ``hold_s`` (the cars'
+reaction time and a margin); a fall is sent at once. A battery that has not been read within
+``timeout_s`` is idled and counted at its full discharge — unknown means pessimistic.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ampshare.core.planner import (
     BatteryCommand,
     Plan,
     battery_command,
-    ev_shortfall_w,
+    ev_gap_w,
     planned_battery_w,
     spare_power_w,
 )
@@ -48,9 +50,17 @@ class LiveBattery:
     """One battery driven from the plan (see the module docstring)."""
 
     def __init__(
-        self, link: BatteryLink, section: BatterySection, model: Battery, site: Site, clock: Clock
+        self,
+        link: BatteryLink,
+        section: BatterySection,
+        model: Battery,
+        site: Site,
+        clock: Clock,
+        *,
+        hold_s: float = 7.0,
     ) -> None:
         self.link = link
+        self.hold_s = hold_s
         self.section = section
         self.model = model
         self.site = site
@@ -59,6 +69,8 @@ class LiveBattery:
         self.command = BatteryCommand(power_w=0.0, reason="not started")
         self.sent_w: float | None = None  # the last setpoint the battery accepted
         self._sent_t = -math.inf
+        self.reserved_w = 0.0  # charge counted as load ahead of sending it
+        self._reserved_t = -math.inf
         self._sending = False
         self._failing = False
         self._send_failing = False
@@ -74,14 +86,20 @@ class LiveBattery:
         return None if r is None else r.soc_pct / 100.0 * self.model.capacity_wh
 
     def load_to_add_w(self, now_s: float) -> float:
-        """What the controller adds to the root meter's readings [W]: the battery's discharge
-        (at its maximum while not read freshly), and charge it was told to take beyond what it
-        shows."""
+        """What the controller adds to the root meter's readings [W]: the battery's discharge,
+        and the charge it was told to take or has reserved beyond what it shows; while not read
+        freshly, the larger of its full discharge and that charge."""
         r = self.fresh(now_s)
-        shown_charge = 0.0 if r is None else max(0.0, r.power_w)
-        discharge = self.model.max_discharge_w if r is None else max(0.0, -r.power_w)
-        told_charge = max(0.0, self.sent_w or 0.0)
-        return discharge + max(0.0, told_charge - shown_charge)
+        if r is None:
+            # Not known: it may be discharging at its most (the meter lower by that) or about
+            # to take the charge it was told (not in the meter yet), never both at once.
+            return max(self.model.max_discharge_w, self._charge_held_w())
+        discharge = max(0.0, -r.power_w)
+        return discharge + max(0.0, self._charge_held_w() - max(0.0, r.power_w))
+
+    def _charge_held_w(self) -> float:
+        """The charge the battery was told to take or has reserved, whichever is more."""
+        return max(0.0, self.sent_w or 0.0, self.reserved_w)
 
     def planner_view(self, now_s: float) -> tuple[float | None, float]:
         """For ``LivePlanner.observe``: what of the root's non-EV load (as the step counted it)
@@ -92,8 +110,7 @@ class LiveBattery:
         r = self.fresh(now_s)
         if r is None:
             return None, 0.0
-        told = max(0.0, self.sent_w or 0.0)
-        return max(0.0, r.power_w, told), self.load_to_add_w(now_s)
+        return max(0.0, r.power_w, self._charge_held_w()), self.load_to_add_w(now_s)
 
     # --- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -130,22 +147,40 @@ class LiveBattery:
         r = self.fresh(now_s)
         headroom = allocation.headroom if allocation is not None else ()
         imported = site_import_kw(self.site, headroom)
-        shortfall = 0.0
+        shortfall = extra = 0.0
         if allocation is not None and targets_a:
-            shortfall = ev_shortfall_w(
+            shortfall, extra = ev_gap_w(
                 allocation.limits, targets_a, charger_of or {}, self.site.voltage.line_to_neutral_v
             )
-        self.command = battery_command(
+        wanted = battery_command(
             planned_w=planned_battery_w(plan, now_s),
             battery=self.model,
             soc_wh=self.soc_wh(now_s),
             power_w=None if r is None else r.power_w,
-            spare_w=spare_power_w(self.site, headroom),
+            # the charge reserved beyond what it shows was kept from the cars for it
+            spare_w=spare_power_w(self.site, headroom)
+            + (0.0 if r is None else max(0.0, self._charge_held_w() - max(0.0, r.power_w))),
             # the step counted the discharge as load: what the site really imports is less
             import_w=None if imported is None else imported * 1000.0 - self.load_to_add_w(now_s),
             shortfall_w=shortfall,
+            extra_w=extra,
         )
+        self.command = self._sequenced(now_s, wanted)
         return self.command
+
+    def _sequenced(self, now_s: float, wanted: BatteryCommand) -> BatteryCommand:
+        """A rise in charge is reserved first and sent after ``hold_s``; a fall at once."""
+        charge = max(0.0, wanted.power_w)
+        if charge > self.reserved_w + 1e-9:
+            self._reserved_t = now_s  # a higher reservation starts its hold again
+        self.reserved_w = charge
+        going = max(0.0, self.sent_w or 0.0)
+        if charge <= going or now_s - self._reserved_t >= self.hold_s:
+            return wanted
+        return BatteryCommand(
+            power_w=going,
+            reason=f"{wanted.reason}: {charge:.0f} W reserved, the cars make room first",
+        )
 
     def due(self, now_s: float, cmd: BatteryCommand) -> bool:
         """Send ``cmd`` now: nothing sent yet, a change beyond the deadband, a stop, or the

@@ -158,7 +158,9 @@ class Supervisor:
         model = battery_from_section(config.planner)
         if config.battery is not None and model is not None:
             blink = battery_link or build_battery(config.battery, model, self.clock)
-            self.battery = LiveBattery(blink, config.battery, model, self.site, self.clock)
+            # a rise in its charge waits as a car's increase would: the cars' reaction time
+            self.battery = LiveBattery(blink, config.battery, model, self.site, self.clock,
+                                       hold_s=self.settings.ev_reaction_s + 2.0)
         self._root_meters = frozenset(m.id for m in self.site.meters
                                       if m.node_id == self.site.root.id)
         self.link: ChargerLink | None = link

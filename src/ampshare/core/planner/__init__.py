@@ -21,7 +21,7 @@ really stay against what they declared; ``full_sessions``/``without_full`` take 
 from ampshare.core.planner._battery import (
     BatteryCommand,
     battery_command,
-    ev_shortfall_w,
+    ev_gap_w,
     planned_battery_w,
     spare_power_w,
     uncredited,
@@ -69,7 +69,7 @@ __all__ = [
     "battery_command",
     "ceiling_w",
     "cone_arc",
-    "ev_shortfall_w",
+    "ev_gap_w",
     "facets",
     "forecast_profile",
     "full_sessions",

@@ -3,11 +3,13 @@
 The plan gives the battery a power per slot (``Plan.battery_kw``, charge positive). Live, that
 power is a wish that the instant may not allow, so ``battery_command`` bounds it:
 
-* charging only into headroom the site has now: what the root's lines have left after the
-  cars' allocation (``spare_power_w``), plus what the battery already draws (the meter counted
-  it as building load, so it is in use, not spare), less what the cars lack of their own plan
-  targets (``ev_shortfall_w``: a charging battery gives way to them, energy by departure comes
-  first); and never above the top state of charge;
+* charging only into headroom the site has: what the root's lines have left after the cars'
+  allocation (``spare_power_w``), plus what the battery already draws (the meter counted it as
+  building load, so it is in use, not spare), plus what the cars draw beyond their plan targets
+  (the plan gave that to the battery; the caller takes it back from them before the battery
+  rises, ``app._battery``), less what the cars lack of their own targets (``ev_gap_w``: a
+  charging battery gives way to them, energy by departure comes first); and never above the
+  top state of charge;
 * discharging only up to what the site draws (no export: the battery shaves import, it does
   not feed the grid), never below the bottom state of charge;
 * nothing without a usable plan for now, or while the battery's own reading is not fresh.
@@ -32,7 +34,7 @@ from ampshare.core.snapshot import MeterReading
 __all__ = [
     "BatteryCommand",
     "battery_command",
-    "ev_shortfall_w",
+    "ev_gap_w",
     "planned_battery_w",
     "spare_power_w",
     "uncredited",
@@ -78,23 +80,27 @@ def spare_power_w(site: Site, headroom: Iterable[NodeHeadroom]) -> float:
     return 0.0
 
 
-def ev_shortfall_w(
+def ev_gap_w(
     limits: ChargerLimits,
     targets_a: Mapping[str, float],
     charger_of: Mapping[str, str],
     v_ln: float,
-) -> float:
-    """What the cars lack of their plan targets [W]: per session with a target
-    (``targets_a``, session id -> A per phase) on a charger (``charger_of``), the target above
-    the charger's limit, on each phase it charges with."""
+) -> tuple[float, float]:
+    """How the cars' limits stand against their plan targets [W]: ``(shortfall, extra)``,
+    per session with a target (``targets_a``, session id -> A per phase) on a charger
+    (``charger_of``), the target above the charger's limit and the limit above the target, on
+    each phase it charges with. The extra is "use every amp" current beyond the plan, which a
+    planned charge of the battery may take back."""
     index = {cid: i for i, cid in enumerate(limits.charger_ids)}
-    short = 0.0
+    short = extra = 0.0
     for sid, target in targets_a.items():
         i = index.get(charger_of.get(sid, ""))
         if i is None:
             continue
-        short += max(0.0, target - limits.limit_a[i]) * limits.phases[i] * v_ln
-    return short
+        per_a = limits.phases[i] * v_ln
+        short += max(0.0, target - limits.limit_a[i]) * per_a
+        extra += max(0.0, limits.limit_a[i] - target) * per_a
+    return short, extra
 
 
 def battery_command(
@@ -106,14 +112,15 @@ def battery_command(
     spare_w: float,
     import_w: float | None,
     shortfall_w: float = 0.0,
+    extra_w: float = 0.0,
 ) -> BatteryCommand:
     """What to ask of the battery now.
 
     ``planned_w``: the plan's power for this slot (``planned_battery_w``); ``soc_wh`` and
     ``power_w``: the battery's fresh reading (None: not fresh); ``spare_w``: the root's
     headroom after the cars (``spare_power_w``); ``import_w``: the site's import now (None:
-    not known); ``shortfall_w``: what the cars lack of their plan targets
-    (``ev_shortfall_w``)."""
+    not known); ``shortfall_w`` and ``extra_w``: what the cars lack of their plan targets and
+    draw beyond them (``ev_gap_w``)."""
     if soc_wh is None or power_w is None:
         return BatteryCommand(power_w=0.0, reason="battery not read: idle")
     if planned_w is None:
@@ -122,7 +129,7 @@ def battery_command(
     if planned_w >= MIN_COMMAND_W:
         if soc_wh >= top:
             return BatteryCommand(power_w=0.0, reason="full (top state of charge): idle")
-        room = spare_w + max(0.0, power_w) - shortfall_w
+        room = spare_w + extra_w + max(0.0, power_w) - shortfall_w
         want = min(planned_w, battery.max_charge_w)
         got = min(want, room)
         if got < MIN_COMMAND_W:
