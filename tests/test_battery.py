@@ -30,11 +30,11 @@ from ampshare.adapters.meters import FakeMeter
 from ampshare.adapters.meters._registers import DataType, encode_value
 from ampshare.adapters.ocpp import FakeChargerLink
 from ampshare.app import Supervisor, SupervisorOptions
+from ampshare.app._battery import LiveBattery
 from ampshare.clock import SystemClock, VirtualClock
 from ampshare.config import load_config, parse_config
 from ampshare.config.sections import ModbusBatteryDriver
 from ampshare.config.tariff_files import battery_from_section, planner_from_section
-from ampshare.app._battery import LiveBattery
 from ampshare.core.allocate import allocate
 from ampshare.core.allocation import (
     AllocationInput,
