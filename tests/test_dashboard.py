@@ -26,7 +26,7 @@ from ampshare.core.allocation import Policy, PolicyName
 from ampshare.core.planner import PlanInput, plan
 from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading, Session
 from ampshare.store import SqlStore, open_store
-from ampshare.web import InMemoryRuntime, Role, TokenAuth, create_app
+from ampshare.web import BatteryStatus, InMemoryRuntime, Role, TokenAuth, create_app
 from ampshare.web.testing import serve
 
 pytestmark = pytest.mark.browser
@@ -472,5 +472,51 @@ def test_the_site_manager_sets_and_removes_a_temporary_limit(
     _wait(lambda: page.get_by_test_id("cap-msg").inner_text() == "limit removed")
     assert rt.view().external_caps == ()
     _wait(lambda: page.get_by_test_id("cap-dashboard-garage").count() == 0)
+    page.close()
+    assert errors == []
+
+
+def test_the_battery_and_the_pv_show_with_the_site(
+    browser: Any, site_app: tuple[str, InMemoryRuntime, SqlStore]
+) -> None:
+    url, rt, _ = site_app
+    rt.set_assets(
+        battery=BatteryStatus(
+            battery_id="battery",
+            soc_pct=62.4,
+            power_w=-2960.0,
+            command_w=-3000.0,
+            reason="discharging as planned",
+            credit_w=2960.0,
+        ),
+        pv_kw=3.24,
+    )
+    page, errors = _admin_page(browser, url)
+    page.get_by_test_id("battery").wait_for()
+    shown = " ".join(page.get_by_test_id("battery").inner_text().split())
+    assert shown == "Battery 62 % · discharging 3.0 kW — discharging as planned"
+    assert " ".join(page.get_by_test_id("pv").inner_text().split()) == "PV 3.2 kW"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-battery.png"), full_page=False)
+    site = httpx.get(f"{url}/api/v1/site", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+    assert site["battery"]["soc_pct"] == 62.4
+    assert site["pv_kw"] == 3.24
+    # The controller counted the 2.96 kW discharge back as load: the import shown is without it.
+    rt.set_assets(battery=None, pv_kw=3.24)
+    _wait(lambda: not page.get_by_test_id("battery").count())
+    counted = httpx.get(f"{url}/api/v1/site", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert site["import_kw"] == pytest.approx(counted.json()["import_kw"] - 2.96)
+    rt.set_assets(
+        battery=BatteryStatus(
+            battery_id="battery",
+            soc_pct=None,
+            power_w=None,
+            command_w=0.0,
+            reason="battery not read: idle",
+        ),
+        pv_kw=None,
+    )
+    _wait(lambda: "not read" in page.get_by_test_id("battery").inner_text())
+    assert page.get_by_test_id("pv").count() == 0
     page.close()
     assert errors == []

@@ -36,7 +36,7 @@ from ampshare.core.snapshot import (
     Session,
 )
 from ampshare.store import InstalledProfile, open_store
-from ampshare.web import InMemoryRuntime, TokenAuth, create_app, run_recorder
+from ampshare.web import BatteryStatus, InMemoryRuntime, TokenAuth, create_app, run_recorder
 from ampshare.web.server import EmbeddedServer
 
 __all__ = ["WebBridge", "listen_socket"]
@@ -166,9 +166,12 @@ class WebBridge:
 
     # --- controller -> API -----------------------------------------------------------------
     def after_step(self, *, sessions: Sequence[Session], states: Sequence[ChargerState],
-                   readings: Sequence[MeterReading], result: StepResult) -> None:
-        """Show one step: sessions started and ended, reports, the allocation; store the
-        controller's events (each once: this is the only place they are recorded)."""
+                   readings: Sequence[MeterReading], result: StepResult,
+                   battery: BatteryStatus | None = None, pv_kw: float | None = None) -> None:
+        """Show one step: sessions started and ended, reports, the allocation, the battery and
+        PV; store the controller's events (each once: this is the only place they are
+        recorded). ``readings`` as the meters gave them (not as the controller counted a
+        battery)."""
         reported = {s.session_id: s for s in sessions if s.charger_id in self._known}
         self._settle_restored(reported, states)
         now = {**self._restored, **reported}
@@ -181,6 +184,7 @@ class WebBridge:
             charger_states=[s for s in states if s.charger_id in self._known],
             meter_readings=readings,
             energy_wh={sid: s.energy_delivered_wh for sid, s in reported.items()})
+        self.runtime.set_assets(battery=battery, pv_kw=pv_kw)
         if result.allocation is not None:
             self.runtime.set_allocation(result.allocation)
         if result.events:

@@ -63,6 +63,7 @@ from ampshare.core.planner import PvProfile, RecedingHorizonPlanner, ceiling_w, 
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
 from ampshare.errors import InputError, StoreError
 from ampshare.store import SqlStore
+from ampshare.web import BatteryStatus
 
 __all__ = ["Supervisor", "SupervisorOptions", "control_settings", "policy_from", "tune_gc"]
 
@@ -171,6 +172,8 @@ class Supervisor:
         self.outcomes: dict[str, CommandOutcome] = {}
         self._on_step = on_step
         self._readings: list[MeterReading] = []
+        self._raw_readings: list[MeterReading] = []
+        self._shown_readings: tuple[MeterReading, ...] = ()
         self._acks: list[CommandAck] = []
         self._passed_states: dict[str, ChargerState] = {}
         self._passed_sessions: tuple[Session, ...] | None = None
@@ -192,6 +195,7 @@ class Supervisor:
             if self.planner is not None:
                 self.planner.observe_pv(reading)
             return
+        self._raw_readings.append(reading)  # as the meter said it, for the dashboard
         if self.battery is not None and reading.meter_id in self._root_meters:
             # the controller never counts on the battery (``app._battery``)
             reading = uncredited(reading, self.battery.load_to_add_w(self.clock.now_s()),
@@ -385,6 +389,8 @@ class Supervisor:
         inputs = ControlInputs(readings=tuple(self._readings), charger_states=states,
                                sessions=sessions, external_caps=caps, acks=tuple(self._acks))
         self._readings.clear()
+        self._shown_readings = tuple(self._raw_readings)
+        self._raw_readings.clear()
         self._acks.clear()
         return inputs, all_sessions
 
@@ -414,7 +420,8 @@ class Supervisor:
         if self.web is not None:
             try:
                 self.web.after_step(sessions=sessions, states=inputs.charger_states,
-                                    readings=inputs.readings, result=result)
+                                    readings=self._shown_readings, result=result,
+                                    battery=self._battery_status(now_s), pv_kw=self._pv_kw(now_s))
             except Exception:  # the dashboard must never stop the control loop
                 log.exception("updating the dashboard runtime failed")
         if self.mqtt is not None:
@@ -422,6 +429,22 @@ class Supervisor:
         if self._on_step is not None:
             self._on_step(result)
         return result
+
+    def _battery_status(self, now_s: float) -> BatteryStatus | None:
+        b = self.battery
+        if b is None:
+            return None
+        r = b.fresh(now_s)
+        return BatteryStatus(battery_id=b.link.battery_id,
+                             soc_pct=None if r is None else r.soc_pct,
+                             power_w=None if r is None else r.power_w,
+                             command_w=b.command.power_w, reason=b.command.reason,
+                             credit_w=b.planner_view(now_s)[1])
+
+    def _pv_kw(self, now_s: float) -> float | None:
+        pv = self.planner.pv_meters if self.planner is not None else None
+        w = pv.total_w(now_s) if pv is not None else None
+        return None if w is None else w / 1000.0
 
     def _drive_battery(self, battery: LiveBattery, now_s: float, policy: Policy,
                        sessions: tuple[Session, ...], result: StepResult) -> None:

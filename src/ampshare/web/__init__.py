@@ -11,11 +11,18 @@ from __future__ import annotations
 from ampshare.web.app import API_VERSION, create_app
 from ampshare.web.auth import Role, TokenAuth, hash_token, new_token
 from ampshare.web.recorder import record_once, run_recorder, samples_of
-from ampshare.web.runtime import Allocator, InMemoryRuntime, RuntimeView, SiteRuntime
+from ampshare.web.runtime import (
+    Allocator,
+    BatteryStatus,
+    InMemoryRuntime,
+    RuntimeView,
+    SiteRuntime,
+)
 
 __all__ = [
     "API_VERSION",
     "Allocator",
+    "BatteryStatus",
     "InMemoryRuntime",
     "Role",
     "RuntimeView",

@@ -134,6 +134,16 @@ class NodeOut(BaseModel):
     headroom: HeadroomOut | None
 
 
+class BatteryOut(BaseModel):
+    """The stationary battery (site file ``battery:``) as last driven."""
+
+    battery_id: str
+    soc_pct: float | None = Field(description="state of charge; None: not read freshly")
+    power_w: float | None = Field(description="charge positive; None: not read freshly")
+    command_w: float = Field(description="the power it is asked for (charge positive)")
+    reason: str = Field(description="why that power, in words")
+
+
 class SiteOut(BaseModel):
     name: str
     voltage: str
@@ -152,8 +162,12 @@ class SiteOut(BaseModel):
     import_kw: float | None = Field(
         default=None,
         description="site import now as the controller counts it: the root meter's non-EV "
-        "load plus the current allocated to the chargers (None: the root is not metered "
-        "freshly)",
+        "load plus the current allocated to the chargers, less a battery's discharge the "
+        "controller counts back as load (None: the root is not metered freshly)",
+    )
+    battery: BatteryOut | None = Field(default=None, description="None: no battery: section")
+    pv_kw: float | None = Field(
+        default=None, description="the PV meters' output now (None: none, or not fresh)"
     )
 
 
@@ -342,9 +356,26 @@ def site_out(v: RuntimeView) -> SiteOut:
         allocator_error=v.allocator_error,
         nodes=nodes,
         held_peak_kw=v.held_peak_kw if v.policy.name is PolicyName.PLANNED else None,
-        import_kw=site_import_kw(v.site, v.headroom),
+        import_kw=_import_kw(v),
         planner_on=v.planner_on,
+        battery=None
+        if v.battery is None
+        else BatteryOut(
+            battery_id=v.battery.battery_id,
+            soc_pct=v.battery.soc_pct,
+            power_w=v.battery.power_w,
+            command_w=v.battery.command_w,
+            reason=v.battery.reason,
+        ),
+        pv_kw=v.pv_kw,
     )
+
+
+def _import_kw(v: RuntimeView) -> float | None:
+    kw = site_import_kw(v.site, v.headroom)
+    if kw is None or v.battery is None:
+        return kw
+    return kw - v.battery.credit_w / 1000.0
 
 
 def session_out(s: Session, rec: SessionRecord | None = None, *, active: bool = True) -> SessionOut:

@@ -49,7 +49,7 @@ from ampshare.store import (
 if TYPE_CHECKING:  # the planner pulls in scipy; the web layer only reads its results
     from ampshare.core.planner import Plan
 
-__all__ = ["Allocator", "InMemoryRuntime", "RuntimeView", "SiteRuntime"]
+__all__ = ["Allocator", "BatteryStatus", "InMemoryRuntime", "RuntimeView", "SiteRuntime"]
 
 Allocator = Callable[[AllocationInput], Allocation]
 _SEVERITY = {"info": Severity.INFO, "warning": Severity.WARNING, "alert": Severity.CRITICAL}
@@ -59,6 +59,20 @@ _RESOLVES = {  # recovery event kind -> the alert kind it closes
     "compliant_again": "noncompliant",
 }
 _LIMIT_EVENT_STEP_A = 1.0  # smaller moves are routine sharing, not worth an event row
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatteryStatus:
+    """The stationary battery as the dashboard shows it: its last reading (None: not read
+    freshly), the power it is asked for and why, and what the controller adds to the root's
+    readings for it (``credit_w``, taken off the site import shown)."""
+
+    battery_id: str
+    soc_pct: float | None
+    power_w: float | None
+    command_w: float
+    reason: str
+    credit_w: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +97,8 @@ class RuntimeView:
     plan: Plan | None = None  # the planner's latest plan (None: no planner, or not run yet)
     held_peak_kw: float | None = None  # the site import that plan's peak holds live, if any
     planner_on: bool = False  # a planner runs beside this runtime (policy ``planned`` works)
+    battery: BatteryStatus | None = None  # the site file's ``battery:``, as last driven
+    pv_kw: float | None = None  # what the PV meters measure now (None: none, or not fresh)
     # Chargers the controller found drawing over their limit (until "compliant again").
     noncompliant: frozenset[str] = frozenset()
     # Indexes built once per view, so that listing thousands of chargers stays linear.
@@ -147,6 +163,8 @@ class InMemoryRuntime:
         self._plan: Plan | None = None
         self._held_peak_kw: float | None = None
         self._planner_on = False
+        self._battery: BatteryStatus | None = None
+        self._pv_kw: float | None = None
         self._noncompliant: set[str] = set()
 
     # -- reading ----------------------------------------------------------------------------
@@ -171,6 +189,8 @@ class InMemoryRuntime:
                 plan=self._plan,
                 held_peak_kw=self._held_peak_kw,
                 planner_on=self._planner_on,
+                battery=self._battery,
+                pv_kw=self._pv_kw,
                 noncompliant=frozenset(self._noncompliant),
                 _limit_by={lim.charger_id: lim for lim in limits},
                 _session_by={s.charger_id: s for s in self._sessions.values()},
@@ -367,6 +387,15 @@ class InMemoryRuntime:
         with self._lock:
             self._planner_on = on
             self._seq += 1  # the dashboard offers "planned" from the next frame
+
+    def set_assets(self, *, battery: BatteryStatus | None, pv_kw: float | None) -> None:
+        """The battery and PV as last seen (shown with the site; a new frame goes out when
+        what is shown changes, not for every watt)."""
+        with self._lock:
+            before = (_rounded(self._battery), _kw(self._pv_kw))
+            self._battery, self._pv_kw = battery, pv_kw
+            if before != (_rounded(battery), _kw(pv_kw)):
+                self._seq += 1
 
     def set_plan(self, plan: Plan, *, held_peak_kw: float | None = None) -> None:
         """Take the planner's newest plan (what ``GET /api/v1/plan`` shows) and the site import
@@ -609,3 +638,16 @@ def _caps_from(raw: object) -> Sequence[ExternalCap]:
         )
         for r in raw
     ]
+
+
+def _kw(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+def _rounded(b: BatteryStatus | None) -> tuple[object, ...] | None:
+    """What the dashboard shows of a battery: kW and % to one decimal, the reason."""
+    if b is None:
+        return None
+    kw = None if b.power_w is None else round(b.power_w / 1000, 1)
+    soc = None if b.soc_pct is None else round(b.soc_pct, 1)
+    return (kw, soc, round(b.command_w / 1000, 1), b.reason)

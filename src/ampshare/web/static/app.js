@@ -277,6 +277,25 @@ function importRow(f) {
   <p class="hint import-hint">Site import against the demand peak the plan holds: beyond what their plans need, cars wait below the dashed mark; the hatched part of the service is left unused to keep the peak${over ? "; above it now because the cars' plans need it (the next plan raises the peak)" : ""}.</p>`;
 }
 
+// The battery the plan drives (site file battery:) and the PV meters' output, in a line a
+// site manager reads at a glance: how full, what it does and why, what the sun gives.
+function assetsRow(f) {
+  const b = f.site.battery, pv = f.site.pv_kw;
+  if (!b && pv == null) return "";
+  const parts = [];
+  if (b) {
+    const kw = (w) => `${(Math.abs(w) / 1000).toFixed(1)} kW`;
+    const doing = b.power_w == null ? "not read" : b.power_w > 50 ? `charging ${kw(b.power_w)}` : b.power_w < -50 ? `discharging ${kw(b.power_w)}` : "idle";
+    const soc = b.soc_pct == null ? "–" : `${b.soc_pct.toFixed(0)} %`;
+    const fill = b.soc_pct == null ? 0 : Math.max(0, Math.min(100, b.soc_pct));
+    parts.push(`<span class="asset" data-testid="battery" title="asked for ${b.command_w >= 0 ? "" : "−"}${kw(b.command_w)}: ${esc(b.reason)}">
+      <span class="soc"><span style="width:${fill.toFixed(0)}%"></span></span>
+      Battery <b>${soc}</b> · ${doing} <span class="meta">— ${esc(b.reason)}</span></span>`);
+  }
+  if (pv != null) parts.push(`<span class="asset" data-testid="pv">PV <b>${pv.toFixed(1)} kW</b></span>`);
+  return `<div class="assets" data-testid="assets">${parts.join("")}</div>`;
+}
+
 function renderTree(f) {
   const depth = {};
   for (const n of f.site.nodes) depth[n.id] = n.parent_id ? depth[n.parent_id] + 1 : 0;
@@ -285,7 +304,7 @@ function renderTree(f) {
   const withChargers = new Set(grouped ? f.chargers.map((c) => c.node_id) : []);
   const nodes = f.site.nodes.filter((n) => !withChargers.has(n.id));
   const note = withChargers.size ? `<p class="hint" data-testid="tree-note">${withChargers.size === 1 ? "1 circuit with chargers: its bars are with its chargers below." : `${withChargers.size} circuits with chargers: their bars are with their chargers below.`}</p>` : "";
-  setHtml($("#tree"), importRow(f) + nodes.map((n) => {
+  setHtml($("#tree"), assetsRow(f) + importRow(f) + nodes.map((n) => {
     const h = n.headroom;
     const meta = !h ? "no data yet" : h.stale ? "meter stale: worst case assumed" : h.measured ? "metered" : "computed";
     const rows = [0, 1, 2].map((i) => lineRow(n, i)).join("");
