@@ -443,7 +443,7 @@ async def test_run_drives_the_battery_from_the_plan_and_never_counts_on_it(
         await _until(
             lambda: root_other()[0] == pytest.approx(10.0 + 5000 / 690, abs=0.05),
             3.0,
-            lambda: (root_other(), battery.latest, battery.sent_w, battery.reserved_w),
+            lambda: (root_other(), battery.latest, battery.driver),
         )
         # A discharge is never counted on: 3 kW out of the battery (its own controller took
         # over and refuses our setpoints) and a meter 4.35 A lower per line: the controller

@@ -20,6 +20,7 @@ really stay against what they declared; ``full_sessions``/``without_full`` take 
 
 from ampshare.core.planner._battery import (
     BatteryCommand,
+    BatteryDriver,
     battery_command,
     ev_gap_w,
     planned_battery_w,
@@ -53,6 +54,7 @@ from ampshare.core.planner.forecast import PvProfile, forecast_profile
 __all__ = [
     "Battery",
     "BatteryCommand",
+    "BatteryDriver",
     "DriverHistory",
     "Linearisation",
     "LpMatrices",

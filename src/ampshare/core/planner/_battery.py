@@ -14,6 +14,10 @@ power is a wish that the instant may not allow, so ``battery_command`` bounds it
   not feed the grid), never below the bottom state of charge;
 * nothing without a usable plan for now, or while the battery's own reading is not fresh.
 
+``BatteryDriver`` keeps what these rules need between steps (the last reading, what was sent,
+the charge reserved ahead of sending it); the live loop (``app._battery``) and the replay
+(``sim.engine``) each drive one.
+
 Discharging is never credited against a limit (``Battery``'s rule in the plan, and
 ``uncredited`` live): a battery may trip or stop at its bottom charge at any moment, and the
 cars must not be drawing current that only its discharge made room for. So the root meter's
@@ -26,13 +30,14 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from ampshare.core.allocation import ChargerLimits, NodeHeadroom
+from ampshare.core.allocation import Allocation, ChargerLimits, NodeHeadroom, site_import_kw
 from ampshare.core.planner._types import Battery, Plan
 from ampshare.core.site import Site
-from ampshare.core.snapshot import MeterReading
+from ampshare.core.snapshot import BatteryReading, MeterReading
 
 __all__ = [
     "BatteryCommand",
+    "BatteryDriver",
     "battery_command",
     "ev_gap_w",
     "planned_battery_w",
@@ -179,3 +184,129 @@ def uncredited(reading: MeterReading, discharge_w: float, v_ln: float) -> MeterR
 
 def _plus(x: float | None, add: float) -> float | None:
     return None if x is None else x + add
+
+
+@dataclass(slots=True, kw_only=True)
+class BatteryDriver:
+    """A battery's decision state between steps, without I/O (the caller reads the battery
+    into ``latest`` and writes what ``decide`` says when ``due``, then calls ``sent``).
+
+    A rise in charge is sequenced like a car's increase: first *reserved* (``load_to_add_w``
+    counts it as load, so the controller lowers the cars, decreases first) and released only
+    once the reservation has stood ``hold_s`` (the cars' reaction time and a margin); a fall
+    goes out at once. A battery not read within ``timeout_s`` is idled, and counted as the
+    larger of its full discharge and the charge it was told (unknown means pessimistic)."""
+
+    model: Battery
+    site: Site
+    timeout_s: float = 10.0
+    hold_s: float = 7.0
+    deadband_w: float = 200.0
+    refresh_s: float = 30.0
+    latest: BatteryReading | None = None
+    command: BatteryCommand = BatteryCommand(power_w=0.0, reason="not started")
+    sent_w: float | None = None  # the last setpoint the battery accepted
+    sent_s: float = -math.inf
+    reserved_w: float = 0.0  # charge counted as load ahead of sending it
+    reserved_s: float = -math.inf
+
+    # --- what is known --------------------------------------------------------------------
+    def fresh(self, now_s: float) -> BatteryReading | None:
+        r = self.latest
+        return r if r is not None and now_s - r.t_s <= self.timeout_s else None
+
+    def soc_wh(self, now_s: float) -> float | None:
+        r = self.fresh(now_s)
+        return None if r is None else r.soc_pct / 100.0 * self.model.capacity_wh
+
+    def load_to_add_w(self, now_s: float) -> float:
+        """What the controller adds to the root meter's readings [W]: the battery's discharge,
+        and the charge it was told to take or has reserved beyond what it shows; while not read
+        freshly, the larger of its full discharge and that charge."""
+        r = self.fresh(now_s)
+        if r is None:
+            # Not known: it may be discharging at its most (the meter lower by that) or about
+            # to take the charge it was told (not in the meter yet), never both at once.
+            return max(self.model.max_discharge_w, self._charge_held_w())
+        discharge = max(0.0, -r.power_w)
+        return discharge + max(0.0, self._charge_held_w() - max(0.0, r.power_w))
+
+    def _charge_held_w(self) -> float:
+        """The charge the battery was told to take or has reserved, whichever is more."""
+        return max(0.0, self.sent_w or 0.0, self.reserved_w)
+
+    def planner_view(self, now_s: float) -> tuple[float | None, float]:
+        """For a planner learning the building: what of the root's non-EV load (as the step
+        counted it) is the battery's — its charge, or the charge it was told or reserved where
+        more (None while not read freshly: nothing is known then); and what the step added to
+        the site's import for it (``load_to_add_w``; 0 while not read freshly, so the peak so
+        far is rather overstated)."""
+        r = self.fresh(now_s)
+        if r is None:
+            return None, 0.0
+        return max(0.0, r.power_w, self._charge_held_w()), self.load_to_add_w(now_s)
+
+    # --- deciding -------------------------------------------------------------------------
+    def decide(
+        self,
+        now_s: float,
+        planned_w: float | None,
+        allocation: Allocation | None,
+        *,
+        targets_a: Mapping[str, float] | None = None,
+        charger_of: Mapping[str, str] | None = None,
+    ) -> BatteryCommand:
+        """The command for now (also kept as ``command``): ``battery_command`` on this step's
+        allocation, then sequenced. ``planned_w``: the plan's power for now
+        (``planned_battery_w``); ``targets_a``: the plan's targets the step ran with (session
+        id -> A); ``charger_of``: session id -> charger id."""
+        r = self.fresh(now_s)
+        headroom = allocation.headroom if allocation is not None else ()
+        imported = site_import_kw(self.site, headroom)
+        shortfall = extra = 0.0
+        if allocation is not None and targets_a:
+            shortfall, extra = ev_gap_w(
+                allocation.limits, targets_a, charger_of or {}, self.site.voltage.line_to_neutral_v
+            )
+        wanted = battery_command(
+            planned_w=planned_w,
+            battery=self.model,
+            soc_wh=self.soc_wh(now_s),
+            power_w=None if r is None else r.power_w,
+            # the charge reserved beyond what it shows was kept from the cars for it
+            spare_w=spare_power_w(self.site, headroom)
+            + (0.0 if r is None else max(0.0, self._charge_held_w() - max(0.0, r.power_w))),
+            # the step counted the discharge as load: what the site really imports is less
+            import_w=None if imported is None else imported * 1000.0 - self.load_to_add_w(now_s),
+            shortfall_w=shortfall,
+            extra_w=extra,
+        )
+        self.command = self._sequenced(now_s, wanted)
+        return self.command
+
+    def _sequenced(self, now_s: float, wanted: BatteryCommand) -> BatteryCommand:
+        charge = max(0.0, wanted.power_w)
+        if charge > self.reserved_w + 1e-9:
+            self.reserved_s = now_s  # a higher reservation starts its hold again
+        self.reserved_w = charge
+        going = max(0.0, self.sent_w or 0.0)
+        if charge <= going or now_s - self.reserved_s >= self.hold_s:
+            return wanted
+        return BatteryCommand(
+            power_w=going,
+            reason=f"{wanted.reason}: {charge:.0f} W reserved, the cars make room first",
+        )
+
+    def due(self, now_s: float, cmd: BatteryCommand) -> bool:
+        """Send ``cmd`` now: nothing sent yet, a change beyond the deadband, a stop, or the
+        refresh interval passed."""
+        if self.sent_w is None or now_s - self.sent_s >= self.refresh_s:
+            return True
+        if cmd.power_w == 0.0:
+            return self.sent_w != 0.0
+        return abs(cmd.power_w - self.sent_w) >= self.deadband_w
+
+    def sent(self, power_w: float, now_s: float) -> None:
+        """The battery accepted ``power_w`` at ``now_s``."""
+        self.sent_w = power_w
+        self.sent_s = now_s
