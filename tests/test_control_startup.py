@@ -293,3 +293,23 @@ def test_a_report_older_than_a_confirmed_decrease_gives_no_current_away() -> Non
                  ControlInputs(readings=(_reading(obeyed_t + 2, 62.8),), charger_states=fresh),
                  obeyed_t + 2)
     assert all(t.limit_a is not None and t.limit_a <= 7.6 for t in later.state.tracks.values())
+
+
+def test_a_lone_charger_that_never_reported_does_not_stop_the_step() -> None:
+    # One charger (a home), not connected yet, and a fresh meter reading: the step credits
+    # no report (there is none) and goes on. It used to compare the lone missing report
+    # (None) with the meter's time and raise TypeError.
+    for n in (1, 0):
+        site = _site(n)
+        state = initial_state(site, S)
+        for k in range(3):
+            now = T0 + k
+            inputs = ControlInputs(
+                readings=(MeterReading(meter_id="m", t_s=now, current_a=(10.0, 10.0, 10.0)),)
+            )
+            res = step(site, S, P, state, inputs, now)
+            state = res.state
+        assert res.allocation is not None
+        main = next(h for h in res.allocation.headroom if h.node_id == "main")
+        assert main.measured
+        assert not main.stale

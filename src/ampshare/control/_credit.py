@@ -92,10 +92,14 @@ def meter_times(
 
 
 def _newest_report(report_s: list[float | None]) -> float:
+    """The newest report time (``NO_DIP`` when none has reported). ``max`` over the column
+    first: the common case has every charger reported; a ``None`` among several fails the
+    comparison, but a lone ``None`` (one charger, not reported yet) comes back as itself."""
     try:
-        return max(report_s)  # type: ignore[type-var,return-value]  # None: not reported yet
-    except TypeError:
+        newest = max(report_s)  # type: ignore[type-var]  # None: not reported yet
+    except (TypeError, ValueError):
         return max((r for r in report_s if r is not None), default=NO_DIP)
+    return NO_DIP if newest is None else newest
 
 
 def _candidates(table: TrackTable, times: list[float]) -> set[int]:
