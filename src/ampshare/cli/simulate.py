@@ -133,8 +133,9 @@ def _site_planner(config: SiteConfig, path: Path) -> tuple[PlannerOptions | None
     mpc = planner_from_section(s, config.site, path.parent, str(path))
     if mpc.battery is not None:
         err.print(
-            f"[yellow]note:[/] {path}: planner.battery_* is not simulated (the replay has no "
-            "stationary battery); the replay plans without it"
+            f"[yellow]note:[/] {path}: the planner's battery "
+            f"({mpc.battery.capacity_wh / 1000:g} kWh) is simulated under policy planned, "
+            f"starting at {s.battery_min_soc_pct:g} %; other policies have no plan for it"
         )
     options = PlannerOptions(
         horizon_s=mpc.horizon_s,
@@ -146,6 +147,7 @@ def _site_planner(config: SiteConfig, path: Path) -> tuple[PlannerOptions | None
         contracted_capacity_w=mpc.contracted_capacity_w,
         priority_factor=mpc.priority_factor,
         max_facet_deg=mpc.max_facet_deg,
+        battery=mpc.battery,
     )
     return options, mpc.tariff
 

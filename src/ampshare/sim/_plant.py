@@ -1,8 +1,10 @@
 """The simulated plant around the controller: the building meter and the replay's records.
 
 ``Building`` turns the building-load and PV series into what the site meter sees (per-line
-magnitudes at the metered node, balanced at unity power factor for kW series); ``Recorder``
-keeps one row per segment; ``metered_site`` gives a site without a meter one at its root.
+magnitudes at the metered node, balanced at unity power factor for kW series); ``Battery``
+is a stationary battery at the root that follows its setpoint within its limits and charge
+bounds; ``Recorder`` keeps one row per segment; ``metered_site`` gives a site without a meter
+one at its root.
 """
 
 from __future__ import annotations
@@ -13,13 +15,73 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ampshare.core.planner import Battery as BatteryModel
 from ampshare.core.site import Measurand, MeterSpec, Site
+from ampshare.core.snapshot import BatteryReading
 from ampshare.sim.series import TimeSeries
 
-__all__ = ["SIM_METER_ID", "Building", "Recorder", "metered_site"]
+__all__ = ["SIM_BATTERY_ID", "SIM_METER_ID", "Battery", "Building", "Recorder", "metered_site"]
 
 FloatArray = npt.NDArray[np.float64]
 SIM_METER_ID = "sim-main"
+SIM_BATTERY_ID = "sim-battery"
+
+
+@dataclass(slots=True)
+class Battery:
+    """A stationary battery at the root: it takes its setpoint at once, within its power
+    limits, and stops at its charge bounds (as its management system would). ``power_w``
+    charge positive; ``charged_wh``/``discharged_wh`` count what went in and out at the
+    terminals."""
+
+    model: BatteryModel
+    soc_wh: float
+    power_w: float = 0.0
+    charged_wh: float = 0.0
+    discharged_wh: float = 0.0
+
+    @property
+    def top_wh(self) -> float:
+        m = self.model
+        return m.capacity_wh if m.max_soc_wh is None else m.max_soc_wh
+
+    def set(self, power_w: float) -> None:
+        m = self.model
+        self.power_w = min(max(power_w, -m.max_discharge_w), m.max_charge_w)
+        if (self.power_w > 0 and self.soc_wh >= self.top_wh) or (
+            self.power_w < 0 and self.soc_wh <= m.min_soc_wh
+        ):
+            self.power_w = 0.0
+
+    def step(self, dt_s: float) -> float:
+        """Run ``dt_s`` at the power set; returns the mean power over it [W] (less than set
+        where a charge bound is reached inside, after which it stops)."""
+        m = self.model
+        h = dt_s / 3600.0
+        if h <= 0.0 or self.power_w == 0.0:  # (a dt so short its hours underflow to 0)
+            return 0.0
+        if self.power_w > 0:
+            room_wh = max(0.0, self.top_wh - self.soc_wh) / m.charge_efficiency
+            wh = min(self.power_w * h, room_wh)
+            self.soc_wh += wh * m.charge_efficiency
+            self.charged_wh += wh
+        else:
+            left_wh = max(0.0, self.soc_wh - m.min_soc_wh) * m.discharge_efficiency
+            wh = -min(-self.power_w * h, left_wh)
+            self.soc_wh += wh / m.discharge_efficiency
+            self.discharged_wh -= wh
+        mean_w = wh / h
+        if abs(mean_w) < abs(self.power_w) - 1e-9:
+            self.power_w = 0.0  # a bound reached: its management system stops it
+        return mean_w
+
+    def reading(self, t_s: float) -> BatteryReading:
+        return BatteryReading(
+            battery_id=SIM_BATTERY_ID,
+            t_s=t_s,
+            soc_pct=100.0 * self.soc_wh / self.model.capacity_wh,
+            power_w=self.power_w,
+        )
 
 
 @dataclass(slots=True)

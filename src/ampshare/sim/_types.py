@@ -27,7 +27,8 @@ class PlanProvider(Protocol):
     controller may know (declared departure and energy, energy delivered so far); ``states``
     what the chargers with a car report (status, offered and measured current), as a live
     controller sees them — how a planner tells a full car from one that was not offered
-    current. It returns the targets, or a ``PlanView`` that also holds a demand peak.
+    current. It returns the targets, or a ``PlanView`` that also holds a demand peak. With a
+    simulated battery it is also told the battery's state (``BatteryState``).
     """
 
     def __call__(
@@ -36,16 +37,40 @@ class PlanProvider(Protocol):
         site: Site,
         sessions: tuple[Session, ...],
         states: tuple[ChargerState, ...],
+        *,
+        battery: BatteryState | None = None,
     ) -> Mapping[str, float] | PlanView: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatteryState:
+    """A simulated battery as a plan provider is told of it: its charge now and the net energy
+    it took at its terminals since the replay began (charged minus discharged), which the
+    site's import carried."""
+
+    soc_wh: float
+    net_wh: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanView:
     """What a ``PlanProvider`` hands the ``planned`` policy until its next call: the target
-    current per session id and the site import to hold (``Policy.planned_ceiling_w``)."""
+    current per session id, the site import to hold (``Policy.planned_ceiling_w``) and, with a
+    battery, its planned power per slot."""
 
     targets_a: Mapping[str, float]
     ceiling_w: float | None = None
+    # the plan's battery power per slot (kW, charge positive) from ``battery_start_s``
+    battery_start_s: float = 0.0
+    battery_slot_s: float = 900.0
+    battery_kw: tuple[float, ...] = ()
+
+    def battery_w(self, now_s: float) -> float | None:
+        """The plan's battery power for the slot holding ``now_s`` [W]; None outside it."""
+        if not self.battery_kw or now_s < self.battery_start_s:
+            return None
+        k = int((now_s - self.battery_start_s) // self.battery_slot_s)
+        return self.battery_kw[k] * 1000.0 if k < len(self.battery_kw) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,3 +115,4 @@ class Replay:
     steps: int
     decisions: int
     wall_s: float
+    battery_kwh: tuple[float, float] | None = None  # a simulated battery's (charged, discharged)

@@ -58,6 +58,7 @@ class Decision:
     pilots: Mapping[str, Pilot]
     fallbacks_a: Mapping[str, float] = dataclasses.field(default_factory=dict)
     wakeup_s: float | None = None
+    allocation: Allocation | None = None  # what the pilots came from (a battery reads it)
 
 
 class Controller(Protocol):
@@ -123,7 +124,8 @@ class AllocatorController:
             pilots={
                 cid: Pilot(limit_a=a, phases=ph)
                 for cid, a, ph in zip(got.charger_ids, got.limit_a, got.phases, strict=True)
-            }
+            },
+            allocation=alloc,
         )
 
 
@@ -189,4 +191,6 @@ class ControlLoopController:
         timers = (reclaim_due_s(t, self._settings) for t in res.state.tracks.values())
         due += [d for d in timers if now_s < d < math.inf]
         wake = max(min(due), now_s) + 1.0 if due else None
-        return Decision(pilots=pilots, fallbacks_a=fallbacks, wakeup_s=wake)
+        return Decision(
+            pilots=pilots, fallbacks_a=fallbacks, wakeup_s=wake, allocation=res.allocation
+        )

@@ -15,6 +15,12 @@ currents (``_compiled``) are checked against every limit as the replay goes.
 Idle stretches (no car plugged) are skipped in one jump, but the building load inside them is
 still sampled at its own resolution, so peaks and violations caused by the building alone
 are counted.
+
+A stationary battery (``battery=``) sits at the root and is driven as live: the same
+``core.planner.BatteryDriver`` bounds the plan's battery power by each decision's allocation,
+reserves a rise as load before sending it, and has its discharge added back to the meter's
+readings (the controller never counts on it). With a battery the replay steps on its grid
+even while no car is plugged in, since the battery works then too.
 """
 
 from __future__ import annotations
@@ -30,14 +36,18 @@ import numpy as np
 import numpy.typing as npt
 
 from ampshare.core.allocation import Policy
+from ampshare.core.planner import Battery as BatteryModel
+from ampshare.core.planner import BatteryDriver, uncredited
 from ampshare.core.site import Connection, Site
 from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading, Session
+from ampshare.errors import InputError
 from ampshare.sim._compiled import compile_site
+from ampshare.sim._plant import Battery as _Battery
 from ampshare.sim._plant import Building as _Building
 from ampshare.sim._plant import Recorder as _Recorder
 from ampshare.sim._plant import metered_site
-from ampshare.sim._types import EvOptions, PlanProvider, PlanView, Replay
-from ampshare.sim.controllers import Controller, Pilot
+from ampshare.sim._types import BatteryState, EvOptions, PlanProvider, PlanView, Replay
+from ampshare.sim.controllers import Controller, Decision, Pilot
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.ev import EvSpec, EvState, ev_follow_pilot, ev_plug_in, ev_step
 from ampshare.sim.series import TimeSeries
@@ -112,6 +122,24 @@ class _Loop:
         self.next_plan_s = -math.inf
         self.plan_view = PlanView(targets_a={})
         self.lines_of: dict[tuple[int, bool], tuple[int, ...]] = {}
+        self.battery: _Battery | None = None
+        self.bat_driver: BatteryDriver | None = None
+        self._bat_w = (0.0, 0.0)  # the segment being recorded: battery power at start, mean
+
+    def add_battery(self, model: BatteryModel, hold_s: float) -> None:
+        """A stationary battery at the root, starting at ``model.soc_wh``."""
+        if self.site.meters[0].node_id != self.site.root.id:
+            raise InputError(
+                f"a simulated battery sits at the site's root ({self.site.root.id}), but the "
+                f"building meter is at {self.site.meters[0].node_id}: meter the root"
+            )
+        self.battery = _Battery(model=model, soc_wh=model.soc_wh)
+        self.bat_driver = BatteryDriver(model=model, site=self.site, hold_s=hold_s)
+
+    def _battery_a(self, power_w: float) -> FloatArray:
+        """A balanced battery's current per line [A] (signed, like the PV's)."""
+        b = self.building
+        return b.mask * power_w / (b.n_lines * b.v_ln)
 
     # --- plugging -------------------------------------------------------------------------
     def _free_charger(self, station_id: str) -> int | None:
@@ -273,6 +301,10 @@ class _Loop:
     def _readings(self, now_s: float) -> tuple[MeterReading, ...]:
         full, single, _ = self._currents()
         line_a, bld_kw = self.building.at(now_s)
+        bat_w = self.battery.power_w if self.battery is not None else 0.0
+        if bat_w:
+            line_a = line_a + self._battery_a(bat_w)
+            bld_kw += bat_w / 1000.0
         meter = self.site.meters[0]
         rows = self.cs.row_currents_a(full[None, :], single[None, :], line_a[None, :])[0]
         node_rows = [
@@ -282,14 +314,16 @@ class _Loop:
         for k in node_rows:
             cur[int(self.cs.labels[k][-1]) - 1] = float(rows[k])
         ev_kw = float(self.cs.power_w(full[None, :], single[None, :])[0]) / 1000.0
-        return (
-            MeterReading(
-                meter_id=meter.id,
-                t_s=now_s,
-                current_a=(cur[0], cur[1], cur[2]),
-                power_w=(bld_kw + ev_kw) * 1000.0,
-            ),
+        reading = MeterReading(
+            meter_id=meter.id,
+            t_s=now_s,
+            current_a=(cur[0], cur[1], cur[2]),
+            power_w=(bld_kw + ev_kw) * 1000.0,
         )
+        if self.bat_driver is not None:  # the controller never counts on the battery
+            add = self.bat_driver.load_to_add_w(now_s)
+            reading = uncredited(reading, add, self.site.voltage.line_to_neutral_v)
+        return (reading,)
 
     # --- deciding --------------------------------------------------------------------------
     def _policy(self, now_s: float, sessions: tuple[Session, ...], changed: bool) -> Policy:
@@ -297,7 +331,12 @@ class _Loop:
             return self.policy
         if changed or now_s >= self.next_plan_s:
             states = tuple(self._plug_states(now_s))
-            got = self.plan_provider(now_s, self.site, sessions, states)
+            if self.battery is not None:
+                b = self.battery
+                state = BatteryState(soc_wh=b.soc_wh, net_wh=b.charged_wh - b.discharged_wh)
+                got = self.plan_provider(now_s, self.site, sessions, states, battery=state)
+            else:
+                got = self.plan_provider(now_s, self.site, sessions, states)
             self.plan_view = got if isinstance(got, PlanView) else PlanView(targets_a=dict(got))
             self.next_plan_s = now_s + self.replan_s
         view = self.plan_view
@@ -309,9 +348,14 @@ class _Loop:
         """Run the controller and apply its pilots; returns when it wants to run again."""
         sessions = self._sessions()
         policy = self._policy(now_s, sessions, changed)
+        if self.battery is not None and self.bat_driver is not None:
+            self.bat_driver.latest = self.battery.reading(now_s)
         d = self.controller.decide(
             now_s, policy, sessions, self._charger_states(now_s), self._readings(now_s)
         )
+        if self.bat_driver is not None and self.battery is not None:
+            wake = self._drive_battery(self.bat_driver, self.battery, now_s, policy, sessions, d)
+            d = dataclasses.replace(d, wakeup_s=wake)
         self.wake_s = d.wakeup_s
         self.decisions += 1
         self.last_decision_s = now_s
@@ -324,6 +368,33 @@ class _Loop:
             if p is not None:
                 self._apply(p, pilot, now_s)
         return d.wakeup_s
+
+    def _drive_battery(  # noqa: PLR0917 - the decision's parts, as decide has them
+        self,
+        drv: BatteryDriver,
+        bat: _Battery,
+        now_s: float,
+        policy: Policy,
+        sessions: tuple[Session, ...],
+        d: Decision,
+    ) -> float | None:
+        """The battery's command after the decision (as ``app._battery`` does live); returns
+        the decision's wake-up, brought forward to when a reserved rise may go out."""
+        cmd = drv.decide(
+            now_s,
+            self.plan_view.battery_w(now_s),
+            d.allocation,
+            targets_a=policy.planned_targets_a,
+            charger_of={s.session_id: s.charger_id for s in sessions},
+        )
+        if drv.due(now_s, cmd):
+            bat.set(cmd.power_w)
+            drv.sent(cmd.power_w, now_s)
+        wake = d.wakeup_s
+        if drv.reserved_w > max(0.0, drv.sent_w or 0.0):  # a rise waits for the cars
+            rise = drv.reserved_s + drv.hold_s
+            wake = rise if wake is None else min(wake, rise)
+        return wake
 
     def _apply(self, p: _Plug, pilot: Pilot, now_s: float) -> None:
         on = pilot.limit_a > 0
@@ -359,6 +430,10 @@ class _Loop:
             return False  # a car waits: rotation and retries are due on the controller's time
         if any(p.lease_until_s - now_s < 1.5 * self.step_s for p in self.plugs.values()):
             return False
+        if self.battery is not None:
+            planned = self.plan_view.battery_w(now_s)
+            if self.battery.power_w != 0.0 or (planned is not None and abs(planned) >= 50.0):
+                return False  # the battery works: its command follows every step
         return self._observation(now_s) == self.last_obs
 
     def _expire_leases(self, now_s: float) -> None:
@@ -390,6 +465,9 @@ class _Loop:
             p.avg_a = (p.ev.delivered_wh - before) * 3600.0 / (volts * p.ev.spec.phases * (b - a))
             if dt <= 0:
                 p.ev = dataclasses.replace(p.ev, draw_a=0.0)
+        if self.battery is not None:
+            at_start = self.battery.power_w
+            self._bat_w = (at_start, self.battery.step(b - a))
         self._record(a, b - a)
 
     def _record(self, t: float, dt: float) -> None:
@@ -397,14 +475,17 @@ class _Loop:
         # it); power and energy use the energy-true mean.
         full, single, is_single = self._currents()
         line_a, bld_kw = self.building.at(t)
-        rows = self.cs.row_currents_a(full[None, :], single[None, :], line_a[None, :])[0]
+        # the battery: its power at the segment's start loads the rows, its mean the site kW
+        bat_now, bat_mean = self._bat_w if self.battery is not None else (0.0, 0.0)
+        seen_a = line_a + self._battery_a(bat_now) if bat_now else line_a
+        rows = self.cs.row_currents_a(full[None, :], single[None, :], seen_a[None, :])[0]
         fa, sa, _ = self._currents(avg=True)
         ev_kw = float(self.cs.power_w(fa[None, :], sa[None, :])[0]) / 1000.0
         self.rec.add(
             t=t,
             dt=dt,
             rows=rows,
-            site_kw=bld_kw + ev_kw,
+            site_kw=bld_kw + ev_kw + bat_mean / 1000.0,
             bld=(line_a, bld_kw),
             ev=full + single,
             single=is_single,
@@ -463,7 +544,7 @@ def _run(loop: _Loop, start: float, end: float, progress: Callable[[float], None
             changed |= loop.arrive(i, t)
             i += 1
         nxt_arrival = recs[i].arrival_s if i < n else math.inf
-        if not loop.plugs:
+        if not loop.plugs and loop.battery is None:
             nxt = min(end, nxt_arrival)
             loop.idle(t, nxt)
             t = nxt
@@ -498,6 +579,8 @@ def run_replay(
     replan_s: float = 900.0,
     max_quiet_s: float = 300.0,
     progress: Callable[[float], None] | None = None,
+    battery: BatteryModel | None = None,
+    battery_hold_s: float = 7.0,
 ) -> Replay:
     """Replay ``records`` (arrival order) on ``site`` with the controller that
     ``controller(site)`` builds (it gets the site with the simulator's meter added)."""
@@ -515,6 +598,8 @@ def run_replay(
     )
     loop.plan_provider, loop.replan_s = plan_provider, replan_s
     loop.max_quiet_s = max_quiet_s
+    if battery is not None:
+        loop.add_battery(battery, battery_hold_s)
     first = min(r.arrival_s for r in records)
     start = start_s if start_s is not None else math.floor(first / step_s) * step_s
     end = end_s if end_s is not None else max(r.departure_s for r in records)
@@ -537,4 +622,7 @@ def run_replay(
         steps=steps,
         decisions=loop.decisions,
         wall_s=time.perf_counter() - wall0,
+        battery_kwh=None
+        if loop.battery is None
+        else (loop.battery.charged_wh / 1000.0, loop.battery.discharged_wh / 1000.0),
     )

@@ -103,4 +103,9 @@ def compute_metrics(rep: Replay, tariff: Tariff | None = None) -> dict[str, floa
         "wall_s": round(rep.wall_s, 3),
         "steps": int(rep.steps),
         "decisions": int(rep.decisions),
+        # a simulated battery's throughput at its terminals (None: no battery)
+        "battery_charged_kwh": None if rep.battery_kwh is None else round(rep.battery_kwh[0], 3),
+        "battery_discharged_kwh": None
+        if rep.battery_kwh is None
+        else round(rep.battery_kwh[1], 3),
     }

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from ampshare.core.electrical import charger_voltage_v
 from ampshare.core.planner import (
+    Battery,
     DriverHistory,
     Linearisation,
     PeakSoFar,
@@ -41,7 +42,7 @@ from ampshare.core.planner import (
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, Session
 from ampshare.core.tariff import Tariff
-from ampshare.sim._types import PlanView
+from ampshare.sim._types import BatteryState, PlanView
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.series import TimeSeries
 
@@ -82,6 +83,7 @@ class PlannerOptions:
     contracted_capacity_w: float | None = None
     priority_factor: float = 4.0
     max_facet_deg: float = 10.0
+    battery: Battery | None = None  # a stationary battery to plan (the replay simulates it)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -114,6 +116,7 @@ class PlannerProvider:
     contracted_capacity_w: float | None = None
     priority_factor: float = 4.0
     max_facet_deg: float = 10.0
+    battery: Battery | None = None
     mpc: RecedingHorizonPlanner = field(init=False)
     plans: int = 0
     fallbacks: int = 0
@@ -123,6 +126,7 @@ class PlannerProvider:
     _full: frozenset[str] = frozenset()
     _last_s: float | None = None
     _peak: PeakSoFar = field(init=False)
+    _battery_net_wh: float = 0.0
 
     def seed(self, history: Sequence[SessionRecord]) -> None:
         """Learn defaults and stays from sessions that ended before the replay (what a live
@@ -158,6 +162,7 @@ class PlannerProvider:
             contracted_capacity_w=self.contracted_capacity_w,
             priority_factor=self.priority_factor,
             max_facet_deg=self.max_facet_deg,
+            battery=self.battery,
         )
 
     @classmethod
@@ -181,20 +186,40 @@ class PlannerProvider:
         site: Site,
         sessions: tuple[Session, ...],
         states: tuple[ChargerState, ...] = (),
+        *,
+        battery: BatteryState | None = None,
     ) -> PlanView:
         self._full = full_sessions(self._full, sessions, states)
-        self._track(now_s, sessions)
+        self._track(now_s, sessions, battery)
         known = without_full(sessions, self._full)
-        plan: Plan = self.mpc.step(now_s, known, peak_so_far_kw=self._peak.peak_kw)
+        plan: Plan = self.mpc.step(
+            now_s,
+            known,
+            peak_so_far_kw=self._peak.peak_kw,
+            battery_soc_wh=None if battery is None else battery.soc_wh,
+        )
         self.plans += 1
         for sp in plan.sessions:
             self.expected[sp.session_id] = sp
         targets = targets_at(plan, now_s)
+        battery_plan = (
+            {
+                "battery_start_s": plan.start_s,
+                "battery_slot_s": plan.slot_s,
+                "battery_kw": tuple(float(x) for x in plan.battery_kw),
+            }
+            if self.battery is not None and plan.status.usable
+            else {}
+        )
         if not targets:
             self.fallbacks += 1
             targets = deadline_targets(site, known, now_s, self.mpc.defaults.dwell_s)
-            return PlanView(targets_a=targets)
-        return PlanView(targets_a=targets, ceiling_w=ceiling_w(plan) if self.hold_peak else None)
+            return PlanView(targets_a=targets, **battery_plan)  # type: ignore[arg-type]
+        return PlanView(
+            targets_a=targets,
+            ceiling_w=ceiling_w(plan) if self.hold_peak else None,
+            **battery_plan,  # type: ignore[arg-type]
+        )
 
     @property
     def warnings(self) -> list[SessionPlan]:
@@ -202,25 +227,34 @@ class PlannerProvider:
         return [s for s in self.expected.values() if s.will_not_be_ready]
 
     # --- what a live controller learns as it goes ------------------------------------------
-    def _track(self, now_s: float, sessions: Sequence[Session]) -> None:
+    def _track(
+        self, now_s: float, sessions: Sequence[Session], battery: BatteryState | None = None
+    ) -> None:
         # the replay asks at once when a car leaves, so "gone now" is its true departure
         if self.drivers.observe(now_s, sessions) and self.learn:
             self.drivers.teach(self.mpc)
         ids = {s.session_id for s in sessions}
         for sid in [k for k in self._seen if k not in ids]:
             del self._seen[sid]
-        self._track_peak(now_s, sessions)
+        self._track_peak(now_s, sessions, battery)
         for s in sessions:
             self._seen[s.session_id] = _Seen(session=s, last_s=now_s)
 
-    def _track_peak(self, now_s: float, sessions: Sequence[Session]) -> None:
-        """Mean EV + building power since the last call, averaged into the tariff's demand
-        windows as the live loop does (``core.planner.PeakSoFar``): the demand peak already
-        set this billing period, which a new peak below costs nothing more."""
+    def _track_peak(
+        self, now_s: float, sessions: Sequence[Session], battery: BatteryState | None
+    ) -> None:
+        """Mean EV + building (+ battery) power since the last call, averaged into the
+        tariff's demand windows as the live loop does (``core.planner.PeakSoFar``): the demand
+        peak already set this billing period, which a new peak below costs nothing more."""
         before = {k: v.session.energy_delivered_wh for k, v in self._seen.items()}
         delivered = sum(s.energy_delivered_wh - before.get(s.session_id, 0.0) for s in sessions)
+        delivered = max(delivered, 0.0)
+        if battery is not None:  # a discharge lowers the import: net may be negative
+            delivered += battery.net_wh - self._battery_net_wh
+            self._battery_net_wh = battery.net_wh
         if self._last_s is not None and now_s > self._last_s:
-            kw = max(delivered, 0.0) / (now_s - self._last_s) * 3.6
+            # (a discharging battery may make the site import less than the building alone)
+            kw = delivered / (now_s - self._last_s) * 3.6
             if self.building is not None:
                 kw += float(np.mean(self._building_kw(np.array([self._last_s, now_s]))))
             self._peak.add(self._last_s, now_s, kw)

@@ -135,7 +135,11 @@ def simulate(spec: SimSpec, progress: Callable[[float], None] | None = None) -> 
     if spec.step_s <= 0:
         raise InputError(f"step must be positive (got {spec.step_s} s)")
     provider = spec.plan_provider
-    if spec.policy == PolicyName.PLANNED.value and provider is None:
+    planned = spec.policy == PolicyName.PLANNED.value
+    # The planner's battery is simulated where a plan drives it (``planned``); the others
+    # have no plan for it, and a battery that only idles would change nothing.
+    battery = spec.planner.battery if planned and spec.planner is not None else None
+    if planned and provider is None:
         from ampshare.sim.planning import PlannerOptions, PlannerProvider
 
         provider = PlannerProvider.for_replay(
@@ -169,6 +173,8 @@ def simulate(spec: SimSpec, progress: Callable[[float], None] | None = None) -> 
         replan_s=spec.replan_s,
         max_quiet_s=spec.max_quiet_s,
         progress=progress,
+        battery=battery,
+        battery_hold_s=_settings(spec).ev_reaction_s + 2.0,
     )
     from ampshare.sim.planning import PlannerProvider
 

@@ -297,6 +297,12 @@ def _objective(m: _Model) -> FloatArray:
     if m.bat is not None:
         c[m.bc] = CYCLE_WEIGHT_PER_KWH * m.h
         c[m.bd] = CYCLE_WEIGHT_PER_KWH * m.h
+        # What is stored at the horizon's end is worth the cheapest energy it could replace
+        # then: without a value it would be worth nothing, and every plan would empty the
+        # battery early for a cent of energy cost (a receding horizon never reaches its end),
+        # leaving nothing for the peak a car arriving later makes. Never worth charging for:
+        # cheapest price x discharge efficiency is below any price / charge efficiency.
+        c[m.soc[-1]] = -float(np.min(price, initial=0.0)) * m.bat.discharge_efficiency
     # One more kWh in one slot adds at most 1/h kW to the peak and max(price) to cost.
     worst = m.inp.demand_charge_per_kw / m.h + float(np.max(price, initial=0.0))
     worst += PV_WEIGHT_PER_KWH + 2 * CYCLE_WEIGHT_PER_KWH / 0.5

@@ -1,0 +1,139 @@
+"""A stationary battery in the replay: the planner plans it, the same ``BatteryDriver`` as live
+drives it within each decision's allocation, and the site's demand charge falls.
+
+The site: a 3x40 A service, a building that draws 5 kW and 15 kW from 11:00 to 14:00 every
+day, one car each night; a demand charge of 20 per kW and a flat price. The planner knows the
+building from the week before and how long drivers stay from five weeks of sessions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ampshare.core.planner import Battery
+from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
+from ampshare.core.tariff import PriceSeries, Tariff
+from ampshare.sim._plant import Battery as PlantBattery
+from ampshare.sim.data import SessionRecord
+from ampshare.sim.engine import EvOptions
+from ampshare.sim.planning import PlannerOptions, PlannerProvider
+from ampshare.sim.run import SimSpec, simulate
+from ampshare.sim.series import TimeSeries
+
+H = 3600.0
+DAY = 86400.0
+T0 = 1_569_974_400.0  # 2019-10-02 00:00 UTC
+DAYS = 3
+BAT = Battery(
+    capacity_wh=20_000.0,
+    max_charge_w=10_000.0,
+    max_discharge_w=10_000.0,
+    soc_wh=10_000.0,
+    min_soc_wh=2_000.0,
+    max_soc_wh=18_000.0,
+)
+
+
+def _site() -> Site:
+    root = CircuitNode(
+        id="main", kind=NodeKind.SERVICE, parent_id=None, line_limit_a=(40.0, 40.0, 40.0)
+    )
+    return Site(
+        name="shop",
+        voltage=VoltageSystem.EU_230_400,
+        nodes=(root,),
+        chargers=(
+            Charger(id="c0", node_id="main", connection=Connection.THREE_PHASE, max_current_a=16.0),
+        ),
+    )
+
+
+def _nightly(day: int) -> SessionRecord:
+    return SessionRecord(
+        session_id=f"d{day}",
+        station_id="c0",
+        arrival_s=T0 + day * DAY + 20 * H,
+        departure_s=T0 + day * DAY + 30 * H,
+        energy_wh=10_000.0,
+        declared_departure_s=T0 + day * DAY + 30 * H,
+        declared_energy_wh=10_000.0,
+    )
+
+
+def _replay(battery: Battery | None) -> dict[str, float | int | None]:
+    site = _site()
+    t = T0 - 8 * DAY + 300.0 * np.arange((DAYS + 8) * 288)
+    hour = ((t - T0) % DAY) / H
+    building = TimeSeries(
+        t_s=t, values=np.where((hour >= 11) & (hour < 14), 15.0, 5.0), unit="kW", source="test"
+    )
+    tariff = Tariff(
+        name="flat + demand",
+        energy=PriceSeries(start_s=T0, step_s=H, prices_per_kwh=(0.2,) * 24),
+        demand_charge_per_kw_override=20.0,
+    )
+    provider = PlannerProvider(
+        site=site, tariff=tariff, building=building, battery=battery, time_limit_s=None
+    )
+    provider.seed([_nightly(d) for d in range(-35, 0)])  # how long drivers stay
+    spec = SimSpec(
+        site=site,
+        sessions=tuple(_nightly(d) for d in range(DAYS)),
+        policy="planned",
+        building=building,
+        tariff=tariff,
+        step_s=300.0,
+        ev=EvOptions(basic=True),
+        plan_provider=provider,
+        planner=PlannerOptions(battery=battery),
+        replan_s=300.0,
+        start_s=T0,
+        end_s=T0 + DAYS * DAY,
+    )
+    return simulate(spec).metrics
+
+
+def test_the_battery_cuts_the_demand_charge_within_the_limits() -> None:
+    without, with_battery = _replay(None), _replay(BAT)
+    assert without["battery_charged_kwh"] is None
+    # The 15 kW midday is the month's peak without it; the battery shaves it.
+    assert without["demand_charge"] == pytest.approx(15.0 * 20.0, rel=0.01)
+    assert with_battery["demand_charge"] is not None
+    assert with_battery["demand_charge"] < 0.85 * 300.0
+    # Never at the cars' expense, never over a limit.
+    assert with_battery["energy_delivered_kwh"] == pytest.approx(
+        without["energy_delivered_kwh"], abs=0.1
+    )
+    assert with_battery["violation_amp_seconds"] == 0.0
+    charged, discharged = (
+        with_battery["battery_charged_kwh"],
+        with_battery["battery_discharged_kwh"],
+    )
+    assert isinstance(charged, float)
+    assert isinstance(discharged, float)
+    assert charged > 5.0
+    assert discharged > 5.0
+
+
+@given(st.lists(st.tuples(st.floats(-20_000, 20_000), st.floats(0, 7200)), min_size=1, max_size=30))
+def test_the_plant_battery_keeps_its_bounds(moves: list[tuple[float, float]]) -> None:
+    bat = PlantBattery(model=BAT, soc_wh=BAT.soc_wh)
+    for power, dt in moves:
+        bat.set(power)
+        assert -BAT.max_discharge_w <= bat.power_w <= BAT.max_charge_w
+        before = bat.soc_wh
+        mean = bat.step(dt)
+        assert BAT.min_soc_wh - 1e-6 <= bat.soc_wh <= (BAT.max_soc_wh or 0) + 1e-6
+        # the energy at its terminals moved the charge by the efficiency, no more
+        if mean > 0:
+            assert bat.soc_wh - before == pytest.approx(mean * dt / H * BAT.charge_efficiency)
+        elif mean < 0:
+            assert before - bat.soc_wh == pytest.approx(-mean * dt / H / BAT.discharge_efficiency)
+    assert bat.charged_wh >= 0.0
+    assert bat.discharged_wh >= 0.0
+    assert dataclasses.replace(bat).model is BAT
