@@ -9,12 +9,16 @@ building from the week before and how long drivers stay from five weeks of sessi
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from ampshare.cli._app import _register, app
 from ampshare.core.planner import Battery
 from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
 from ampshare.core.tariff import PriceSeries, Tariff
@@ -137,3 +141,45 @@ def test_the_plant_battery_keeps_its_bounds(moves: list[tuple[float, float]]) ->
     assert bat.charged_wh >= 0.0
     assert bat.discharged_wh >= 0.0
     assert dataclasses.replace(bat).model is BAT
+
+
+def test_simulate_runs_the_site_files_battery_under_planned(tmp_path: Path) -> None:
+    fix = Path(__file__).parent / "fixtures" / "sim"
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        (fix / "tiny-site.yaml").read_text(encoding="utf-8")
+        + "planner: {enabled: true, price_file: prices.csv, battery_capacity_kwh: 10, "
+        "battery_max_charge_kw: 5, battery_max_discharge_kw: 5}\n",
+        encoding="utf-8",
+    )
+    # dear while the first cars take the whole service, cheap from 02:00, dear again at 05:00
+    rows = ["timestamp_utc,price_eur_per_mwh"] + [
+        f"2019-10-01T{h:02d}:00:00Z,{300 if h < 2 else 50 if h < 5 else 400}" for h in range(12)
+    ]
+    (tmp_path / "prices.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    _register()
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--site",
+            str(site),
+            "--sessions",
+            str(fix / "sessions-acn.csv"),
+            "--building-load",
+            str(fix / "building.csv"),
+            "--ev",
+            "basic",
+            "--policy",
+            "planned,equal",
+            "--json",
+            "-",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "the planner's battery (10 kWh) is simulated under policy planned" in res.stderr
+    planned, equal = json.loads(res.stdout)["runs"]
+    assert equal["battery_charged_kwh"] is None  # no plan for it under equal
+    moved = planned["battery_charged_kwh"] + planned["battery_discharged_kwh"]
+    assert moved > 1.0  # it charges in the cheap hours
+    assert planned["violation_amp_seconds"] == 0.0

@@ -263,6 +263,8 @@ _METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("jain_fairness", "Jain", "{:.3f}"),
     ("energy_cost", "cost", "{:,.0f}"),
     ("demand_charge", "demand", "{:,.0f}"),
+    ("battery_charged_kwh", "battery in kWh", "{:,.1f}"),
+    ("battery_discharged_kwh", "battery out kWh", "{:,.1f}"),
     ("wall_s", "wall s", "{:.1f}"),
 )
 
