@@ -28,6 +28,10 @@ schedule found), ``mip_gap`` and ``timed_out`` stretches; the bound is what to c
 car at 0 or at least its minimum per replay step, up to the transients its docstring lists.
 ``--pilot-steps`` also holds the CC pod's chargers to 8/16/24/32 A.
 
+``--battery-kwh N --battery-kw P`` gives ``planned`` a stationary battery at the site's root
+(N kWh between 10 and 90 %, P kW each way, 95 % efficient each way, starting at 10 %): the
+planner plans it and the replay drives it as ``ampshare run`` does (README "Planner").
+
 ``optimum-grid`` (a diagnostic) is the offline optimum with every arrival moved to the next
 ``--step`` grid time: the replay plugs a car in only there, so no replayed policy can use the
 minutes before (the optimum row uses the true arrivals).
@@ -45,11 +49,12 @@ from pathlib import Path
 from ampshare.cli.simulate import parse_time_s
 from ampshare.config import load_site
 from ampshare.config.tariff_files import load_tariff
+from ampshare.core.planner import Battery
 from ampshare.sim.data import load_sessions
 from ampshare.sim.engine import EvOptions
 from ampshare.sim.optimum import offline_optimum
 from ampshare.sim.optimum_min import offline_optimum_min
-from ampshare.sim.planning import PlannerProvider
+from ampshare.sim.planning import PlannerOptions, PlannerProvider
 from ampshare.sim.run import SimSpec, simulate
 from ampshare.sim.sites import tighten_transformers
 
@@ -83,7 +88,20 @@ def main() -> None:
         action="store_false",
         help="planned: do not hold the plan's demand peak live (use every amp, as before)",
     )
+    ap.add_argument("--battery-kwh", type=float, default=0.0, help="planned: a battery [kWh]")
+    ap.add_argument("--battery-kw", type=float, default=0.0, help="its power each way [kW]")
     args = ap.parse_args()
+    battery = None
+    if args.battery_kwh > 0:
+        cap = args.battery_kwh * 1000
+        battery = Battery(
+            capacity_wh=cap,
+            max_charge_w=args.battery_kw * 1000,
+            max_discharge_w=args.battery_kw * 1000,
+            soc_wh=0.1 * cap,
+            min_soc_wh=0.1 * cap,
+            max_soc_wh=0.9 * cap,
+        )
     start, end = parse_time_s(args.start, TZ), parse_time_s(args.end, TZ)
     assert start is not None
     assert end is not None
@@ -133,7 +151,11 @@ def main() -> None:
             provider = None
             if policy == "planned":
                 provider = PlannerProvider(
-                    site=site, tariff=tariff, slot_s=args.slot, hold_peak=args.hold_peak
+                    site=site,
+                    tariff=tariff,
+                    slot_s=args.slot,
+                    hold_peak=args.hold_peak,
+                    battery=battery,
                 )
                 provider.seed(history)
             out = simulate(
@@ -145,6 +167,7 @@ def main() -> None:
                     step_s=args.step,
                     ev=EvOptions(basic=True),
                     plan_provider=provider,
+                    planner=PlannerOptions(battery=battery) if policy == "planned" else None,
                     replan_s=300.0,
                 )
             )
@@ -165,6 +188,8 @@ def main() -> None:
             kva=args.kva,
             perfect_info=args.perfect_info,
             hold_peak=args.hold_peak,
+            battery_kwh=args.battery_kwh if policy == "planned" else 0.0,
+            battery_kw=args.battery_kw if policy == "planned" else 0.0,
             start=args.start,
             end=args.end,
             run_s=round(time.perf_counter() - t0, 1),

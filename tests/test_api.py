@@ -442,6 +442,7 @@ def test_web_public_api_is_pinned() -> None:
         [
             "API_VERSION",
             "Allocator",
+            "BatteryStatus",
             "InMemoryRuntime",
             "Role",
             "RuntimeView",

@@ -106,6 +106,7 @@ def test_the_plan_is_followed_where_the_instant_allows_it() -> None:
         ({"spare_w": 0.0}, "no headroom at the root: idle"),
         ({"spare_w": 2000.0, "shortfall_w": 2500.0}, "the cars need the headroom: idle"),
         ({"planned_w": 20.0}, "planned idle"),
+        ({"ceiling_room_w": 0.0}, "holding the site's demand peak: idle"),
     ],
 )
 def test_the_battery_idles_and_says_why(kw: dict[str, object], reason: str) -> None:
@@ -132,6 +133,7 @@ _w = st.floats(-20_000, 20_000, allow_nan=False)
     spare=st.floats(0, 30_000),
     imported=st.one_of(st.none(), st.floats(-10_000, 30_000)),
     short=st.floats(0, 10_000),
+    ceiling=st.one_of(st.none(), st.floats(-5_000, 30_000)),
 )
 def test_a_command_never_leaves_its_bounds(
     planned: float | None,
@@ -140,6 +142,7 @@ def test_a_command_never_leaves_its_bounds(
     spare: float,
     imported: float | None,
     short: float,
+    ceiling: float | None,
 ) -> None:
     got = battery_command(
         planned_w=planned,
@@ -149,6 +152,7 @@ def test_a_command_never_leaves_its_bounds(
         spare_w=spare,
         import_w=imported,
         shortfall_w=short,
+        ceiling_room_w=ceiling,
     ).power_w
     if got == 0.0:
         return
@@ -157,6 +161,7 @@ def test_a_command_never_leaves_its_bounds(
     assert math.copysign(1.0, got) == math.copysign(1.0, planned)  # the plan's direction
     if got > 0:
         assert got <= min(planned, BAT.max_charge_w, spare + max(0.0, power) - short) + 1e-9
+        assert ceiling is None or got <= ceiling + 1e-9  # never above the plan's peak
         assert soc < (BAT.max_soc_wh or BAT.capacity_wh)
     else:
         assert imported is not None

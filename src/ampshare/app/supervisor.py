@@ -450,9 +450,11 @@ class Supervisor:
                        sessions: tuple[Session, ...], result: StepResult) -> None:
         """The plan's battery power, bounded by this step's allocation, sent when due."""
         plan = self.planner.latest if self.planner is not None else None
-        targets = policy.planned_targets_a if policy.name is PolicyName.PLANNED else None
-        cmd = battery.decide(now_s, plan, result.allocation, targets_a=targets,
-                             charger_of={s.session_id: s.charger_id for s in sessions})
+        planned = policy.name is PolicyName.PLANNED
+        cmd = battery.decide(now_s, plan, result.allocation,
+                             targets_a=policy.planned_targets_a if planned else None,
+                             charger_of={s.session_id: s.charger_id for s in sessions},
+                             ceiling_w=policy.planned_ceiling_w if planned else None)
         if battery.due(now_s, cmd):
             self._spawn(battery.send(cmd))
 

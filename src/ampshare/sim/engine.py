@@ -386,6 +386,7 @@ class _Loop:
             d.allocation,
             targets_a=policy.planned_targets_a,
             charger_of={s.session_id: s.charger_id for s in sessions},
+            ceiling_w=policy.planned_ceiling_w,
         )
         if drv.due(now_s, cmd):
             bat.set(cmd.power_w)

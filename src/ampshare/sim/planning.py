@@ -212,7 +212,8 @@ class PlannerProvider:
             else {}
         )
         if not targets:
-            self.fallbacks += 1
+            if known or not plan.status.usable:  # (no car and a plan: nothing fell back)
+                self.fallbacks += 1
             targets = deadline_targets(site, known, now_s, self.mpc.defaults.dwell_s)
             return PlanView(targets_a=targets, **battery_plan)  # type: ignore[arg-type]
         return PlanView(

@@ -118,6 +118,7 @@ def battery_command(
     import_w: float | None,
     shortfall_w: float = 0.0,
     extra_w: float = 0.0,
+    ceiling_room_w: float | None = None,
 ) -> BatteryCommand:
     """What to ask of the battery now.
 
@@ -125,7 +126,8 @@ def battery_command(
     ``power_w``: the battery's fresh reading (None: not fresh); ``spare_w``: the root's
     headroom after the cars (``spare_power_w``); ``import_w``: the site's import now (None:
     not known); ``shortfall_w`` and ``extra_w``: what the cars lack of their plan targets and
-    draw beyond them (``ev_gap_w``)."""
+    draw beyond them (``ev_gap_w``); ``ceiling_room_w``: with the plan's demand peak held,
+    what the battery may draw under it (None: no peak held)."""
     if soc_wh is None or power_w is None:
         return BatteryCommand(power_w=0.0, reason="battery not read: idle")
     if planned_w is None:
@@ -136,11 +138,24 @@ def battery_command(
             return BatteryCommand(power_w=0.0, reason="full (top state of charge): idle")
         room = spare_w + extra_w + max(0.0, power_w) - shortfall_w
         want = min(planned_w, battery.max_charge_w)
-        got = min(want, room)
+        peak_room = math.inf if ceiling_room_w is None else max(0.0, ceiling_room_w)
+        got = min(want, room, peak_room)
         if got < MIN_COMMAND_W:
-            why = "the cars need the headroom" if shortfall_w > 0 else "no headroom at the root"
+            why = (
+                "the cars need the headroom"
+                if shortfall_w > 0
+                else "holding the site's demand peak"
+                if peak_room < room
+                else "no headroom at the root"
+            )
             return BatteryCommand(power_w=0.0, reason=f"{why}: idle")
-        why = "charging as planned" if got >= want else "charging, held to the root's headroom"
+        why = (
+            "charging as planned"
+            if got >= want
+            else "charging, held to the site's demand peak"
+            if peak_room < room
+            else "charging, held to the root's headroom"
+        )
         return BatteryCommand(power_w=got, reason=why)
     if planned_w <= -MIN_COMMAND_W:
         if soc_wh <= battery.min_soc_wh:
@@ -255,11 +270,14 @@ class BatteryDriver:
         *,
         targets_a: Mapping[str, float] | None = None,
         charger_of: Mapping[str, str] | None = None,
+        ceiling_w: float | None = None,
     ) -> BatteryCommand:
         """The command for now (also kept as ``command``): ``battery_command`` on this step's
         allocation, then sequenced. ``planned_w``: the plan's power for now
         (``planned_battery_w``); ``targets_a``: the plan's targets the step ran with (session
-        id -> A); ``charger_of``: session id -> charger id."""
+        id -> A); ``charger_of``: session id -> charger id; ``ceiling_w``: the site import
+        the step held (``Policy.planned_ceiling_w``; the battery's charge stays under it too,
+        or it would set the peak the plan kept the cars from setting)."""
         r = self.fresh(now_s)
         headroom = allocation.headroom if allocation is not None else ()
         imported = site_import_kw(self.site, headroom)
@@ -268,6 +286,12 @@ class BatteryDriver:
             shortfall, extra = ev_gap_w(
                 allocation.limits, targets_a, charger_of or {}, self.site.voltage.line_to_neutral_v
             )
+        held = 0.0 if r is None else max(0.0, r.power_w, self._charge_held_w())
+        ceiling_room = None
+        if ceiling_w is not None and imported is not None:
+            # the import the step counted holds the battery's charge (shown or held) and the
+            # cars' extra, both of which are the battery's under the plan's peak
+            ceiling_room = ceiling_w - imported * 1000.0 + held + extra - shortfall
         wanted = battery_command(
             planned_w=planned_w,
             battery=self.model,
@@ -280,6 +304,7 @@ class BatteryDriver:
             import_w=None if imported is None else imported * 1000.0 - self.load_to_add_w(now_s),
             shortfall_w=shortfall,
             extra_w=extra,
+            ceiling_room_w=ceiling_room,
         )
         self.command = self._sequenced(now_s, wanted)
         return self.command
