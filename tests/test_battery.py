@@ -504,3 +504,25 @@ def test_the_readme_battery_section_is_valid() -> None:
         842,
         37,
     )
+
+
+def test_check_describes_the_battery(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ampshare.cli._app import _register, app
+
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        SITE
+        + "planner: {enabled: true, battery_capacity_kwh: 20, battery_max_charge_kw: 5, "
+        "battery_max_discharge_kw: 7}\n"
+        + "battery: {driver: {type: sim}}\n",
+        encoding="utf-8",
+    )
+    _register()
+    res = CliRunner().invoke(app, ["check", str(site)])
+    assert res.exit_code == 0, res.output
+    assert (
+        "battery battery (sim) behind the root meter: 20 kWh, 5 kW in / 7 kW out, 10-90 %; "
+        "driven from the plan" in res.output
+    )

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from ampshare.cli._app import app
-from ampshare.config import dump_site, load_site
+from ampshare.config import dump_site, load_config
 from ampshare.core.site import (
     Charger,
     CircuitNode,
@@ -37,13 +37,14 @@ def check(
 ) -> None:
     """Validate a site file: print its tree and exit 0, or print every problem and exit 2."""
     try:
-        site = load_site(path)
+        config = load_config(path)
     except ConfigError as exc:
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         for issue in exc.issues:
             err.print(escape(str(issue)), style="red")
         err.print(f"{path}: {len(exc.issues)} problem(s) found", style="bold red")
         raise typer.Exit(2) from exc
+    site = config.site
     if as_json:
         typer.echo(json.dumps(dump_site(site), indent=2))
         return
@@ -52,6 +53,14 @@ def check(
         out.width = 200  # piped or captured: do not crop long node lines at 80 columns
     out.print(render_site_tree(site))
     out.print(summary_line(site))
+    if config.battery is not None:
+        b, p = config.battery, config.planner
+        out.print(
+            f"battery {escape(b.id)} ({b.driver.type}) behind the root meter: "
+            f"{p.battery_capacity_kwh:g} kWh, {p.battery_max_charge_kw:g} kW in / "
+            f"{p.battery_max_discharge_kw:g} kW out, {p.battery_min_soc_pct:g}-"
+            f"{p.battery_max_soc_pct:g} %; driven from the plan, read every {b.poll_s:g} s"
+        )
 
 
 def render_site_tree(site: Site) -> Tree:
