@@ -30,7 +30,13 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from ampshare.core.allocation import Allocation, ChargerLimits, NodeHeadroom, site_import_kw
+from ampshare.core.allocation import (
+    Allocation,
+    ChargerLimits,
+    NodeHeadroom,
+    NodeHeadrooms,
+    site_import_kw,
+)
 from ampshare.core.planner._types import Battery, Plan
 from ampshare.core.site import Site
 from ampshare.core.snapshot import BatteryReading, MeterReading
@@ -69,11 +75,15 @@ def planned_battery_w(plan: Plan | None, now_s: float) -> float | None:
 
 def spare_power_w(site: Site, headroom: Iterable[NodeHeadroom]) -> float:
     """What a balanced load at the root could still draw [W]: the smallest headroom of the
-    root's lines after the cars' allocation, on every line. 0 when the root is not metered
-    freshly (unknown means no room)."""
+    root's lines after the cars' allocation, on every line, and no more than the root's other
+    columns (transformer primary lines, power, sum of lines) leave (``NodeHeadrooms.any_a``,
+    counted as if the load were that many amperes on each line). 0 when the root is not
+    metered freshly, or has such columns and the allocation does not say what they leave
+    (unknown means no room)."""
     lines = site.voltage.lines
+    root = site.root
     for h in headroom:
-        if h.node_id != site.root.id:
+        if h.node_id != root.id:
             continue
         if not h.measured or h.stale:
             return 0.0
@@ -81,6 +91,13 @@ def spare_power_w(site: Site, headroom: Iterable[NodeHeadroom]) -> float:
         if any(r is None for r in room):
             return 0.0
         least = min(float(r) for r in room if r is not None)
+        others = root.primary is not None or root.max_power_w is not None or (
+            root.max_line_sum_a is not None
+        )
+        if others:
+            if not isinstance(headroom, NodeHeadrooms) or headroom.any_a is None:
+                return 0.0
+            least = min(least, headroom.any_by_node().get(root.id, math.inf) / len(lines))
         return max(0.0, least) * len(lines) * site.voltage.line_to_neutral_v
     return 0.0
 
@@ -287,6 +304,9 @@ class BatteryDriver:
                 allocation.limits, targets_a, charger_of or {}, self.site.voltage.line_to_neutral_v
             )
         held = 0.0 if r is None else max(0.0, r.power_w, self._charge_held_w())
+        # What the battery may draw now on every column: what the allocation left free, with
+        # the battery's own counted charge (shown, told or reserved) given back to it.
+        free = spare_power_w(self.site, headroom) + held
         ceiling_room = None
         if ceiling_w is not None and imported is not None:
             # the import the step counted holds the battery's charge (shown or held) and the
@@ -306,21 +326,34 @@ class BatteryDriver:
             extra_w=extra,
             ceiling_room_w=ceiling_room,
         )
-        self.command = self._sequenced(now_s, wanted)
+        self.command = self._sequenced(now_s, wanted, free)
         return self.command
 
-    def _sequenced(self, now_s: float, wanted: BatteryCommand) -> BatteryCommand:
+    def _sequenced(self, now_s: float, wanted: BatteryCommand, free_w: float) -> BatteryCommand:
+        """A rise is reserved first (the controller counts it as load and makes room, every
+        column exactly as the allocator does) and goes out after ``hold_s``, then only as far
+        as the allocation that counted it left free (``free_w``); a fall goes out at once."""
         charge = max(0.0, wanted.power_w)
         if charge > self.reserved_w + 1e-9:
             self.reserved_s = now_s  # a higher reservation starts its hold again
         self.reserved_w = charge
         going = max(0.0, self.sent_w or 0.0)
-        if charge <= going or now_s - self.reserved_s >= self.hold_s:
+        if charge <= going:
             return wanted
-        return BatteryCommand(
-            power_w=going,
-            reason=f"{wanted.reason}: {charge:.0f} W reserved, the cars make room first",
-        )
+        if now_s - self.reserved_s < self.hold_s:
+            return BatteryCommand(
+                power_w=going,
+                reason=f"{wanted.reason}: {charge:.0f} W reserved, the cars make room first",
+            )
+        send = min(charge, free_w)
+        if send <= going + MIN_COMMAND_W:
+            return BatteryCommand(
+                power_w=going,
+                reason=f"{wanted.reason}: {charge:.0f} W reserved, waiting for room",
+            )
+        if send < charge:
+            return BatteryCommand(power_w=send, reason="charging, held to the root's headroom")
+        return wanted
 
     def due(self, now_s: float, cmd: BatteryCommand) -> bool:
         """Send ``cmd`` now: nothing sent yet, a change beyond the deadband, a stop, or the
