@@ -183,3 +183,20 @@ def test_simulate_runs_the_site_files_battery_under_planned(tmp_path: Path) -> N
     moved = planned["battery_charged_kwh"] + planned["battery_discharged_kwh"]
     assert moved > 1.0  # it charges in the cheap hours
     assert planned["violation_amp_seconds"] == 0.0
+
+
+def test_the_replay_checks_a_battery_with_its_phasors() -> None:
+    """A balanced battery is in phase with the line voltages: charging it adds to a
+    three-phase car's current on every line, discharging it takes away (a magnitude, as for
+    the building, would have added it either way)."""
+    from ampshare.sim._compiled import compile_site
+
+    cs = compile_site(_site())
+    car = np.array([[10.0]])  # c0 at 10 A per phase
+    none = np.zeros((1, 1))
+    building = np.zeros((1, 3))
+    charging = cs.row_currents_a(car, none, building, np.array([5.0]))[0]
+    discharging = cs.row_currents_a(car, none, building, np.array([-5.0]))[0]
+    assert charging.tolist() == pytest.approx([15.0, 15.0, 15.0])
+    assert discharging.tolist() == pytest.approx([5.0, 5.0, 5.0])
+    assert cs.row_currents_a(car, none, building)[0].tolist() == pytest.approx([10.0] * 3)

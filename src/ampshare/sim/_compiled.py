@@ -5,7 +5,10 @@ Each *row* is one limited quantity: a node's line (L1..L3) or a transformer prim
 ``ampshare.core.electrical.connection_phasors``, the same phasor model the allocator uses,
 summed up the tree; primaries apply the delta or wye transform of ``core/site.py``).
 Building load is a measured magnitude with unknown angle, so it is added as a magnitude —
-the pessimistic bound the allocator also uses (triangle inequality). A test pins these matrices
+the pessimistic bound the allocator also uses (triangle inequality). A stationary battery at
+the root is a balanced load at unity power factor, its phasors known (``battery``), so it is
+summed with the chargers' exactly: its discharge lowers a line's current, never raises it as a
+magnitude would. A test pins these matrices
 against ``node_line_currents_a`` / ``primary_line_currents_a``.
 """
 
@@ -16,7 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ampshare.core.electrical import charger_voltage_v, connection_phasors, primary_matrix
+from ampshare.core.electrical import (
+    charger_voltage_v,
+    connection_phasors,
+    line_phasors,
+    primary_matrix,
+)
 from ampshare.core.site import Connection, Site
 
 __all__ = ["CompiledSite", "compile_site"]
@@ -35,7 +43,8 @@ class CompiledSite:
     the metered node shows up (magnitude bound) in every row; ``volts_v[j]`` and
     ``phases[j]`` the voltage across one phase of charger j and its phase count.
     ``coef_1p`` is ``coef`` for a car drawing on one phase only (a single-phase car on a
-    three-phase charger); for other chargers it equals ``coef``.
+    three-phase charger); for other chargers it equals ``coef``. ``battery`` (rows,): the
+    complex current 1 A per line of a balanced load at the root adds to each row.
     """
 
     labels: tuple[str, ...]
@@ -47,14 +56,24 @@ class CompiledSite:
     volts_v: FloatArray
     phases: npt.NDArray[np.int64]
     charger_ids: tuple[str, ...]
+    battery: ComplexArray
 
     def row_currents_a(
-        self, currents_a: FloatArray, single_a: FloatArray, building_a: FloatArray
+        self,
+        currents_a: FloatArray,
+        single_a: FloatArray,
+        building_a: FloatArray,
+        battery_a: FloatArray | None = None,
     ) -> FloatArray:
         """Line current magnitude of every row: ``currents_a`` (steps, chargers) in A per
         phase drawn on the charger's whole connection, ``single_a`` the same for cars drawing
-        on one phase only, ``building_a`` (steps, 3) magnitudes per line at the metered node."""
-        ev = np.abs(currents_a @ self.coef + single_a @ self.coef_1p)
+        on one phase only, ``building_a`` (steps, 3) magnitudes per line at the metered node,
+        ``battery_a`` (steps,) a balanced load at the root in A per line (negative:
+        discharging)."""
+        known = currents_a @ self.coef + single_a @ self.coef_1p
+        if battery_a is not None:
+            known = known + np.outer(battery_a, self.battery)
+        ev = np.abs(known)
         return np.asarray(ev + np.abs(building_a) @ self.building, dtype=np.float64)
 
     def power_w(self, currents_a: FloatArray, single_a: FloatArray) -> FloatArray:
@@ -78,6 +97,8 @@ def compile_site(site: Site, building_node_id: str | None = None) -> CompiledSit
             node_coef[1, j, index[nid]] += single
     bnode = building_node_id or site.root.id
     b_nodes = set(site.ancestors(bnode))
+    bat = line_phasors(site)  # 1 A per line, in phase with each line's voltage
+    bat_rows: list[complex] = []
     labels: list[str] = []
     owners: list[str] = []
     limits: list[float] = []
@@ -90,6 +111,7 @@ def compile_site(site: Site, building_node_id: str | None = None) -> CompiledSit
             owners.append(node.id)
             limits.append(node.line_limit_a[ln.index])
             cols.append(node_coef[:, :, i, ln.index])
+            bat_rows.append(complex(bat[ln.index]) if node.parent_id is None else 0j)
             brow = np.zeros(3)
             if node.id in b_nodes:
                 brow[ln.index] = 1.0
@@ -101,6 +123,7 @@ def compile_site(site: Site, building_node_id: str | None = None) -> CompiledSit
                 owners.append(node.id)
                 limits.append(node.primary.line_limit_a)
                 cols.append(node_coef[:, :, i, :] @ m[k])
+                bat_rows.append(complex(bat @ m[k]) if node.parent_id is None else 0j)
                 brows.append(np.abs(m[k]) if node.id in b_nodes else np.zeros(3))
     phases = np.array(
         [3 if c.connection is Connection.THREE_PHASE else 1 for c in site.chargers], dtype=np.int64
@@ -117,4 +140,5 @@ def compile_site(site: Site, building_node_id: str | None = None) -> CompiledSit
         volts_v=np.array([charger_voltage_v(site, c, 1) for c in site.chargers], dtype=np.float64),
         phases=phases,
         charger_ids=tuple(c.id for c in site.chargers),
+        battery=np.asarray(bat_rows, dtype=np.complex128),
     )

@@ -93,6 +93,7 @@ class Recorder:
     site_kw: list[float] = field(default_factory=list)
     bld_kw: list[float] = field(default_factory=list)
     bld_a: list[FloatArray] = field(default_factory=list)
+    battery_kw: list[float] = field(default_factory=list)
     ev: list[FloatArray] = field(default_factory=list)
     single: list[npt.NDArray[np.bool_]] = field(default_factory=list)
 
@@ -106,6 +107,7 @@ class Recorder:
         bld: tuple[FloatArray, float],
         ev: FloatArray,
         single: npt.NDArray[np.bool_],
+        battery_kw: float = 0.0,
     ) -> None:
         self.t.append(t)
         self.dt.append(dt)
@@ -113,6 +115,7 @@ class Recorder:
         self.site_kw.append(site_kw)
         self.bld_a.append(bld[0])
         self.bld_kw.append(bld[1])
+        self.battery_kw.append(battery_kw)
         if self.keep_ev:
             self.ev.append(ev.astype(np.float32))
             self.single.append(single.copy())

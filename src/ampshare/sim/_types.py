@@ -116,3 +116,4 @@ class Replay:
     decisions: int
     wall_s: float
     battery_kwh: tuple[float, float] | None = None  # a simulated battery's (charged, discharged)
+    seg_battery_kw: FloatArray | None = None  # its power per segment (charge positive)

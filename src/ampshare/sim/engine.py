@@ -136,10 +136,13 @@ class _Loop:
         self.battery = _Battery(model=model, soc_wh=model.soc_wh)
         self.bat_driver = BatteryDriver(model=model, site=self.site, hold_s=hold_s)
 
-    def _battery_a(self, power_w: float) -> FloatArray:
-        """A balanced battery's current per line [A] (signed, like the PV's)."""
+    def _battery_a(self, power_w: float) -> FloatArray | None:
+        """A balanced battery's current per line [A] (negative: discharging), as the one step
+        ``CompiledSite.row_currents_a`` takes; None without a battery."""
+        if self.battery is None:
+            return None
         b = self.building
-        return b.mask * power_w / (b.n_lines * b.v_ln)
+        return np.array([power_w / (b.n_lines * b.v_ln)])
 
     # --- plugging -------------------------------------------------------------------------
     def _free_charger(self, station_id: str) -> int | None:
@@ -302,11 +305,11 @@ class _Loop:
         full, single, _ = self._currents()
         line_a, bld_kw = self.building.at(now_s)
         bat_w = self.battery.power_w if self.battery is not None else 0.0
-        if bat_w:
-            line_a = line_a + self._battery_a(bat_w)
-            bld_kw += bat_w / 1000.0
+        bld_kw += bat_w / 1000.0
         meter = self.site.meters[0]
-        rows = self.cs.row_currents_a(full[None, :], single[None, :], line_a[None, :])[0]
+        rows = self.cs.row_currents_a(
+            full[None, :], single[None, :], line_a[None, :], self._battery_a(bat_w)
+        )[0]
         node_rows = [
             k for k, lab in enumerate(self.cs.labels) if lab.startswith(meter.node_id + "/L")
         ]
@@ -478,8 +481,9 @@ class _Loop:
         line_a, bld_kw = self.building.at(t)
         # the battery: its power at the segment's start loads the rows, its mean the site kW
         bat_now, bat_mean = self._bat_w if self.battery is not None else (0.0, 0.0)
-        seen_a = line_a + self._battery_a(bat_now) if bat_now else line_a
-        rows = self.cs.row_currents_a(full[None, :], single[None, :], seen_a[None, :])[0]
+        rows = self.cs.row_currents_a(
+            full[None, :], single[None, :], line_a[None, :], self._battery_a(bat_now)
+        )[0]
         fa, sa, _ = self._currents(avg=True)
         ev_kw = float(self.cs.power_w(fa[None, :], sa[None, :])[0]) / 1000.0
         self.rec.add(
@@ -487,6 +491,7 @@ class _Loop:
             dt=dt,
             rows=rows,
             site_kw=bld_kw + ev_kw + bat_mean / 1000.0,
+            battery_kw=bat_now / 1000.0,
             bld=(line_a, bld_kw),
             ev=full + single,
             single=is_single,
@@ -614,6 +619,7 @@ def run_replay(
         seg_rows_a=np.asarray(rec.rows).reshape(len(rec.t), len(loop.cs.labels)),
         seg_site_kw=np.asarray(rec.site_kw),
         seg_building_kw=np.asarray(rec.bld_kw),
+        seg_battery_kw=np.asarray(rec.battery_kw) if loop.battery is not None else None,
         seg_building_a=np.asarray(rec.bld_a).reshape(len(rec.t), 3),
         seg_ev_a=np.asarray(rec.ev) if keep_ev else None,
         seg_single=np.asarray(rec.single) if keep_ev else None,
