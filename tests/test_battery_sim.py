@@ -135,9 +135,13 @@ def test_the_plant_battery_keeps_its_bounds(moves: list[tuple[float, float]]) ->
         assert BAT.min_soc_wh - 1e-6 <= bat.soc_wh <= (BAT.max_soc_wh or 0) + 1e-6
         # the energy at its terminals moved the charge by the efficiency, no more
         if mean > 0:
-            assert bat.soc_wh - before == pytest.approx(mean * dt / H * BAT.charge_efficiency)
+            assert bat.soc_wh - before == pytest.approx(
+                mean * dt / H * BAT.charge_efficiency, abs=1e-6
+            )
         elif mean < 0:
-            assert before - bat.soc_wh == pytest.approx(-mean * dt / H / BAT.discharge_efficiency)
+            assert before - bat.soc_wh == pytest.approx(
+                -mean * dt / H / BAT.discharge_efficiency, abs=1e-6
+            )
     assert bat.charged_wh >= 0.0
     assert bat.discharged_wh >= 0.0
     assert dataclasses.replace(bat).model is BAT
