@@ -93,6 +93,10 @@ def test_the_plan_is_followed_where_the_instant_allows_it() -> None:
     assert _cmd(planned_w=-4000.0) == -4000.0
     assert _cmd(planned_w=-4000.0, import_w=1000.0) == -1000.0  # no export
     assert _cmd(planned_w=-4000.0, import_w=0.0, power_w=-2500.0) == -2500.0  # keeps shaving
+    # Above the held peak it discharges to bring the import back, whatever the plan said.
+    assert _cmd(over_peak_w=3000.0) == -3000.0
+    assert _cmd(over_peak_w=3000.0, planned_w=-4500.0) == -4500.0
+    assert _cmd(over_peak_w=9000.0, import_w=2000.0) == -2000.0  # still no export
 
 
 @pytest.mark.parametrize(
@@ -107,6 +111,7 @@ def test_the_plan_is_followed_where_the_instant_allows_it() -> None:
         ({"spare_w": 2000.0, "shortfall_w": 2500.0}, "the cars need the headroom: idle"),
         ({"planned_w": 20.0}, "planned idle"),
         ({"ceiling_room_w": 0.0}, "holding the site's demand peak: idle"),
+        ({"over_peak_w": 2000.0, "soc_wh": 2_000.0}, "empty (bottom state of charge): idle"),
     ],
 )
 def test_the_battery_idles_and_says_why(kw: dict[str, object], reason: str) -> None:
@@ -134,6 +139,7 @@ _w = st.floats(-20_000, 20_000, allow_nan=False)
     imported=st.one_of(st.none(), st.floats(-10_000, 30_000)),
     short=st.floats(0, 10_000),
     ceiling=st.one_of(st.none(), st.floats(-5_000, 30_000)),
+    over=st.one_of(st.none(), st.floats(-5_000, 30_000)),
 )
 def test_a_command_never_leaves_its_bounds(
     planned: float | None,
@@ -143,6 +149,7 @@ def test_a_command_never_leaves_its_bounds(
     imported: float | None,
     short: float,
     ceiling: float | None,
+    over: float | None,
 ) -> None:
     got = battery_command(
         planned_w=planned,
@@ -153,19 +160,24 @@ def test_a_command_never_leaves_its_bounds(
         import_w=imported,
         shortfall_w=short,
         ceiling_room_w=ceiling,
+        over_peak_w=over,
     ).power_w
     if got == 0.0:
         return
     assert soc is not None
     assert planned is not None
-    assert math.copysign(1.0, got) == math.copysign(1.0, planned)  # the plan's direction
+    shaving = over is not None and over >= 50.0
+    if not shaving:  # the plan's direction, unless the import is above the held peak
+        assert math.copysign(1.0, got) == math.copysign(1.0, planned)
     if got > 0:
+        assert not shaving  # never charging above the held peak
         assert got <= min(planned, BAT.max_charge_w, spare + max(0.0, power) - short) + 1e-9
         assert ceiling is None or got <= ceiling + 1e-9  # never above the plan's peak
         assert soc < (BAT.max_soc_wh or BAT.capacity_wh)
     else:
         assert imported is not None
-        assert -got <= min(-planned, BAT.max_discharge_w, imported + max(0.0, -power)) + 1e-9
+        asked = max(-planned, over) if shaving and over is not None else -planned
+        assert -got <= min(asked, BAT.max_discharge_w, imported + max(0.0, -power)) + 1e-9
         assert soc > BAT.min_soc_wh
 
 

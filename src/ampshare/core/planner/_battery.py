@@ -136,6 +136,7 @@ def battery_command(
     shortfall_w: float = 0.0,
     extra_w: float = 0.0,
     ceiling_room_w: float | None = None,
+    over_peak_w: float | None = None,
 ) -> BatteryCommand:
     """What to ask of the battery now.
 
@@ -144,12 +145,28 @@ def battery_command(
     headroom after the cars (``spare_power_w``); ``import_w``: the site's import now (None:
     not known); ``shortfall_w`` and ``extra_w``: what the cars lack of their plan targets and
     draw beyond them (``ev_gap_w``); ``ceiling_room_w``: with the plan's demand peak held,
-    what the battery may draw under it (None: no peak held)."""
+    what the battery may draw under it (None: no peak held); ``over_peak_w``: how far the
+    site would import above that peak without the battery (None: no peak held).
+
+    Above the held peak the battery discharges to bring the import back to it, whatever the
+    plan said for this slot: a peak the plan did not foresee (cars it did not know of) is
+    what a battery is for, and the next plan starts from the charge that is left."""
     if soc_wh is None or power_w is None:
         return BatteryCommand(power_w=0.0, reason="battery not read: idle")
     if planned_w is None:
         return BatteryCommand(power_w=0.0, reason="no plan: idle")
     top = battery.capacity_wh if battery.max_soc_wh is None else battery.max_soc_wh
+    if over_peak_w is not None and over_peak_w >= MIN_COMMAND_W:
+        # above the held peak: never charge; discharge what brings the import back to it
+        if soc_wh <= battery.min_soc_wh:
+            return BatteryCommand(power_w=0.0, reason="empty (bottom state of charge): idle")
+        if import_w is None:
+            return BatteryCommand(power_w=0.0, reason="site import not known: idle")
+        draws = import_w + max(0.0, -power_w)  # what the site would import without it
+        got = min(max(over_peak_w, -planned_w), battery.max_discharge_w, draws)
+        if got < MIN_COMMAND_W:
+            return BatteryCommand(power_w=0.0, reason="nothing to shave: idle")
+        return BatteryCommand(power_w=-got, reason="discharging to hold the demand peak")
     if planned_w >= MIN_COMMAND_W:
         if soc_wh >= top:
             return BatteryCommand(power_w=0.0, reason="full (top state of charge): idle")
@@ -307,11 +324,13 @@ class BatteryDriver:
         # What the battery may draw now on every column: what the allocation left free, with
         # the battery's own counted charge (shown, told or reserved) given back to it.
         free = spare_power_w(self.site, headroom) + held
-        ceiling_room = None
+        ceiling_room = over_peak = None
         if ceiling_w is not None and imported is not None:
             # the import the step counted holds the battery's charge (shown or held) and the
             # cars' extra, both of which are the battery's under the plan's peak
             ceiling_room = ceiling_w - imported * 1000.0 + held + extra - shortfall
+            # (a discharge is counted back as load: the count is the import without it)
+            over_peak = imported * 1000.0 - held - ceiling_w
         wanted = battery_command(
             planned_w=planned_w,
             battery=self.model,
@@ -325,6 +344,7 @@ class BatteryDriver:
             shortfall_w=shortfall,
             extra_w=extra,
             ceiling_room_w=ceiling_room,
+            over_peak_w=over_peak,
         )
         self.command = self._sequenced(now_s, wanted, free)
         return self.command
