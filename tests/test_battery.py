@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,7 @@ from ampshare.core.allocation import (
 )
 from ampshare.core.planner import (
     Battery,
+    BatteryCommand,
     Plan,
     PlanStatus,
     battery_command,
@@ -55,6 +55,7 @@ from ampshare.core.planner import (
 )
 from ampshare.core.snapshot import MeterReading, Session
 from ampshare.errors import ConfigError, DeviceProtocolError, DeviceUnavailable
+from test_run_modbus import _until
 
 BAT = Battery(
     capacity_wh=20_000.0,
@@ -71,7 +72,9 @@ meters: [{id: house, node: main}]
 
 
 # --- the pure rules -------------------------------------------------------------------------
-def _cmd(**kw: object) -> float:
+def _decide(**kw: object) -> BatteryCommand:
+    """``battery_command`` on a half-full battery, 4 kW planned, room and import to spare,
+    with ``kw`` changed."""
     args: dict[str, object] = {
         "planned_w": 4000.0,
         "battery": BAT,
@@ -81,7 +84,11 @@ def _cmd(**kw: object) -> float:
         "import_w": 8000.0,
     }
     args.update(kw)
-    return battery_command(**args).power_w  # type: ignore[arg-type]
+    return battery_command(**args)  # type: ignore[arg-type]
+
+
+def _cmd(**kw: object) -> float:
+    return _decide(**kw).power_w
 
 
 def test_the_plan_is_followed_where_the_instant_allows_it() -> None:
@@ -115,16 +122,7 @@ def test_the_plan_is_followed_where_the_instant_allows_it() -> None:
     ],
 )
 def test_the_battery_idles_and_says_why(kw: dict[str, object], reason: str) -> None:
-    args: dict[str, object] = {
-        "planned_w": 4000.0,
-        "battery": BAT,
-        "soc_wh": 10_000.0,
-        "power_w": 0.0,
-        "spare_w": 10_000.0,
-        "import_w": 8000.0,
-    }
-    args.update(kw)
-    got = battery_command(**args)  # type: ignore[arg-type]
+    got = _decide(**kw)
     assert (got.power_w, got.reason) == (0.0, reason)
 
 
@@ -380,15 +378,6 @@ async def test_modbus_battery_reads_and_writes_its_registers() -> None:
 
 
 # --- the live loop ------------------------------------------------------------------------------
-async def _until(cond: Callable[[], bool], timeout_s: float, why: Callable[[], object]) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not cond():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"not reached in {timeout_s} s: {why()}")
-
-
 def _prices(path: Path) -> None:
     """Cheap until two whole hours from now, dear for a day after: worth storing."""
     h0 = int(time.time() // 3600) * 3600
@@ -525,10 +514,8 @@ def test_check_describes_the_battery(tmp_path: Path) -> None:
 
     site = tmp_path / "site.yaml"
     site.write_text(
-        SITE
-        + "planner: {enabled: true, battery_capacity_kwh: 20, battery_max_charge_kw: 5, "
-        "battery_max_discharge_kw: 7}\n"
-        + "battery: {driver: {type: sim}}\n",
+        SITE + "planner: {enabled: true, battery_capacity_kwh: 20, battery_max_charge_kw: 5, "
+        "battery_max_discharge_kw: 7}\n" + "battery: {driver: {type: sim}}\n",
         encoding="utf-8",
     )
     _register()

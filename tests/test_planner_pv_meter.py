@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from ampshare.config.tariff_files import planner_from_section
 from ampshare.core.snapshot import MeterReading
 from ampshare.errors import ConfigError
 from test_planner_pv import _day_profile
+from test_run_modbus import _until
 
 H = 3600.0
 SITE = """
@@ -134,15 +134,6 @@ def test_the_forecast_learns_the_building_and_the_pv_from_the_pv_meter(tmp_path:
     assert short.pv_power_w is not None
     assert short.pv_power_w[:24].tolist() == [0.0] * 24  # the night it measured: no PV
     assert short.pv_power_w[48] == pytest.approx(5000.0)  # noon, not seen yet: the profile
-
-
-async def _until(cond: Callable[[], bool], timeout_s: float, why: Callable[[], object]) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not cond():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"not reached in {timeout_s} s: {why()}")
 
 
 async def test_run_reads_the_pv_meter_for_the_planner_only(tmp_path: Path) -> None:

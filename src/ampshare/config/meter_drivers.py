@@ -20,6 +20,7 @@ __all__ = [
     "MEASURAND_QUANTITIES",
     "QUANTITY_UNITS",
     "MeterDriverConfig",
+    "ModbusConnection",
     "ModbusDriver",
     "MqttDriver",
     "P1Driver",
@@ -74,15 +75,11 @@ class RegisterConfig(_Strict):
         return self
 
 
-class ModbusDriver(_Strict):
-    """A Modbus TCP (``host``) or RTU (``serial_port``) meter with a register map by model name.
+class ModbusConnection(_Strict):
+    """Where a Modbus device is: TCP (``host``) or RTU (``serial_port``), its unit id, and how
+    long to wait. Meters (``ModbusDriver``) and battery inverters
+    (``config.sections.ModbusBatteryDriver``) share it."""
 
-    ``model: custom`` takes ``registers``; ``function`` and ``word_order`` then say how to read
-    them (for a named model they come from its built-in map).
-    """
-
-    type: Literal["modbus"] = "modbus"
-    model: ModbusModel = Field(description="register map by meter model, or custom")
     host: str | None = None
     port: int = Field(default=502, ge=1, le=65535)
     serial_port: str | None = None
@@ -92,6 +89,23 @@ class ModbusDriver(_Strict):
     unit_id: int = Field(default=1, ge=0, le=247)
     timeout_s: float = Field(default=1.0, gt=0, le=60)
     retries: int = Field(default=2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_link(self) -> ModbusConnection:
+        if (self.host is None) == (self.serial_port is None):
+            raise ValueError("give exactly one of host (Modbus TCP) or serial_port (Modbus RTU)")
+        return self
+
+
+class ModbusDriver(ModbusConnection):
+    """A Modbus TCP (``host``) or RTU (``serial_port``) meter with a register map by model name.
+
+    ``model: custom`` takes ``registers``; ``function`` and ``word_order`` then say how to read
+    them (for a named model they come from its built-in map).
+    """
+
+    type: Literal["modbus"] = "modbus"
+    model: ModbusModel = Field(description="register map by meter model, or custom")
     registers: tuple[RegisterConfig, ...] = ()
     function: Literal["holding", "input"] | None = Field(
         default=None, description="custom maps: holding (FC 3, the default) or input (FC 4)")
@@ -100,8 +114,6 @@ class ModbusDriver(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusDriver:
-        if (self.host is None) == (self.serial_port is None):
-            raise ValueError("give exactly one of host (Modbus TCP) or serial_port (Modbus RTU)")
         if self.model == "custom" and not self.registers:
             raise ValueError("model: custom needs a registers: list (quantity, address, type)")
         if self.model != "custom" and (self.registers or self.function or self.word_order):

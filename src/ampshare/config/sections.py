@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ampshare.config.meter_drivers import ModbusConnection
+
 __all__ = [
     "BatteryRegister",
     "BatterySection",
@@ -184,30 +186,19 @@ class BatteryRegister(_Strict):
         return v
 
 
-class ModbusBatteryDriver(_Strict):
+class ModbusBatteryDriver(ModbusConnection):
     """A battery inverter over Modbus TCP (``host``) or RTU (``serial_port``): where its state
     of charge and power are read and where the power setpoint is written (holding registers,
     FC 16). Inverters name these differently; the manual's register list gives the three."""
 
     type: Literal["modbus"] = "modbus"
-    host: str | None = None
-    port: int = Field(default=502, ge=1, le=65535)
-    serial_port: str | None = None
-    baudrate: int = Field(default=9600, gt=0)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    unit_id: int = Field(default=1, ge=0, le=247)
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
-    retries: int = Field(default=2, ge=0, le=10)
     word_order: Literal["big", "little"] = "big"
     soc_pct: BatteryRegister
     power_w: BatteryRegister
     setpoint_w: BatteryRegister
 
     @model_validator(mode="after")
-    def _consistent(self) -> ModbusBatteryDriver:
-        if (self.host is None) == (self.serial_port is None):
-            raise ValueError("give exactly one of host (Modbus TCP) or serial_port (Modbus RTU)")
+    def _writable(self) -> ModbusBatteryDriver:
         if self.setpoint_w.function != "holding":
             raise ValueError("setpoint_w is written, so it is a holding register")
         return self

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 
-from ampshare.adapters.meters._modbus import ModbusLink, ModbusTarget
+from ampshare.adapters.meters._modbus import ModbusLink, target_of
 from ampshare.adapters.meters._registers import DataType, decode_value, encode_value
 from ampshare.clock import Clock
 from ampshare.config.sections import BatteryRegister, ModbusBatteryDriver
 from ampshare.core.snapshot import BatteryReading
 from ampshare.errors import DeviceProtocolError
 
-__all__ = ["ModbusBattery", "modbus_target"]
+__all__ = ["ModbusBattery"]
 
 MAX_PLAUSIBLE_W = 10e6  # 10 MW: a larger reading is a wrong map (type, word order, scale)
 _INT_RANGE = {
@@ -28,20 +28,6 @@ _INT_RANGE = {
     "u32": (0, 0xFFFFFFFF),
     "i32": (-0x80000000, 0x7FFFFFFF),
 }
-
-
-def modbus_target(d: ModbusBatteryDriver) -> ModbusTarget:
-    return ModbusTarget(
-        host=d.host,
-        port=d.port,
-        serial_port=d.serial_port,
-        baudrate=d.baudrate,
-        parity=d.parity,
-        stopbits=d.stopbits,
-        unit_id=d.unit_id,
-        timeout_s=d.timeout_s,
-        retries=d.retries,
-    )
 
 
 class ModbusBattery:
@@ -58,7 +44,7 @@ class ModbusBattery:
         self._id = battery_id
         self._d = driver
         self._clock = clock
-        self._link = link or ModbusLink(modbus_target(driver))
+        self._link = link or ModbusLink(target_of(driver))
 
     @property
     def battery_id(self) -> str:

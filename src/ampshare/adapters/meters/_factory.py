@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from ampshare.adapters.meters._coordinator import MeterCoordinator
 from ampshare.adapters.meters._fake import FakeMeter
 from ampshare.adapters.meters._maps import BUILTIN_MAPS
-from ampshare.adapters.meters._modbus import ModbusLink, ModbusMeter, ModbusTarget, link_key
+from ampshare.adapters.meters._modbus import ModbusLink, ModbusMeter, link_key, target_of
 from ampshare.adapters.meters._mqtt import MqttMeter, TopicValue
 from ampshare.adapters.meters._p1 import P1Meter
 from ampshare.adapters.meters._port import MeterSource
@@ -96,9 +96,7 @@ def build_meter(spec: MeterSpec, clock: Clock, *, links: Links | None = None) ->
     """
     cfg = driver_config(spec)
     if isinstance(cfg, ModbusDriver):
-        target = ModbusTarget(host=cfg.host, port=cfg.port, serial_port=cfg.serial_port,
-                              baudrate=cfg.baudrate, parity=cfg.parity, stopbits=cfg.stopbits,
-                              unit_id=cfg.unit_id, timeout_s=cfg.timeout_s, retries=cfg.retries)
+        target = target_of(cfg)
         link = None if links is None else links.setdefault(link_key(target), ModbusLink(target))
         return ModbusMeter(spec.id, target, register_map_for(cfg), clock, link=link)
     if isinstance(cfg, MqttDriver):

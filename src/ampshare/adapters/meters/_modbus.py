@@ -28,10 +28,11 @@ from ampshare.adapters.meters._registers import RegisterMap, decode_map, plan_bl
 from ampshare.adapters.meters._sunspec import discover_sunspec
 from ampshare.adapters.meters._values import reading_from_values
 from ampshare.clock import Clock
+from ampshare.config.meter_drivers import ModbusConnection
 from ampshare.core.snapshot import MeterReading
 from ampshare.errors import DeviceProtocolError, DeviceUnavailable
 
-__all__ = ["ModbusLink", "ModbusMeter", "ModbusTarget", "link_key"]
+__all__ = ["ModbusLink", "ModbusMeter", "ModbusTarget", "link_key", "target_of"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,13 @@ class ModbusTarget:
     @property
     def label(self) -> str:
         return self.serial_port or f"{self.host}:{self.port}"
+
+
+def target_of(conn: ModbusConnection) -> ModbusTarget:
+    """The target a site file's Modbus settings name (a meter's or a battery's driver)."""
+    return ModbusTarget(host=conn.host, port=conn.port, serial_port=conn.serial_port,
+                        baudrate=conn.baudrate, parity=conn.parity, stopbits=conn.stopbits,
+                        unit_id=conn.unit_id, timeout_s=conn.timeout_s, retries=conn.retries)
 
 
 class ModbusLink:
