@@ -310,6 +310,13 @@ def test_a_battery_section_needs_its_model_and_a_planner() -> None:
     sized += "battery_max_discharge_kw: 5}\n"
     with pytest.raises(ConfigError, match="no planner runs"):
         parse_config(SITE + sized + "battery: {driver: {type: sim}}\n", name="s.yaml")
+    with pytest.raises(ConfigError, match=r"the root \(main\) has none"):
+        parse_config(
+            "nodes: [{id: main, limit_a: 63}]\n"
+            + sized.replace("{", "{enabled: true, ", 1)
+            + "battery: {driver: {type: sim}}\n",
+            name="s.yaml",
+        )
     bad = "battery: {driver: {type: modbus, host: h, soc_pct: {address: 1}, "
     bad += "power_w: {address: 2}, setpoint_w: {address: 3, function: input}}}\n"
     with pytest.raises(ConfigError, match="setpoint_w is written, so it is a holding register"):

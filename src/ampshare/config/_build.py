@@ -89,6 +89,8 @@ def build(data: Any) -> Built:
         out.problems.extend(p for p in scratch if not _VOLTAGE_KEYS & set(map(str, p.loc)))
         return out
     site = _assemble(data, items, voltage, out.problems)
+    if out.top is not None and out.top.battery is not None and site.nodes:
+        _check_battery_meter(site, out.problems)
     if not out.problems and out.top is not None:
         out.site = site
     return out
@@ -109,6 +111,16 @@ def _check_battery(top: SiteFileModel, problems: list[Problem]) -> None:
         problems.append(Problem(
             loc=("battery",), message="a battery is driven from the plan, and no planner runs",
             hint="set planner.enabled: true, or remove the battery: section"))
+
+
+def _check_battery_meter(site: Site, problems: list[Problem]) -> None:
+    """A driven battery sits behind the root meter: without one its charge would be invisible
+    to the controller and its discharge could not be counted back (it would only idle)."""
+    if not any(m.node_id == site.root.id for m in site.meters):
+        problems.append(Problem(
+            loc=("battery",), message=f"a battery sits behind the root meter, and the root "
+            f"({site.root.id}) has none: its charge could not be seen by the controller",
+            hint=f"add a meter on node {site.root.id} under meters:"))
 
 
 def _voltage_or_none(value: Any) -> VoltageSystem | None:
