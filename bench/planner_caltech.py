@@ -29,7 +29,8 @@ car at 0 or at least its minimum per replay step, up to the transients its docst
 ``--pilot-steps`` also holds the CC pod's chargers to 8/16/24/32 A.
 
 ``--battery-kwh N --battery-kw P`` gives ``planned`` a stationary battery at the site's root
-(N kWh between 10 and 90 %, P kW each way, 95 % efficient each way, starting at 10 %): the
+(N kWh between 10 and 90 %, P kW each way, 95 % efficient each way, starting at
+``--battery-soc-pct``, default 10 %): the
 planner plans it and the replay drives it as ``ampshare run`` does (README "Planner").
 
 ``optimum-grid`` (a diagnostic) is the offline optimum with every arrival moved to the next
@@ -90,6 +91,9 @@ def main() -> None:
     )
     ap.add_argument("--battery-kwh", type=float, default=0.0, help="planned: a battery [kWh]")
     ap.add_argument("--battery-kw", type=float, default=0.0, help="its power each way [kW]")
+    ap.add_argument(
+        "--battery-soc-pct", type=float, default=10.0, help="its charge at the start [%%]"
+    )
     args = ap.parse_args()
     battery = None
     if args.battery_kwh > 0:
@@ -98,7 +102,7 @@ def main() -> None:
             capacity_wh=cap,
             max_charge_w=args.battery_kw * 1000,
             max_discharge_w=args.battery_kw * 1000,
-            soc_wh=0.1 * cap,
+            soc_wh=args.battery_soc_pct / 100 * cap,
             min_soc_wh=0.1 * cap,
             max_soc_wh=0.9 * cap,
         )
@@ -190,6 +194,7 @@ def main() -> None:
             hold_peak=args.hold_peak,
             battery_kwh=args.battery_kwh if policy == "planned" else 0.0,
             battery_kw=args.battery_kw if policy == "planned" else 0.0,
+            battery_soc_pct=args.battery_soc_pct if policy == "planned" else 0.0,
             start=args.start,
             end=args.end,
             run_s=round(time.perf_counter() - t0, 1),

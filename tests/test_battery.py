@@ -175,7 +175,7 @@ def test_a_command_never_leaves_its_bounds(
     else:
         assert imported is not None
         asked = max(-planned, over) if shaving and over is not None else -planned
-        assert -got <= min(asked, BAT.max_discharge_w, imported + max(0.0, -power)) + 1e-9
+        assert -got <= min(asked, BAT.max_discharge_w, imported - power) + 1e-9  # no export
         assert soc > BAT.min_soc_wh
 
 

@@ -369,6 +369,17 @@ def test_large_site_on_a_phone_and_the_view_choice_is_kept(browser: Any, large_a
     page, errors = _open(
         browser, url, viewport={"width": 390, "height": 844}, device_scale_factor=2
     )
+    # The first frame lays tiles out as they arrive: wait (up to 5 s) for the grid to settle
+    # with two tiles a row; if it never does, this times out and the test fails. (On a
+    # loaded machine the boxes were once read mid-layout.)
+    page.wait_for_function(
+        """() => {
+            const [a, b] = ["tile-p1-01", "tile-p1-02"].map(
+                (id) => document.querySelector(`[data-testid="${id}"]`));
+            return a && b && a.getBoundingClientRect().top === b.getBoundingClientRect().top;
+        }""",
+        timeout=5000,
+    )
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"page is {overflow}px wider than the phone"
     boxes = [page.get_by_test_id(f"tile-p1-0{i}").bounding_box() for i in (1, 2)]

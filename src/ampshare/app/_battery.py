@@ -128,6 +128,7 @@ class LiveBattery:
         targets_a: Mapping[str, float] | None = None,
         charger_of: Mapping[str, str] | None = None,
         ceiling_w: float | None = None,
+        metered_import_w: float | None = None,
     ) -> BatteryCommand:
         """The command for now (``BatteryDriver.decide`` with the plan's power for now)."""
         return self.driver.decide(
@@ -137,6 +138,7 @@ class LiveBattery:
             targets_a=targets_a,
             charger_of=charger_of,
             ceiling_w=ceiling_w,
+            metered_import_w=metered_import_w,
         )
 
     def due(self, now_s: float, cmd: BatteryCommand) -> bool:

@@ -68,6 +68,18 @@ from ampshare.web import BatteryStatus
 __all__ = ["Supervisor", "SupervisorOptions", "control_settings", "policy_from", "tune_gc"]
 
 log = logging.getLogger("ampshare.app")
+_METERED_FOR_S = 10.0  # a root meter's power older than this no longer bounds a discharge
+
+
+def _active_power_w(reading: MeterReading) -> float | None:
+    """The signed active power a meter read (import positive), if it gave one: a current
+    magnitude cannot tell import from export."""
+    if reading.power_w is not None:
+        return reading.power_w
+    per_line = reading.power_per_line_w
+    if per_line is not None and any(p is not None for p in per_line):
+        return sum(p for p in per_line if p is not None)
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +185,7 @@ class Supervisor:
         self._on_step = on_step
         self._readings: list[MeterReading] = []
         self._raw_readings: list[MeterReading] = []
+        self._root_import: tuple[float, float] | None = None  # (t_s, W) from the root meter
         self._shown_readings: tuple[MeterReading, ...] = ()
         self._acks: list[CommandAck] = []
         self._passed_states: dict[str, ChargerState] = {}
@@ -196,6 +209,10 @@ class Supervisor:
                 self.planner.observe_pv(reading)
             return
         self._raw_readings.append(reading)  # as the meter said it, for the dashboard
+        if reading.meter_id in self._root_meters:
+            watts = _active_power_w(reading)
+            if watts is not None:  # the site's import as metered (a discharge bound)
+                self._root_import = (reading.t_s, watts)
         if self.battery is not None and reading.meter_id in self._root_meters:
             # the controller never counts on the battery (``app._battery``)
             reading = uncredited(reading, self.battery.load_to_add_w(self.clock.now_s()),
@@ -451,10 +468,13 @@ class Supervisor:
         """The plan's battery power, bounded by this step's allocation, sent when due."""
         plan = self.planner.latest if self.planner is not None else None
         planned = policy.name is PolicyName.PLANNED
+        got = self._root_import
+        metered = got[1] if got is not None and now_s - got[0] <= _METERED_FOR_S else None
         cmd = battery.decide(now_s, plan, result.allocation,
                              targets_a=policy.planned_targets_a if planned else None,
                              charger_of={s.session_id: s.charger_id for s in sessions},
-                             ceiling_w=policy.planned_ceiling_w if planned else None)
+                             ceiling_w=policy.planned_ceiling_w if planned else None,
+                             metered_import_w=metered)
         if battery.due(now_s, cmd):
             self._spawn(battery.send(cmd))
 

@@ -125,6 +125,7 @@ class _Loop:
         self.battery: _Battery | None = None
         self.bat_driver: BatteryDriver | None = None
         self._bat_w = (0.0, 0.0)  # the segment being recorded: battery power at start, mean
+        self._metered_w: float | None = None  # the meter's last power reading
 
     def add_battery(self, model: BatteryModel, hold_s: float) -> None:
         """A stationary battery at the root, starting at ``model.soc_wh``."""
@@ -323,6 +324,7 @@ class _Loop:
             current_a=(cur[0], cur[1], cur[2]),
             power_w=(bld_kw + ev_kw) * 1000.0,
         )
+        self._metered_w = reading.power_w  # the import as metered (bounds a discharge)
         if self.bat_driver is not None:  # the controller never counts on the battery
             add = self.bat_driver.load_to_add_w(now_s)
             reading = uncredited(reading, add, self.site.voltage.line_to_neutral_v)
@@ -390,6 +392,7 @@ class _Loop:
             targets_a=policy.planned_targets_a,
             charger_of={s.session_id: s.charger_id for s in sessions},
             ceiling_w=policy.planned_ceiling_w,
+            metered_import_w=self._metered_w,
         )
         if drv.due(now_s, cmd):
             bat.set(cmd.power_w)

@@ -162,7 +162,7 @@ def battery_command(
             return BatteryCommand(power_w=0.0, reason="empty (bottom state of charge): idle")
         if import_w is None:
             return BatteryCommand(power_w=0.0, reason="site import not known: idle")
-        draws = import_w + max(0.0, -power_w)  # what the site would import without it
+        draws = import_w - power_w  # what the site would import without the battery
         got = min(max(over_peak_w, -planned_w), battery.max_discharge_w, draws)
         if got < MIN_COMMAND_W:
             return BatteryCommand(power_w=0.0, reason="nothing to shave: idle")
@@ -196,7 +196,7 @@ def battery_command(
             return BatteryCommand(power_w=0.0, reason="empty (bottom state of charge): idle")
         if import_w is None:
             return BatteryCommand(power_w=0.0, reason="site import not known: idle")
-        draws = import_w + max(0.0, -power_w)  # what the site would import without it
+        draws = import_w - power_w  # what the site would import without the battery
         want = min(-planned_w, battery.max_discharge_w)
         got = min(want, draws)
         if got < MIN_COMMAND_W:
@@ -305,9 +305,13 @@ class BatteryDriver:
         targets_a: Mapping[str, float] | None = None,
         charger_of: Mapping[str, str] | None = None,
         ceiling_w: float | None = None,
+        metered_import_w: float | None = None,
     ) -> BatteryCommand:
         """The command for now (also kept as ``command``): ``battery_command`` on this step's
-        allocation, then sequenced. ``planned_w``: the plan's power for now
+        allocation, then sequenced. ``metered_import_w``: the root meter's own reading of the
+        site's import now (battery included), which bounds a discharge (no export); without it
+        the allocation's count (the cars at their limits, so rather more than they draw).
+        ``planned_w``: the plan's power for now
         (``planned_battery_w``); ``targets_a``: the plan's targets the step ran with (session
         id -> A); ``charger_of``: session id -> charger id; ``ceiling_w``: the site import
         the step held (``Policy.planned_ceiling_w``; the battery's charge stays under it too,
@@ -339,8 +343,12 @@ class BatteryDriver:
             # the charge reserved beyond what it shows was kept from the cars for it
             spare_w=spare_power_w(self.site, headroom)
             + (0.0 if r is None else max(0.0, self._charge_held_w() - max(0.0, r.power_w))),
-            # the step counted the discharge as load: what the site really imports is less
-            import_w=None if imported is None else imported * 1000.0 - self.load_to_add_w(now_s),
+            # (the step counted the discharge as load: what the site really imports is less)
+            import_w=metered_import_w
+            if metered_import_w is not None
+            else None
+            if imported is None
+            else imported * 1000.0 - self.load_to_add_w(now_s),
             shortfall_w=shortfall,
             extra_w=extra,
             ceiling_room_w=ceiling_room,

@@ -35,6 +35,7 @@ IntArray = npt.NDArray[np.int64]
 PV_WEIGHT_PER_KWH = 2e-3  # below any real price step: self-consumption only breaks ties
 EARLY_WEIGHT_PER_KWH = 3e-4  # among equal plans, earliest departure first (see _objective)
 CYCLE_WEIGHT_PER_KWH = 1e-4  # no simultaneous charge and discharge of the battery
+RESERVE_PREMIUM_PER_KWH = 0.01  # stored energy above any price, with a demand charge
 
 
 @dataclass(slots=True)
@@ -297,12 +298,22 @@ def _objective(m: _Model) -> FloatArray:
     if m.bat is not None:
         c[m.bc] = CYCLE_WEIGHT_PER_KWH * m.h
         c[m.bd] = CYCLE_WEIGHT_PER_KWH * m.h
-        # What is stored at the horizon's end is worth the cheapest energy it could replace
-        # then: without a value it would be worth nothing, and every plan would empty the
-        # battery early for a cent of energy cost (a receding horizon never reaches its end),
-        # leaving nothing for the peak a car arriving later makes. Never worth charging for:
-        # cheapest price x discharge efficiency is below any price / charge efficiency.
-        c[m.soc[-1]] = -float(np.min(price, initial=0.0)) * m.bat.discharge_efficiency
+        # What is stored at the horizon's end has a value: without one it would be worth
+        # nothing, and every plan would empty the battery early for a cent of energy cost (a
+        # receding horizon never reaches its end). Without a demand charge it is worth the
+        # cheapest energy it could replace then (never worth charging for: cheapest price x
+        # discharge efficiency is below any price / charge efficiency). With a demand charge
+        # it is the reserve for the peaks no plan foresees (cars that have not arrived yet,
+        # which the live battery shaves above the held peak): worth a little more than any
+        # energy, so a plan fills it wherever that raises no peak and takes no car's energy,
+        # and empties it only to lower a peak.
+        if m.inp.demand_charge_per_kw > 0:
+            value = (float(np.max(price, initial=0.0)) + RESERVE_PREMIUM_PER_KWH) / (
+                m.bat.charge_efficiency
+            )
+        else:
+            value = float(np.min(price, initial=0.0)) * m.bat.discharge_efficiency
+        c[m.soc[-1]] = -value
     # One more kWh in one slot adds at most 1/h kW to the peak and max(price) to cost.
     worst = m.inp.demand_charge_per_kw / m.h + float(np.max(price, initial=0.0))
     worst += PV_WEIGHT_PER_KWH + 2 * CYCLE_WEIGHT_PER_KWH / 0.5
