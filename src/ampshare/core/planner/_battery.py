@@ -3,15 +3,16 @@
 The plan gives the battery a power per slot (``Plan.battery_kw``, charge positive). Live, that
 power is a wish that the instant may not allow, so ``battery_command`` bounds it:
 
-* charging only into headroom the site has: what the root's lines have left after the cars'
-  allocation (``spare_power_w``), plus what the battery already draws (the meter counted it as
-  building load, so it is in use, not spare), plus what the cars draw beyond their plan targets
-  (the plan gave that to the battery; the caller takes it back from them before the battery
-  rises, ``app._battery``), less what the cars lack of their own targets (``ev_gap_w``: a
-  charging battery gives way to them, energy by departure comes first); and never above the
-  top state of charge;
-* discharging only up to what the site draws (no export: the battery shaves import, it does
-  not feed the grid), never below the bottom state of charge;
+* charging only into headroom the site has: what the root's lines (and its primary, power and
+  line-sum limits) have left after the cars' allocation (``spare_power_w``), plus what the
+  battery already draws (counted as building load, so in use, not spare), plus what the cars
+  draw beyond their plan targets (the plan gave that to the battery; a rise is reserved as
+  load first so that the controller takes it back from them, ``BatteryDriver``), less what
+  the cars lack of their own targets (``ev_gap_w``: energy by departure comes first), under
+  the plan's held demand peak, and never above the top state of charge;
+* discharging only up to what the site would import without it (no export: the battery
+  shaves import, it does not feed the grid), never below the bottom state of charge; above
+  the held demand peak, as much as brings the import back to it, whatever the plan said;
 * nothing without a usable plan for now, or while the battery's own reading is not fresh.
 
 ``BatteryDriver`` keeps what these rules need between steps (the last reading, what was sent,
