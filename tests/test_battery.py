@@ -50,6 +50,7 @@ from ampshare.core.planner import (
     PlanStatus,
     battery_command,
     ev_gap_w,
+    planned_battery_w,
     spare_power_w,
     uncredited,
 )
@@ -275,16 +276,19 @@ battery: {driver: {type: sim}}
     assert list(alloc.limits.limit_a) == pytest.approx([11.0, 11.0])  # 6 A + 5 A extra each
     plan = _plan(5.0, clock.now_s())
     kw = {"targets_a": targets, "charger_of": {"s1": "cp1", "s2": "cp2"}}
-    cmd = live.decide(clock.now_s(), plan, alloc, **kw)  # type: ignore[arg-type]
+    planned = planned_battery_w(plan, clock.now_s())
+    assert planned == 5000.0
+    cmd = live.driver.decide(clock.now_s(), planned, alloc, **kw)  # type: ignore[arg-type]
     assert cmd.power_w == 0.0
     assert "5000 W reserved, the cars make room first" in cmd.reason
     assert live.load_to_add_w(clock.now_s()) == pytest.approx(5000.0)  # counted as load now
     clock.advance(7.0)
-    cmd = live.decide(clock.now_s(), plan, alloc, **kw)  # type: ignore[arg-type]
+    cmd = live.driver.decide(clock.now_s(), planned, alloc, **kw)  # type: ignore[arg-type]
     assert (cmd.power_w, cmd.reason) == (5000.0, "charging as planned")
     # A fall goes out at once.
     await live.send(cmd)
-    cmd = live.decide(clock.now_s(), _plan(2.0, clock.now_s()), alloc, **kw)  # type: ignore[arg-type]
+    lower = planned_battery_w(_plan(2.0, clock.now_s()), clock.now_s())
+    cmd = live.driver.decide(clock.now_s(), lower, alloc, **kw)  # type: ignore[arg-type]
     assert cmd.power_w == 2000.0
 
 

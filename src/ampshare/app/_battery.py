@@ -20,19 +20,11 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Mapping
 
 from ampshare.adapters.battery import BatteryLink
 from ampshare.clock import Clock
 from ampshare.config.sections import BatterySection
-from ampshare.core.allocation import Allocation
-from ampshare.core.planner import (
-    Battery,
-    BatteryCommand,
-    BatteryDriver,
-    Plan,
-    planned_battery_w,
-)
+from ampshare.core.planner import Battery, BatteryCommand, BatteryDriver
 from ampshare.core.site import Site
 from ampshare.core.snapshot import BatteryReading
 from ampshare.errors import DeviceError
@@ -45,7 +37,8 @@ RETRY_S = 5.0  # a setpoint the battery refused is tried again after this (at mo
 
 class LiveBattery:
     """One battery driven from the plan (see the module docstring): the I/O around a
-    ``BatteryDriver``."""
+    ``BatteryDriver``, which the supervisor asks for each step's command
+    (``driver.decide``)."""
 
     def __init__(
         self,
@@ -118,28 +111,6 @@ class LiveBattery:
                     )
                     self._failing = True
             await asyncio.sleep(self.section.poll_s)
-
-    def decide(
-        self,
-        now_s: float,
-        plan: Plan | None,
-        allocation: Allocation | None,
-        *,
-        targets_a: Mapping[str, float] | None = None,
-        charger_of: Mapping[str, str] | None = None,
-        ceiling_w: float | None = None,
-        metered_import_w: float | None = None,
-    ) -> BatteryCommand:
-        """The command for now (``BatteryDriver.decide`` with the plan's power for now)."""
-        return self.driver.decide(
-            now_s,
-            planned_battery_w(plan, now_s),
-            allocation,
-            targets_a=targets_a,
-            charger_of=charger_of,
-            ceiling_w=ceiling_w,
-            metered_import_w=metered_import_w,
-        )
 
     def due(self, now_s: float, cmd: BatteryCommand) -> bool:
         """Send ``cmd`` now (``BatteryDriver.due``), unless a send is under way or a refused

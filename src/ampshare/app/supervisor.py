@@ -59,7 +59,13 @@ from ampshare.control import (
     step,
 )
 from ampshare.core.allocation import Policy, PolicyName
-from ampshare.core.planner import PvProfile, RecedingHorizonPlanner, ceiling_w, uncredited
+from ampshare.core.planner import (
+    PvProfile,
+    RecedingHorizonPlanner,
+    ceiling_w,
+    planned_battery_w,
+    uncredited,
+)
 from ampshare.core.snapshot import ChargerState, ExternalCap, MeterReading, Session
 from ampshare.errors import InputError, StoreError
 from ampshare.store import SqlStore
@@ -470,7 +476,7 @@ class Supervisor:
         planned = policy.name is PolicyName.PLANNED
         got = self._root_import
         metered = got[1] if got is not None and now_s - got[0] <= _METERED_FOR_S else None
-        cmd = battery.decide(now_s, plan, result.allocation,
+        cmd = battery.driver.decide(now_s, planned_battery_w(plan, now_s), result.allocation,
                              targets_a=policy.planned_targets_a if planned else None,
                              charger_of={s.session_id: s.charger_id for s in sessions},
                              ceiling_w=policy.planned_ceiling_w if planned else None,
