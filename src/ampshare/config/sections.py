@@ -19,6 +19,7 @@ __all__ = [
     "BatterySection",
     "ControlSection",
     "ModbusBatteryDriver",
+    "MqttBatteryDriver",
     "MqttSection",
     "OcppSection",
     "PlannerSection",
@@ -204,6 +205,44 @@ class ModbusBatteryDriver(ModbusConnection):
         return self
 
 
+class MqttBatteryDriver(_Strict):
+    """A battery reached over MQTT (Home Assistant, an inverter's own MQTT, a bridge): its state
+    of charge and power arrive on topics (a plain number, or JSON with an RFC 6901 pointer to
+    it), the power setpoint is published as a plain number. ``*_scale`` converts into % and W
+    (``power_scale: -1`` flips a device that counts discharge positive); ``setpoint_scale`` is
+    W per unit sent (1000: the device takes kW)."""
+
+    type: Literal["mqtt"] = "mqtt"
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password_env: str | None = Field(
+        default=None, pattern="^[A-Za-z_][A-Za-z0-9_]*$", description="env var with the password"
+    )
+    soc_topic: str = Field(min_length=1)
+    soc_path: str = Field(default="", description="JSON pointer; empty: a plain number")
+    soc_scale: float = 1.0
+    power_topic: str = Field(min_length=1)
+    power_path: str = Field(default="", description="JSON pointer; empty: a plain number")
+    power_scale: float = 1.0
+    setpoint_topic: str = Field(min_length=1)
+    setpoint_scale: float = Field(default=1.0, description="W per unit published")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttBatteryDriver:
+        for name in ("soc_topic", "power_topic", "setpoint_topic"):
+            if any(c in getattr(self, name) for c in "+#"):
+                raise ValueError(f"{name}: one concrete topic, no + or # wildcards")
+        for name in ("soc_path", "power_path"):
+            pointer = getattr(self, name)
+            if pointer and not pointer.startswith("/"):
+                raise ValueError(f"{name}: {pointer!r} is not a JSON pointer (it starts with /)")
+        for name in ("soc_scale", "power_scale", "setpoint_scale"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name} must not be 0")
+        return self
+
+
 class SimBatteryDriver(_Strict):
     """A simulated battery (demo, tests): follows its setpoint within the planner section's
     power limits, its state of charge moving with the energy."""
@@ -222,7 +261,7 @@ class BatterySection(_Strict):
 
     id: str = Field(default="battery", min_length=1, max_length=64)
     driver: Annotated[
-        ModbusBatteryDriver | SimBatteryDriver, Field(discriminator="type")
+        ModbusBatteryDriver | MqttBatteryDriver | SimBatteryDriver, Field(discriminator="type")
     ] = Field(default_factory=SimBatteryDriver)
     poll_s: float = Field(default=2.0, gt=0, le=300)
     timeout_s: float = Field(default=10.0, gt=0, le=3600)
