@@ -8,7 +8,6 @@ building from the week before and how long drivers stay from five weeks of sessi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -144,7 +143,6 @@ def test_the_plant_battery_keeps_its_bounds(moves: list[tuple[float, float]]) ->
             )
     assert bat.charged_wh >= 0.0
     assert bat.discharged_wh >= 0.0
-    assert dataclasses.replace(bat).model is BAT
 
 
 def test_simulate_runs_the_site_files_battery_under_planned(tmp_path: Path) -> None:

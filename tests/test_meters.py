@@ -164,7 +164,7 @@ def test_mqtt_password_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AMPSHARE_TEST_MQTT_PW", "s3cret")
     meter = build_meter(spec, VirtualClock())
     assert isinstance(meter, MqttMeter)
-    assert meter._password == "s3cret"
+    assert meter._sub._password == "s3cret"  # the listener logs in with it
 
 
 def test_user_defined_register_map() -> None:

@@ -71,26 +71,17 @@ PV_LOOKBACK_DAYS = 7
 
 
 def pv_output_w(reading: MeterReading, v_ln: float) -> float | None:
-    """A PV meter's output in W: its active power, summed per line if that is all it gives,
-    else its line currents at ``v_ln`` (inverters run at unity power factor). The magnitude:
-    meters disagree on the sign of what flows out, and a PV meter measures nothing else (an
+    """A PV meter's output in W: its active power (``MeterReading.active_power_w``), else its
+    line currents at ``v_ln`` (inverters run at unity power factor). The magnitude: meters
+    disagree on the sign of what flows out, and a PV meter measures nothing else (an
     inverter's few watts of standby at night count as output, which the forecast can bear)."""
-    if reading.power_w is not None and math.isfinite(reading.power_w):
-        return abs(reading.power_w)
-    per_line = _lines(reading.power_per_line_w)
-    if per_line is not None:
-        return abs(sum(per_line))
-    amps = _lines(reading.current_a)
-    if amps is not None:
+    watts = reading.active_power_w()
+    if watts is not None:
+        return abs(watts)
+    amps = [a for a in reading.current_a or () if a is not None]
+    if amps and all(map(math.isfinite, amps)):
         return sum(abs(a) for a in amps) * v_ln
     return None
-
-
-def _lines(values: tuple[float | None, ...] | None) -> list[float] | None:
-    """The values of the lines a reading has (None: a line the site lacks), or None unless
-    there is at least one and all are finite."""
-    got = [v for v in values or () if v is not None]
-    return got if got and all(map(math.isfinite, got)) else None
 
 
 @dataclass(slots=True)
@@ -130,17 +121,16 @@ class LoadHistory:
     # the building minus PV, so the forecast adds the profile back to learn the building and
     # gives the plan the profile's PV per slot.
     pv: PvProfile | None = None
-    # The site's root node id when PV meters measure the PV (``PvMeters``): its samples then
-    # keep the PV output beside the net load (NaN where a PV meter was not fresh).
-    pv_metered_root: str | None = None
-    # the root, its line count and voltage: a battery's share of the root's load comes off
-    # its samples (``observe``'s ``root_extra_w``)
+    # The site's root, its line count and voltage: a battery's share of the root's load comes
+    # off its samples (``observe``'s ``root_extra_w``), and with ``pv_metered`` (PV meters,
+    # ``PvMeters``) they keep the PV output beside the net load (NaN where one was not fresh).
     root_id: str = ""
+    pv_metered: bool = False
     root_lines: int = 3
     v_ln: float = 230.0
     _t: dict[str, list[float]] = field(default_factory=dict)
     _v: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
-    _pv: list[float] = field(default_factory=list)  # aligned with _t[pv_metered_root]
+    _pv: list[float] = field(default_factory=list)  # aligned with _t[root_id]
 
     def observe(
         self,
@@ -169,7 +159,7 @@ class LoadHistory:
                 less = root_extra_w / (self.root_lines * self.v_ln)
                 other = (other[0] - less, other[1] - less, other[2] - less)
             vs.append(other)
-            pvs = self._pv if h.node_id == self.pv_metered_root else None
+            pvs = self._pv if root and self.pv_metered else None
             if pvs is not None:
                 pvs.append(math.nan if pv_w is None else pv_w)
             keep_from = now_s - (self.lookback_weeks * WEEK_S + 86400.0)
@@ -191,7 +181,7 @@ class LoadHistory:
             if ts
         }
         measured_pv = None
-        if self.pv_metered_root in data and any(map(math.isfinite, self._pv)):
+        if self.pv_metered and self.root_id in data and any(map(math.isfinite, self._pv)):
             measured_pv = np.asarray(self._pv, dtype=np.float64)
         return _Forecast(
             site=site, data=data, weeks=self.lookback_weeks, quantile=self.quantile, pv=self.pv,

@@ -77,17 +77,6 @@ log = logging.getLogger("ampshare.app")
 _METERED_FOR_S = 10.0  # a root meter's power older than this no longer bounds a discharge
 
 
-def _active_power_w(reading: MeterReading) -> float | None:
-    """The signed active power a meter read (import positive), if it gave one: a current
-    magnitude cannot tell import from export."""
-    if reading.power_w is not None:
-        return reading.power_w
-    per_line = reading.power_per_line_w
-    if per_line is not None and any(p is not None for p in per_line):
-        return sum(p for p in per_line if p is not None)
-    return None
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SupervisorOptions:
     """What ``ampshare run`` may tune beyond the site file."""
@@ -145,20 +134,15 @@ class Supervisor:
         self.planner = None
         if self.options.planner is not None:
             section = config.planner
-            # PV meters (``role: pv``) teach the planner the building the root meter hides
-            pv_root = self.site.root.id if self.site.pv_meters else None
-            history = (
-                LoadHistory(
-                    quantile=section.safety_quantile,
-                    lookback_weeks=section.forecast_weeks,
-                    pv=self.options.pv,
-                    pv_metered_root=pv_root,
-                    root_id=self.site.root.id,
-                    root_lines=len(self.site.voltage.lines),
-                    v_ln=self.site.voltage.line_to_neutral_v,
-                )
-                if section
-                else LoadHistory(pv_metered_root=pv_root)
+            history = LoadHistory(
+                quantile=section.safety_quantile,
+                lookback_weeks=section.forecast_weeks,
+                pv=self.options.pv,
+                root_id=self.site.root.id,
+                root_lines=len(self.site.voltage.lines),
+                v_ln=self.site.voltage.line_to_neutral_v,
+                # PV meters (``role: pv``) teach the planner the building the root meter hides
+                pv_metered=bool(self.site.pv_meters),
             )
             pv_meters = (
                 PvMeters(self.site.pv_meters, self.site.voltage.line_to_neutral_v)
@@ -166,10 +150,7 @@ class Supervisor:
                 else None
             )
             self.planner = LivePlanner(
-                self.options.planner,
-                history,
-                hold_peak=section.hold_peak if section else True,
-                pv_meters=pv_meters,
+                self.options.planner, history, hold_peak=section.hold_peak, pv_meters=pv_meters
             )
         # The site file's ``battery:`` (sized by ``planner:``), driven from the plan; the
         # caller's link (tests) or the section's driver.
@@ -215,11 +196,10 @@ class Supervisor:
                 self.planner.observe_pv(reading)
             return
         self._raw_readings.append(reading)  # as the meter said it, for the dashboard
-        if reading.meter_id in self._root_meters:
-            watts = _active_power_w(reading)
+        if self.battery is not None and reading.meter_id in self._root_meters:
+            watts = reading.active_power_w()
             if watts is not None:  # the site's import as metered (a discharge bound)
                 self._root_import = (reading.t_s, watts)
-        if self.battery is not None and reading.meter_id in self._root_meters:
             # the controller never counts on the battery (``app._battery``)
             reading = uncredited(reading, self.battery.load_to_add_w(self.clock.now_s()),
                                  self.site.voltage.line_to_neutral_v)

@@ -9,6 +9,7 @@ which the core treats pessimistically, never as zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -39,6 +40,17 @@ class MeterReading:
     voltage_v: PerLine | None = None
     energy_wh: float | None = None
     power_per_line_w: PerLine | None = None
+
+    def active_power_w(self) -> float | None:
+        """The signed active power read (import positive): ``power_w``, else the lines'
+        ``power_per_line_w`` added up; None when neither is there and finite (a current's
+        magnitude cannot tell import from export)."""
+        if self.power_w is not None and math.isfinite(self.power_w):
+            return self.power_w
+        lines = [p for p in self.power_per_line_w or () if p is not None]
+        if lines and all(map(math.isfinite, lines)):
+            return sum(lines)
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -202,25 +202,24 @@ class PlannerProvider:
         for sp in plan.sessions:
             self.expected[sp.session_id] = sp
         targets = targets_at(plan, now_s)
-        battery_plan = (
-            {
-                "battery_start_s": plan.start_s,
-                "battery_slot_s": plan.slot_s,
-                "battery_kw": tuple(float(x) for x in plan.battery_kw),
-            }
-            if self.battery is not None and plan.status.usable
-            else {}
-        )
-        if not targets:
+        if targets:
+            view = PlanView(
+                targets_a=targets, ceiling_w=ceiling_w(plan) if self.hold_peak else None
+            )
+        else:
             if known or not plan.status.usable:  # (no car and a plan: nothing fell back)
                 self.fallbacks += 1
-            targets = deadline_targets(site, known, now_s, self.mpc.defaults.dwell_s)
-            return PlanView(targets_a=targets, **battery_plan)  # type: ignore[arg-type]
-        return PlanView(
-            targets_a=targets,
-            ceiling_w=ceiling_w(plan) if self.hold_peak else None,
-            **battery_plan,  # type: ignore[arg-type]
-        )
+            view = PlanView(
+                targets_a=deadline_targets(site, known, now_s, self.mpc.defaults.dwell_s)
+            )
+        if self.battery is not None and plan.status.usable:
+            view = replace(
+                view,
+                battery_start_s=plan.start_s,
+                battery_slot_s=plan.slot_s,
+                battery_kw=tuple(float(x) for x in plan.battery_kw),
+            )
+        return view
 
     @property
     def warnings(self) -> list[SessionPlan]:

@@ -1,26 +1,23 @@
 """A battery reached over MQTT: state of charge and power arrive on topics, the setpoint is
 published (``config.sections.MqttBatteryDriver``).
 
-As for MQTT meters (``adapters.meters.MqttMeter``), a background task keeps the subscription
-open and remembers each value with the (injected) clock time it arrived; ``read`` gives both
-stamped with the older arrival, so one silent topic makes the reading age and go stale. The
-setpoint goes out on the same connection (QoS 1, not retained: a setpoint retained on the
-broker would be obeyed again by a battery that restarts while ampshare is down).
+As for MQTT meters (``adapters.meters.MqttMeter``, whose ``TopicListener`` keeps the
+subscription open here too), each value is remembered with the (injected) clock time it
+arrived; ``read`` gives both stamped with the older arrival, so one silent topic makes the
+reading age and go stale. The setpoint goes out on the same connection (QoS 1, not retained:
+a setpoint retained on the broker would be obeyed again by a battery that restarts while
+ampshare is down).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
-import uuid
-from dataclasses import dataclass
 
 import aiomqtt
 
-from ampshare.adapters.meters._mqtt import extract_value
-from ampshare.aio import cancel_and_wait
+from ampshare.adapters.meters._mqtt import Latest, TopicListener, extract_value
 from ampshare.clock import Clock
 from ampshare.config.sections import MqttBatteryDriver
 from ampshare.core.snapshot import BatteryReading
@@ -28,15 +25,7 @@ from ampshare.errors import DeviceProtocolError, DeviceUnavailable
 
 __all__ = ["MqttBattery"]
 
-log = logging.getLogger(__name__)
 MAX_PLAUSIBLE_W = 10e6
-
-
-@dataclass(slots=True)
-class _Latest:
-    value: float | None = None
-    t_s: float = 0.0
-    error: DeviceProtocolError | None = None
 
 
 class MqttBattery:
@@ -55,15 +44,20 @@ class MqttBattery:
         self._id = battery_id
         self._d = driver
         self._clock = clock
-        self._password = password
         self._first_message_s = first_message_s
-        self._reconnect_s = reconnect_s
-        self._soc = _Latest()
-        self._power = _Latest()
-        self._client: aiomqtt.Client | None = None
-        self._conn_error = "not connected yet"
+        self._soc = Latest()
+        self._power = Latest()
         self._got_all = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sub = TopicListener(
+            f"battery {battery_id}",
+            host=driver.host,
+            port=driver.port,
+            topics=[driver.soc_topic, driver.power_topic],
+            handle=self.handle,
+            username=driver.username,
+            password=password,
+            reconnect_s=reconnect_s,
+        )
 
     @property
     def battery_id(self) -> str:
@@ -80,7 +74,7 @@ class MqttBattery:
             power_w=power,
         )
 
-    def _value(self, latest: _Latest, topic: str) -> float:
+    def _value(self, latest: Latest, topic: str) -> float:
         if latest.error is not None:
             raise latest.error
         if latest.value is None:
@@ -89,9 +83,9 @@ class MqttBattery:
 
     async def set_power(self, power_w: float) -> None:
         await self._started()
-        client = self._client
+        client = self._sub.client
         if client is None:
-            raise DeviceUnavailable(self._where(self._conn_error))
+            raise DeviceUnavailable(self._where(self._sub.conn_error))
         payload = f"{power_w / self._d.setpoint_scale:.6g}"
         try:
             await client.publish(self._d.setpoint_topic, payload=payload, qos=1, retain=False)
@@ -99,13 +93,9 @@ class MqttBattery:
             raise DeviceUnavailable(self._where(f"publishing the setpoint: {exc}")) from None
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait([task], what="the MQTT battery listener")
-        self._client = None
-        self._conn_error = "closed"
+        await self._sub.stop()
         self._got_all.clear()
-        self._soc, self._power = _Latest(), _Latest()
+        self._soc, self._power = Latest(), Latest()
 
     def handle(self, topic: str, payload: bytes | str) -> None:
         """Take one message (called by the subscription; public for replaying recordings)."""
@@ -128,47 +118,16 @@ class MqttBattery:
             self._got_all.set()
 
     async def _started(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name=f"mqtt-battery-{self._id}")
+        self._sub.start()
         if not self._got_all.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._first_message_s):
                     await self._got_all.wait()
-        if self._client is None:
-            raise DeviceUnavailable(self._where(self._conn_error))
+        if self._sub.client is None:
+            raise DeviceUnavailable(self._where(self._sub.conn_error))
 
     def _where(self, what: str) -> str:
         return f"battery {self._id}: MQTT broker {self._d.host}:{self._d.port}: {what}"
-
-    async def _listen(self) -> None:
-        d = self._d
-        ident = f"ampshare-{self._id}-{uuid.uuid4().hex[:8]}"
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    d.host,
-                    d.port,
-                    identifier=ident,
-                    timeout=5.0,
-                    username=d.username,
-                    password=self._password,
-                ) as client:
-                    for topic in sorted({d.soc_topic, d.power_topic}):
-                        await client.subscribe(topic)
-                    self._client = client
-                    async for message in client.messages:
-                        payload = message.payload
-                        self.handle(
-                            str(message.topic),
-                            payload if isinstance(payload, bytes | str) else str(payload),
-                        )
-                self._conn_error = "broker closed the connection"
-            except aiomqtt.MqttError as exc:
-                if self._client is not None:
-                    log.warning("battery %s: MQTT connection lost: %s", self._id, exc)
-                self._conn_error = str(exc) or type(exc).__name__
-            self._client = None
-            await asyncio.sleep(self._reconnect_s)
 
 
 def _check(battery_id: str, name: str, value: float) -> None:

@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiomqtt
@@ -29,7 +29,15 @@ from ampshare.clock import Clock
 from ampshare.core.snapshot import MeterReading
 from ampshare.errors import DeviceProtocolError, DeviceUnavailable
 
-__all__ = ["MqttMeter", "TopicValue", "extract_value", "resolve_pointer"]
+__all__ = [
+    "Latest",
+    "MqttMeter",
+    "TopicListener",
+    "TopicValue",
+    "as_text",
+    "extract_value",
+    "resolve_pointer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +90,73 @@ def extract_value(payload: bytes | str, pointer: str) -> float:
 
 
 @dataclass(slots=True)
-class _Latest:
+class Latest:
+    """The newest value of one topic's quantity, when it arrived, or why it is unusable."""
+
     value: float | None = None
     t_s: float = 0.0
     error: DeviceProtocolError | None = None
+
+
+class TopicListener:
+    """A subscription to ``topics`` kept open on a broker, reconnecting after
+    ``reconnect_s``; every message goes to ``handle(topic, payload)``. ``client`` is the
+    connected client (for publishing on the same connection), None while not connected, and
+    ``conn_error`` then says why. ``what`` names the device in the log ("meter house")."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        host: str,
+        port: int,
+        topics: Sequence[str],
+        handle: Callable[[str, bytes | str], None],
+        username: str | None = None,
+        password: str | None = None,
+        reconnect_s: float = 1.0,
+    ) -> None:
+        self.what = what
+        self.host, self.port = host, port
+        self._topics = sorted(set(topics))
+        self._handle = handle
+        self._username, self._password = username, password
+        self._reconnect_s = reconnect_s
+        self.client: aiomqtt.Client | None = None
+        self.conn_error = "not connected yet"
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Subscribe in the background, unless already doing so."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name=f"mqtt {self.what}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait([task], what=f"the MQTT listener of {self.what}")
+        self.client = None
+        self.conn_error = "closed"
+
+    async def _listen(self) -> None:
+        ident = f"ampshare-{self.what.replace(' ', '-')}-{uuid.uuid4().hex[:8]}"
+        while True:
+            try:
+                async with aiomqtt.Client(self.host, self.port, identifier=ident, timeout=5.0,
+                                          username=self._username,
+                                          password=self._password) as client:
+                    for topic in self._topics:
+                        await client.subscribe(topic)
+                    self.client = client
+                    async for message in client.messages:
+                        self._handle(str(message.topic), as_text(message.payload))
+                self.conn_error = "broker closed the connection"
+            except aiomqtt.MqttError as exc:
+                if self.client is not None:
+                    log.warning("%s: MQTT connection lost: %s", self.what, exc)
+                self.conn_error = str(exc) or type(exc).__name__
+            self.client = None
+            await asyncio.sleep(self._reconnect_s)
 
 
 class MqttMeter:
@@ -101,17 +172,15 @@ class MqttMeter:
         if not values:
             raise ValueError("an MQTT meter needs at least one topic")
         self._meter_id = meter_id
-        self._host, self._port = host, port
-        self._username, self._password = username, password
         self._values = tuple(values)
         self._clock = clock
         self._first_message_s = first_message_s
-        self._reconnect_s = reconnect_s
-        self._latest = {v.quantity: _Latest() for v in self._values}
-        self._connected = False
-        self._conn_error = "not connected yet"
+        self._latest = {v.quantity: Latest() for v in self._values}
         self._got_all = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sub = TopicListener(
+            f"meter {meter_id}", host=host, port=port, topics=[v.topic for v in self._values],
+            handle=self.handle, username=username, password=password, reconnect_s=reconnect_s,
+        )
 
     @property
     def meter_id(self) -> str:
@@ -119,18 +188,17 @@ class MqttMeter:
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self._sub.client is not None
 
     async def read(self) -> MeterReading:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name=f"mqtt-meter-{self._meter_id}")
+        self._sub.start()
         if not self._got_all.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._first_message_s):
                     await self._got_all.wait()
-        if not self._connected:
-            raise DeviceUnavailable(f"meter {self._meter_id}: MQTT broker {self._host}:"
-                                    f"{self._port}: {self._conn_error}")
+        if not self.connected:
+            raise DeviceUnavailable(f"meter {self._meter_id}: MQTT broker {self._sub.host}:"
+                                    f"{self._sub.port}: {self._sub.conn_error}")
         return self._assemble()
 
     def _assemble(self) -> MeterReading:
@@ -147,14 +215,10 @@ class MqttMeter:
         return reading_from_values(self._meter_id, oldest_s, values)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait([task], what="the MQTT meter listener")
-        self._connected = False
-        self._conn_error = "closed"
+        await self._sub.stop()
         # A later read resubscribes and waits for values of the new subscription.
         self._got_all.clear()
-        self._latest = {v.quantity: _Latest() for v in self._values}
+        self._latest = {v.quantity: Latest() for v in self._values}
 
     def handle(self, topic: str, payload: bytes | str) -> None:
         """Take one message (called by the subscription; public for replaying recordings)."""
@@ -173,29 +237,9 @@ class MqttMeter:
         if all(lt.value is not None or lt.error for lt in self._latest.values()):
             self._got_all.set()
 
-    async def _listen(self) -> None:
-        topics = sorted({v.topic for v in self._values})
-        ident = f"ampshare-{self._meter_id}-{uuid.uuid4().hex[:8]}"
-        while True:
-            try:
-                async with aiomqtt.Client(self._host, self._port, identifier=ident, timeout=5.0,
-                                          username=self._username,
-                                          password=self._password) as client:
-                    for topic in topics:
-                        await client.subscribe(topic)
-                    self._connected = True
-                    async for message in client.messages:
-                        self.handle(str(message.topic), _as_text(message.payload))
-                self._conn_error = "broker closed the connection"
-            except aiomqtt.MqttError as exc:
-                if self._connected:
-                    log.warning("meter %s: MQTT connection lost: %s", self._meter_id, exc)
-                self._conn_error = str(exc) or type(exc).__name__
-            self._connected = False
-            await asyncio.sleep(self._reconnect_s)
 
-
-def _as_text(payload: object) -> bytes | str:
+def as_text(payload: object) -> bytes | str:
+    """An MQTT payload as bytes or text (aiomqtt gives bytes, bytearray, str, numbers)."""
     if isinstance(payload, bytes | str):
         return payload
     if isinstance(payload, bytearray):

@@ -326,9 +326,10 @@ class BatteryDriver:
                 allocation.limits, targets_a, charger_of or {}, self.site.voltage.line_to_neutral_v
             )
         held = 0.0 if r is None else max(0.0, r.power_w, self._charge_held_w())
+        spare = spare_power_w(self.site, headroom)
         # What the battery may draw now on every column: what the allocation left free, with
         # the battery's own counted charge (shown, told or reserved) given back to it.
-        free = spare_power_w(self.site, headroom) + held
+        free = spare + held
         ceiling_room = over_peak = None
         if ceiling_w is not None and imported is not None:
             # the import the step counted holds the battery's charge (shown or held) and the
@@ -342,8 +343,7 @@ class BatteryDriver:
             soc_wh=self.soc_wh(now_s),
             power_w=None if r is None else r.power_w,
             # the charge reserved beyond what it shows was kept from the cars for it
-            spare_w=spare_power_w(self.site, headroom)
-            + (0.0 if r is None else max(0.0, self._charge_held_w() - max(0.0, r.power_w))),
+            spare_w=spare + (0.0 if r is None else held - max(0.0, r.power_w)),
             # (the step counted the discharge as load: what the site really imports is less)
             import_w=metered_import_w
             if metered_import_w is not None
