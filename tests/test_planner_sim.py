@@ -163,3 +163,31 @@ def test_simulate_cli_lists_each_sessions_plan() -> None:
     assert all(p["expected_wh"] > 0 for p in plans.values())
     assert {"departure_s", "requested_wh", "will_not_be_ready"} <= set(plans["s1"])
     assert "session_plans" not in equal  # only the planner makes plans
+
+
+def test_a_building_peak_while_no_car_is_plugged_counts_as_the_months_peak() -> None:
+    """The replay calls the planner only while cars are plugged in; a building spike in the
+    hours between two cars must still set the peak the plan is told, not vanish into the
+    average over the gap."""
+    import numpy as np
+
+    from ampshare.sim.series import TimeSeries
+
+    site = garage()
+    t = T0 - 2 * H + 300.0 * np.arange(24 * 12)
+    spike = (t >= T0 + 3 * H) & (t < T0 + 3.5 * H)
+    building = TimeSeries(t_s=t, values=np.where(spike, 18.0, 2.0), unit="kW", source="test")
+    tariff = Tariff(
+        name="flat + demand",
+        energy=PriceSeries(start_s=T0, step_s=H, prices_per_kwh=(0.2,) * 24),
+        demand_charge_per_kw_override=20.0,
+    )
+    provider = PlannerProvider(site=site, tariff=tariff, building=building, time_limit_s=None)
+    early = Session(session_id="a", charger_id="c0", arrival_s=T0, departure_s=T0 + H)
+    provider(T0, site, (early,))
+    provider(T0 + H, site, ())  # the car left: no call until the next one comes
+    assert provider.peak_so_far_kw < 3.0
+    late = Session(session_id="b", charger_id="c1", arrival_s=T0 + 8 * H)
+    provider(T0 + 8 * H, site, (late,))
+    # Whole 15-minute windows inside the spike averaged 18 kW of building alone.
+    assert provider.peak_so_far_kw == pytest.approx(18.0)

@@ -254,11 +254,31 @@ class PlannerProvider:
             self._battery_net_wh = battery.net_wh
         if self._last_s is not None and now_s > self._last_s:
             # (a discharging battery may make the site import less than the building alone)
-            kw = delivered / (now_s - self._last_s) * 3.6
-            if self.building is not None:
-                kw += float(np.mean(self._building_kw(np.array([self._last_s, now_s]))))
-            self._peak.add(self._last_s, now_s, kw)
+            ev_kw = delivered / (now_s - self._last_s) * 3.6
+            for t0, t1, building_kw in self._building_pieces(self._last_s, now_s):
+                self._peak.add(t0, t1, ev_kw + building_kw)
         self._last_s = now_s
+
+    @property
+    def peak_so_far_kw(self) -> float:
+        """The demand peak already set this billing period, as the plan is told it."""
+        return self._peak.peak_kw
+
+    def _building_pieces(self, t0: float, t1: float) -> list[tuple[float, float, float]]:
+        """[t0, t1) cut where the building series steps, with its kW on each piece: the
+        replay calls the planner only while cars are plugged in, so one call may follow hours
+        without a car, and a building-only peak in them must count as it happened rather than
+        averaged over the whole gap."""
+        if self.building is None:
+            return [(t0, t1, 0.0)]
+        stamps = self.building.t_s
+        inside = stamps[(stamps > t0) & (stamps < t1)]
+        cuts = np.concatenate(([t0], inside, [t1]))
+        kw = self._building_kw(cuts[:-1])  # zero-order hold: each piece's start value
+        return [
+            (float(a), float(b), float(k))
+            for a, b, k in zip(cuts[:-1], cuts[1:], kw, strict=True)
+        ]
 
     def _building_kw(self, t: FloatArray) -> FloatArray:
         assert self.building is not None
