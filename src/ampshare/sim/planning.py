@@ -276,8 +276,7 @@ class PlannerProvider:
         cuts = np.concatenate(([t0], inside, [t1]))
         kw = self._building_kw(cuts[:-1])  # zero-order hold: each piece's start value
         return [
-            (float(a), float(b), float(k))
-            for a, b, k in zip(cuts[:-1], cuts[1:], kw, strict=True)
+            (float(a), float(b), float(k)) for a, b, k in zip(cuts[:-1], cuts[1:], kw, strict=True)
         ]
 
     def _building_kw(self, t: FloatArray) -> FloatArray:
