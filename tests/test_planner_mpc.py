@@ -173,6 +173,23 @@ def test_forecast_takes_the_same_weekday_and_time_with_a_safety_quantile() -> No
     assert low == pytest.approx(expected - 3.0, abs=0.2)
 
 
+def test_a_slot_that_straddles_a_step_of_the_history_is_forecast_at_the_higher_side() -> None:
+    """The plan's slots start when it is made, not on the history's grid: a 15-minute slot
+    from 20:53 over a 15-minute history that falls from 15 to 5 at 21:00 carries 15 for its
+    first seven minutes, so the load forecast (high quantile) must say 15 although the slot's
+    middle is past 21:00; and a slot from 20:50 must read 5 at the low quantile (as PV is
+    forecast) although its middle is before."""
+    t = np.arange(0.0, 2 * WEEK, 900.0)
+    evening = np.where((t % DAY) < 21 * H, 15.0, 5.0)
+    start = 2 * WEEK + 20 * H + 53 * 60
+    high = forecast_profile(t, evening, start_s=start, slot_s=900.0, n_slots=2, lookbacks=2)
+    assert high == pytest.approx([15.0, 5.0])
+    low = forecast_profile(
+        t, evening, start_s=start - 180.0, slot_s=900.0, n_slots=1, lookbacks=2, quantile=0.0
+    )
+    assert low == pytest.approx([5.0])
+
+
 def test_forecast_without_history_is_pessimistic_and_keeps_columns() -> None:
     t = np.arange(0.0, WEEK, 3600.0)
     v = np.column_stack([np.full(t.shape, 5.0), np.linspace(0.0, 20.0, t.size)])

@@ -15,6 +15,7 @@ __all__ = ["PvProfile", "forecast_profile"]
 
 FloatArray = npt.NDArray[np.float64]
 WEEK_S = 7 * 86400.0
+_MAX_GAPS = 30  # history read at most 31 times per slot and lookback
 YEAR_S = 365 * 86400.0
 
 
@@ -63,8 +64,9 @@ def forecast_profile(
     """Forecast per slot (shape (n_slots,) or (n_slots, m) like ``history_values``).
 
     For each slot, the history at the same offset ``1..lookbacks`` periods back (a week: same
-    weekday and time) is sampled at several points in the slot; the ``quantile`` of these is
-    the forecast (0.9: pessimistic, as headroom must be). Slots with no history get
+    weekday and time) is sampled from the slot's start to its end, at least once per history
+    sample it overlaps; the ``quantile`` of these is the forecast (0.9: pessimistic, as
+    headroom must be). Slots with no history get
     ``fallback`` (default: the history's maximum — unknown means pessimistic).
     """
     t = np.asarray(history_t_s, dtype=np.float64)
@@ -76,8 +78,8 @@ def forecast_profile(
     if not 0.0 <= quantile <= 1.0:
         raise InputError(f"forecast: quantile must be within [0, 1] (got {quantile})")
     step = float(np.median(np.diff(t))) if t.size > 1 else slot_s
-    sub = max(1, min(12, int(np.ceil(slot_s / step))))  # samples per slot
-    offsets = (np.arange(sub) + 0.5) / sub * slot_s
+    offsets = _sample_offsets(slot_s, step)
+    sub = len(offsets)
     slots = start_s + slot_s * np.arange(n_slots)
     back = period_s * np.arange(1, lookbacks + 1)
     query = slots[:, None, None] - back[None, :, None] + offsets[None, None, :]
@@ -87,6 +89,17 @@ def forecast_profile(
     out = _nan_quantile(got, quantile)
     fill = np.nanmax(v, axis=0) if fallback is None else np.asarray(fallback, dtype=np.float64)
     return np.where(empty, fill, out).astype(np.float64)
+
+
+def _sample_offsets(slot_s: float, step_s: float) -> FloatArray:
+    """Where in a slot the history is read: its first and last instant and evenly between,
+    at most a history step apart, so every history sample whose interval overlaps the slot is
+    read at least once (up to 31 points). The plan's slots start when it is made, not on the
+    history's grid: a slot 20:52-21:07 over a 15-minute history that steps down at 21:00 is
+    forecast at the higher value, which the slot's first eight minutes will carry."""
+    gaps = max(1, min(_MAX_GAPS, int(np.ceil(slot_s / step_s))))
+    last = slot_s * (1.0 - 1e-9)  # the slot's last instant, not the next slot's first
+    return np.asarray(np.linspace(0.0, last, gaps + 1), dtype=np.float64)
 
 
 def _nan_quantile(got: FloatArray, q: float) -> FloatArray:
