@@ -25,7 +25,8 @@ from ampshare.sim._plant import Battery as PlantBattery
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.engine import EvOptions
 from ampshare.sim.planning import PlannerOptions, PlannerProvider
-from ampshare.sim.run import SimSpec, simulate
+from ampshare.sim.report import render_report
+from ampshare.sim.run import SimOutcome, SimSpec, simulate
 from ampshare.sim.series import TimeSeries
 
 H = 3600.0
@@ -68,7 +69,7 @@ def _nightly(day: int) -> SessionRecord:
     )
 
 
-def _replay(battery: Battery | None) -> dict[str, float | int | None]:
+def _outcome(battery: Battery | None) -> SimOutcome:
     site = _site()
     t = T0 - 8 * DAY + 300.0 * np.arange((DAYS + 8) * 288)
     hour = ((t - T0) % DAY) / H
@@ -98,11 +99,19 @@ def _replay(battery: Battery | None) -> dict[str, float | int | None]:
         start_s=T0,
         end_s=T0 + DAYS * DAY,
     )
-    return simulate(spec).metrics
+    return simulate(spec)
 
 
-def test_the_battery_cuts_the_demand_charge_within_the_limits() -> None:
-    without, with_battery = _replay(None), _replay(BAT)
+@pytest.fixture(scope="module")
+def shop() -> tuple[SimOutcome, SimOutcome]:
+    """The shop's replay without and with the battery (each takes seconds: run once)."""
+    return _outcome(None), _outcome(BAT)
+
+
+def test_the_battery_cuts_the_demand_charge_within_the_limits(
+    shop: tuple[SimOutcome, SimOutcome],
+) -> None:
+    without, with_battery = shop[0].metrics, shop[1].metrics
     assert without["battery_charged_kwh"] is None
     # The 15 kW midday is the month's peak without it; the battery shaves it.
     assert without["demand_charge"] == pytest.approx(15.0 * 20.0, rel=0.01)
@@ -121,6 +130,34 @@ def test_the_battery_cuts_the_demand_charge_within_the_limits() -> None:
     assert isinstance(discharged, float)
     assert charged > 5.0
     assert discharged > 5.0
+
+
+def test_the_report_shows_what_the_battery_did(shop: tuple[SimOutcome, SimOutcome]) -> None:
+    """The replay keeps the battery's stored energy per segment (within its bounds, ending
+    where its charge and discharge put it) and the report draws it beside the import it
+    shaved."""
+    out = shop[1]
+    rep = out.replay
+    assert rep.seg_battery_kw is not None
+    assert rep.seg_battery_soc_kwh is not None
+    soc = rep.seg_battery_soc_kwh
+    assert len(soc) == len(rep.seg_t_s)
+    assert soc.min() >= BAT.min_soc_wh / 1000 - 1e-6
+    assert soc.max() <= (BAT.max_soc_wh or 0.0) / 1000 + 1e-6
+    assert soc.max() - soc.min() > 5.0  # it cycled
+    charged, discharged = rep.battery_kwh or (0.0, 0.0)
+    expected_end = (
+        BAT.soc_wh / 1000 + charged * BAT.charge_efficiency - discharged / BAT.discharge_efficiency
+    )
+    assert soc[-1] == pytest.approx(expected_end, abs=1e-6)
+    page = render_report(
+        SimSpec(site=_site(), sessions=tuple(_nightly(d) for d in range(DAYS))), [out]
+    )
+    assert "<h2>Battery (planned)</h2>" in page
+    no_battery = render_report(
+        SimSpec(site=_site(), sessions=tuple(_nightly(d) for d in range(DAYS))), [shop[0]]
+    )
+    assert "<h2>Battery" not in no_battery
 
 
 @given(st.lists(st.tuples(st.floats(-20_000, 20_000), st.floats(0, 7200)), min_size=1, max_size=30))

@@ -94,6 +94,7 @@ class Recorder:
     bld_kw: list[float] = field(default_factory=list)
     bld_a: list[FloatArray] = field(default_factory=list)
     battery_kw: list[float] = field(default_factory=list)
+    battery_soc_kwh: list[float] = field(default_factory=list)
     ev: list[FloatArray] = field(default_factory=list)
     single: list[npt.NDArray[np.bool_]] = field(default_factory=list)
 
@@ -108,6 +109,7 @@ class Recorder:
         ev: FloatArray,
         single: npt.NDArray[np.bool_],
         battery_kw: float = 0.0,
+        battery_soc_kwh: float = 0.0,
     ) -> None:
         self.t.append(t)
         self.dt.append(dt)
@@ -116,6 +118,7 @@ class Recorder:
         self.bld_a.append(bld[0])
         self.bld_kw.append(bld[1])
         self.battery_kw.append(battery_kw)
+        self.battery_soc_kwh.append(battery_soc_kwh)
         if self.keep_ev:
             self.ev.append(ev.astype(np.float32))
             self.single.append(single.copy())

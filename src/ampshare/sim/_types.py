@@ -117,3 +117,4 @@ class Replay:
     wall_s: float
     battery_kwh: tuple[float, float] | None = None  # a simulated battery's (charged, discharged)
     seg_battery_kw: FloatArray | None = None  # its power per segment (charge positive)
+    seg_battery_soc_kwh: FloatArray | None = None  # its stored energy at each segment's end

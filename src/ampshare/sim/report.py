@@ -1,8 +1,9 @@
 """The replay report: one self-contained HTML page with the plots embedded as PNG.
 
 Sections: the metrics of every policy side by side (and the offline optimum), site load
-against the binding limits over time, per-line currents at the most loaded nodes, energy
-delivered against requested per session, and bar charts comparing the policies.
+against the binding limits over time, per-line currents at the most loaded nodes, a simulated
+battery's power and charge against the import it shaved, energy delivered against requested
+per session, and bar charts comparing the policies.
 Long replays are drawn as hourly envelopes (the maximum in each hour, so no peak hides) with
 a zoom on the busiest day.
 """
@@ -256,6 +257,9 @@ def render_report(
             "<h2>Per-line currents</h2>",
             _img(_lines_figure(ctrl, rows)),
         ]
+    for o in outcomes:
+        if o.replay.seg_battery_kw is not None and o.replay.seg_battery_soc_kwh is not None:
+            parts += [f"<h2>Battery ({html.escape(o.policy)})</h2>", _img(_battery_figure(o))]
     parts += [
         "<h2>Energy per session: delivered against requested</h2>",
         _img(_sessions_figure(outcomes)),
@@ -292,4 +296,56 @@ def _power_figure(outcomes: Sequence[SimOutcome]) -> Figure:
     ax.set_title("Site load: building plus EVs, every policy", loc="left", fontsize=10)
     ax.legend(loc="upper right", fontsize=8, ncols=4)
     _time_axis(ax)
+    return fig
+
+
+def _battery_figure(o: SimOutcome) -> Figure:
+    """What a simulated battery did: the site's import with it against the import the same
+    replay would have had without its power (hourly maxima, so a shaved peak shows), and its
+    power (charge up, discharge down) with its stored energy."""
+    rep = o.replay
+    assert rep.seg_battery_kw is not None
+    assert rep.seg_battery_soc_kwh is not None
+    bat_kw = rep.seg_battery_kw
+    fig = Figure(figsize=(12, 5.2))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.1, 1.0]})
+    t, with_bat = _envelope(rep.seg_t_s, rep.seg_site_kw, 3600.0)
+    _, without = _envelope(rep.seg_t_s, rep.seg_site_kw - bat_kw, 3600.0)
+    days = _dates(t)
+    top.plot(days, without, lw=0.8, color="#999999", label="import without the battery")
+    top.plot(days, with_bat, lw=1.0, color=_COLORS[0], label="import with it")
+    top.axhline(float(rep.seg_site_kw.max(initial=0.0)), color=_COLORS[0], ls="--", lw=0.8)
+    top.set_ylabel("site kW (hourly max)")
+    charged, discharged = rep.battery_kwh or (0.0, 0.0)
+    top.set_title(
+        f"{o.policy}: peak {float(rep.seg_site_kw.max(initial=0.0)):.1f} kW with the battery, "
+        f"{float((rep.seg_site_kw - bat_kw).max(initial=0.0)):.1f} kW without its power · "
+        f"{charged:,.1f} kWh in, {discharged:,.1f} kWh out",
+        loc="left",
+        fontsize=10,
+    )
+    top.legend(loc="upper right", fontsize=8, ncols=2)
+    _time_axis(top)
+    _, up = _envelope(rep.seg_t_s, np.maximum(bat_kw, 0.0), 3600.0)
+    _, down = _envelope(rep.seg_t_s, np.maximum(-bat_kw, 0.0), 3600.0)
+    bottom.fill_between(days, 0, up, step="post", color="#2ca02c", alpha=0.6, label="charging")
+    bottom.fill_between(
+        days, 0, -down, step="post", color="#ff7f0e", alpha=0.7, label="discharging"
+    )
+    bottom.axhline(0.0, color="#555555", lw=0.6)
+    bottom.set_ylabel("battery kW")
+    soc_ax = bottom.twinx()
+    soc_ax.plot(
+        _dates(rep.seg_t_s + rep.seg_dt_s),
+        rep.seg_battery_soc_kwh,
+        color="#111111",
+        lw=0.9,
+        label="stored",
+    )
+    soc_ax.set_ylabel("stored kWh")
+    soc_ax.set_ylim(bottom=0.0)
+    handles = bottom.get_legend_handles_labels()
+    more = soc_ax.get_legend_handles_labels()
+    bottom.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", fontsize=8, ncols=3)
+    _time_axis(bottom)
     return fig
