@@ -213,10 +213,15 @@ def test_simulate_runs_the_site_files_battery_under_planned(tmp_path: Path) -> N
             "planned,equal",
             "--json",
             "-",
+            "--report",
+            str(tmp_path / "report.html"),
         ],
     )
     assert res.exit_code == 0, res.output
     assert "the planner's battery (10 kWh) is simulated under policy planned" in res.stderr
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.count("<h2>Battery") == 1  # planned's; equal had none
+    assert "<h2>Battery (planned)</h2>" in page
     planned, equal = json.loads(res.stdout)["runs"]
     assert equal["battery_charged_kwh"] is None  # no plan for it under equal
     moved = planned["battery_charged_kwh"] + planned["battery_discharged_kwh"]
