@@ -148,7 +148,13 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=None, help="only the first N days")
     ap.add_argument("--transformer-kva", type=float, default=150.0)
     ap.add_argument("--skip-acnsim", action="store_true")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated runs to keep, e.g. acnsim-edf,deadline-edf-direct (default: all)",
+    )
     args = ap.parse_args()
+    keep = {k for k in args.only.split(",") if k}
     recs = load_sessions(SESSIONS, COLUMNS).records
     if args.days:
         recs = tuple(r for r in recs if r.arrival_s < recs[0].arrival_s + args.days * 86400)
@@ -157,6 +163,11 @@ def main() -> None:
     runs += [("deadline", "edf"), ("deadline", "llf"), ("equal", "edf")]
     for what, mode in runs:
         for direct in [None] if what == "acnsim" else [True, False]:
+            name = f"{what}-{mode}" + (
+                "" if direct is None else "-direct" if direct else "-control"
+            )
+            if keep and name not in keep:
+                continue
             if what == "acnsim":
                 row = acnsim_run(recs, args.period, mode, args.transformer_kva)
             else:
