@@ -173,9 +173,6 @@ def main() -> None:
                     plan_provider=provider,
                     planner=PlannerOptions(battery=battery) if policy == "planned" else None,
                     replan_s=300.0,
-                    # A battery gets the night before the first arrival to charge, as on a
-                    # live site that ran before; without one the idle hours change nothing.
-                    start_s=start if battery is not None and policy == "planned" else None,
                 )
             )
             row = dict(out.metrics)
