@@ -24,7 +24,7 @@ from ampshare.core.snapshot import Session
 from ampshare.core.tariff import PriceSeries, Tariff
 from ampshare.errors import InputError
 from ampshare.sim.data import SessionRecord
-from ampshare.sim.optimum import assign_chargers, offline_optimum
+from ampshare.sim.optimum import assign_chargers, offline_optimum, online_bound
 from ampshare.sim.optimum_min import offline_optimum_min
 from ampshare.sim.series import TimeSeries
 
@@ -227,3 +227,56 @@ def test_pilot_steps_hold_a_stepped_charger_to_its_allowed_currents() -> None:
     assert steps.bound_wh == pytest.approx((16.0 + 8.0 / 12) * 230.0, rel=1e-3)
     with pytest.raises(InputError, match="start_loss"):
         offline_optimum_min(site, sessions, start_loss=1.0)
+
+
+def _pod_site() -> Site:
+    """30 A on one line; chargers c1 and c2 behind a 16 A pod, c0 beside it."""
+    root = CircuitNode(
+        id="main", kind=NodeKind.SERVICE, parent_id=None, line_limit_a=(30.0, math.inf, math.inf)
+    )
+    pod = CircuitNode(
+        id="pod", kind=NodeKind.SUBPANEL, parent_id="main", line_limit_a=(16.0, math.inf, math.inf)
+    )
+    return Site(
+        name="pod",
+        voltage=VoltageSystem.EU_230,
+        nodes=(root, pod),
+        chargers=(
+            Charger(id="c0", node_id="main", connection=Connection.L1, max_current_a=32.0),
+            Charger(id="c1", node_id="pod", connection=Connection.L1, max_current_a=32.0),
+            Charger(id="c2", node_id="pod", connection=Connection.L1, max_current_a=32.0),
+        ),
+    )
+
+
+def test_the_online_bound_loses_only_what_an_unknown_arrival_costs() -> None:
+    """A (pod, leaves at 4 h) and C (beside it, leaves at 2 h) share 30 A from 0 h; B comes at
+    2 h to the pod and needs all of it until 4 h. Knowing B, A takes its 16 A from the start
+    and C the rest: everyone is served (92 A·h). Not knowing B, the plan gives C (leaving
+    first) the whole 30 A for a while, A is not done by 2 h and then shares the pod with B."""
+    site = _pod_site()
+    a_h = 230.0 / 1000  # kWh per A·h
+    recs = (
+        rec(0, "c1", 0.0, 4.0, 32 * a_h),  # A
+        rec(1, "c0", 0.0, 2.0, 28 * a_h),  # C
+        rec(2, "c2", 2.0, 4.0, 32 * a_h),  # B
+    )
+    best = offline_optimum(site, recs, step_s=300.0)
+    online = online_bound(site, recs, step_s=300.0)
+    assert best.energy_delivered_wh == pytest.approx(92 * 230.0, rel=1e-4)
+    assert online.plans == 2  # at 0 h and at B's arrival
+    assert online.not_optimal == 0
+    assert online.delivered_wh[1] == pytest.approx(28 * 230.0, rel=1e-4)  # C is served
+    # The pod carries at most 16 A x 2 h after B comes, whoever gets it: A's shortfall at
+    # 2 h is lost for good.
+    assert online.delivered_wh[0] + online.delivered_wh[2] <= (32 + 32) * 230.0 - 5 * 230.0
+    assert online.energy_delivered_wh <= best.energy_delivered_wh - 5 * 230.0
+    # Arriving together, nothing is unknown: the online plan is the offline one.
+    together = (
+        rec(0, "c1", 0.0, 4.0, 32 * a_h),
+        rec(1, "c0", 0.0, 2.0, 28 * a_h),
+        rec(2, "c2", 0.0, 4.0, 32 * a_h),
+    )
+    assert online_bound(site, together).energy_delivered_wh == pytest.approx(
+        offline_optimum(site, together).energy_delivered_wh, rel=1e-6
+    )

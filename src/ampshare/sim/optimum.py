@@ -30,7 +30,7 @@ from ampshare.errors import InputError
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.series import TimeSeries
 
-__all__ = ["OptimumResult", "assign_chargers", "offline_optimum"]
+__all__ = ["OnlineBound", "OptimumResult", "assign_chargers", "offline_optimum", "online_bound"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -288,3 +288,85 @@ def _on_grid(
         k = round((s - t0) / step_s)
         out[k : k + len(p)] += p
     return t0 + step_s * np.arange(n, dtype=np.float64), out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class OnlineBound:
+    """``online_bound``'s answer: energy per session [Wh], plans solved, and how many of them
+    HiGHS did not prove optimal (each such plan may deliver less: the bound is then lower)."""
+
+    delivered_wh: FloatArray
+    plans: int
+    not_optimal: int
+
+    @property
+    def energy_delivered_wh(self) -> float:
+        return float(self.delivered_wh.sum())
+
+
+def online_bound(
+    site: Site,
+    sessions: Sequence[SessionRecord],
+    step_s: float = 300.0,
+    *,
+    linearisation: Linearisation = Linearisation.CIRCUMSCRIBED,
+    max_facet_deg: float = 10.0,
+) -> OnlineBound:
+    """Energy per session (input order) of an ideal receding-horizon planner that knows
+    every plugged-in car's true departure and demand but no car that has not arrived yet: at
+    each arrival it plans the cars present (what they still need, by when they truly leave)
+    with the same LP as the offline optimum, and its plan is followed exactly (continuous
+    current, no minimum, no controller) until the next arrival.
+
+    Against ``offline_optimum`` (same linearisation) this isolates what knowing the future
+    arrivals is worth: no live planner that forecasts no arrivals can beat this bound with
+    this LP, however well it reads the drivers or realises its plan."""
+    if step_s <= 0:
+        raise InputError(f"online bound: step must be positive (got {step_s} s)")
+    charger_of = assign_chargers(site, sessions)
+    keep = [i for i, c in enumerate(charger_of) if c is not None]
+    got = np.zeros(len(sessions))
+    plans = not_optimal = 0
+    arrivals = sorted({sessions[i].arrival_s for i in keep})
+    for k, now in enumerate(arrivals):
+        until = arrivals[k + 1] if k + 1 < len(arrivals) else math.inf
+        here = [
+            i
+            for i in keep
+            if sessions[i].arrival_s <= now < sessions[i].departure_s
+            and got[i] < sessions[i].energy_wh - 1e-6
+        ]
+        if not here:
+            continue
+        end = max(sessions[i].departure_s for i in here)
+        n = max(1, math.ceil((end - now) / step_s))
+        inp = PlanInput(
+            site=site,
+            start_s=now,
+            slot_s=step_s,
+            n_slots=n,
+            sessions=tuple(
+                Session(
+                    session_id=str(i),
+                    charger_id=charger_of[i] or "",
+                    arrival_s=sessions[i].arrival_s,
+                    departure_s=sessions[i].departure_s,
+                    energy_wanted_wh=sessions[i].energy_wh,
+                    energy_delivered_wh=float(got[i]),
+                )
+                for i in here
+            ),
+            linearisation=linearisation,
+            max_facet_deg=max_facet_deg,
+        )
+        p = plan(inp)
+        plans += 1
+        not_optimal += p.status is not PlanStatus.OPTIMAL
+        starts = now + step_s * np.arange(n, dtype=np.float64)
+        for row, i in enumerate(here):
+            lo = np.maximum(starts, now)
+            hi = np.minimum(np.minimum(starts + step_s, until), sessions[i].departure_s)
+            hours = np.clip(hi - lo, 0.0, None) / 3600.0
+            wh = float(np.dot(p.current_a[row], hours)) * _watts_per_a(site, charger_of[i] or "")
+            got[i] = min(sessions[i].energy_wh, got[i] + wh)
+    return OnlineBound(delivered_wh=got, plans=plans, not_optimal=not_optimal)
