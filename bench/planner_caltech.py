@@ -33,9 +33,9 @@ car at 0 or at least its minimum per replay step, up to the transients its docst
 ``--battery-soc-pct``, default 10 %): the
 planner plans it and the replay drives it as ``ampshare run`` does (README "Planner").
 
-``online-bound`` (a diagnostic, after ``optimum``): an ideal re-planning planner told every
+``online-ideal`` (a diagnostic, after ``optimum``): an ideal re-planning planner told every
 plugged-in car's true departure and demand but no future arrival, its plan followed exactly
-(``sim.optimum.online_bound``: the optimum's LP re-solved at each arrival); its
+(``sim.optimum.online_ideal``: the optimum's LP re-solved at each arrival); its
 ``energy_vs_optimum`` is what not knowing the future arrivals costs, whatever the controller.
 
 ``optimum-grid`` (a diagnostic) is the offline optimum with every arrival moved to the next
@@ -58,7 +58,7 @@ from ampshare.config.tariff_files import load_tariff
 from ampshare.core.planner import Battery
 from ampshare.sim.data import load_sessions
 from ampshare.sim.engine import EvOptions
-from ampshare.sim.optimum import offline_optimum, online_bound
+from ampshare.sim.optimum import offline_optimum, online_ideal
 from ampshare.sim.optimum_min import offline_optimum_min
 from ampshare.sim.planning import PlannerOptions, PlannerProvider
 from ampshare.sim.run import SimSpec, simulate
@@ -148,8 +148,8 @@ def main() -> None:
             row = dict(grid.metrics())
             if best_kwh:
                 row["bound_vs_optimum"] = round(grid.energy_delivered_wh / 1000 / best_kwh, 5)
-        elif policy == "online-bound":
-            online = online_bound(site, recs, args.step)
+        elif policy == "online-ideal":
+            online = online_ideal(site, recs, args.step)
             got_kwh = online.energy_delivered_wh / 1000
             row = {
                 "energy_delivered_kwh": round(got_kwh, 3),

@@ -24,7 +24,7 @@ from ampshare.core.snapshot import Session
 from ampshare.core.tariff import PriceSeries, Tariff
 from ampshare.errors import InputError
 from ampshare.sim.data import SessionRecord
-from ampshare.sim.optimum import assign_chargers, offline_optimum, online_bound
+from ampshare.sim.optimum import assign_chargers, offline_optimum, online_ideal
 from ampshare.sim.optimum_min import offline_optimum_min
 from ampshare.sim.series import TimeSeries
 
@@ -249,7 +249,7 @@ def _pod_site() -> Site:
     )
 
 
-def test_the_online_bound_loses_only_what_an_unknown_arrival_costs() -> None:
+def test_the_online_ideal_loses_only_what_an_unknown_arrival_costs() -> None:
     """A (pod, leaves at 4 h) and C (beside it, leaves at 2 h) share 30 A from 0 h; B comes at
     2 h to the pod and needs all of it until 4 h. Knowing B, A takes its 16 A from the start
     and C the rest: everyone is served (92 A·h). Not knowing B, the plan gives C (leaving
@@ -262,7 +262,7 @@ def test_the_online_bound_loses_only_what_an_unknown_arrival_costs() -> None:
         rec(2, "c2", 2.0, 4.0, 32 * a_h),  # B
     )
     best = offline_optimum(site, recs, step_s=300.0)
-    online = online_bound(site, recs, step_s=300.0)
+    online = online_ideal(site, recs, step_s=300.0)
     assert best.energy_delivered_wh == pytest.approx(92 * 230.0, rel=1e-4)
     assert online.plans == 2  # at 0 h and at B's arrival
     assert online.not_optimal == 0
@@ -277,6 +277,6 @@ def test_the_online_bound_loses_only_what_an_unknown_arrival_costs() -> None:
         rec(1, "c0", 0.0, 2.0, 28 * a_h),
         rec(2, "c2", 0.0, 4.0, 32 * a_h),
     )
-    assert online_bound(site, together).energy_delivered_wh == pytest.approx(
+    assert online_ideal(site, together).energy_delivered_wh == pytest.approx(
         offline_optimum(site, together).energy_delivered_wh, rel=1e-6
     )

@@ -30,7 +30,7 @@ from ampshare.errors import InputError
 from ampshare.sim.data import SessionRecord
 from ampshare.sim.series import TimeSeries
 
-__all__ = ["OnlineBound", "OptimumResult", "assign_chargers", "offline_optimum", "online_bound"]
+__all__ = ["OnlineIdeal", "OptimumResult", "assign_chargers", "offline_optimum", "online_ideal"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -291,9 +291,9 @@ def _on_grid(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class OnlineBound:
-    """``online_bound``'s answer: energy per session [Wh], plans solved, and how many of them
-    HiGHS did not prove optimal (each such plan may deliver less: the bound is then lower)."""
+class OnlineIdeal:
+    """``online_ideal``'s answer: energy per session [Wh], plans solved, and how many of them
+    HiGHS did not prove optimal (each such plan may deliver less)."""
 
     delivered_wh: FloatArray
     plans: int
@@ -304,25 +304,26 @@ class OnlineBound:
         return float(self.delivered_wh.sum())
 
 
-def online_bound(
+def online_ideal(
     site: Site,
     sessions: Sequence[SessionRecord],
     step_s: float = 300.0,
     *,
     linearisation: Linearisation = Linearisation.CIRCUMSCRIBED,
     max_facet_deg: float = 10.0,
-) -> OnlineBound:
+) -> OnlineIdeal:
     """Energy per session (input order) of an ideal receding-horizon planner that knows
     every plugged-in car's true departure and demand but no car that has not arrived yet: at
     each arrival it plans the cars present (what they still need, by when they truly leave)
     with the same LP as the offline optimum, and its plan is followed exactly (continuous
     current, no minimum, no controller) until the next arrival.
 
-    Against ``offline_optimum`` (same linearisation) this isolates what knowing the future
-    arrivals is worth: no live planner that forecasts no arrivals can beat this bound with
-    this LP, however well it reads the drivers or realises its plan."""
+    Against ``offline_optimum`` (same linearisation) this measures what knowing the future
+    arrivals is worth to a planner of this kind: it is what ours would reach if it read every
+    driver perfectly and its plans were realised exactly. (Not a strict bound for every
+    online policy: a worse plan may happen to suit the cars that come next.)"""
     if step_s <= 0:
-        raise InputError(f"online bound: step must be positive (got {step_s} s)")
+        raise InputError(f"online ideal: step must be positive (got {step_s} s)")
     charger_of = assign_chargers(site, sessions)
     keep = [i for i, c in enumerate(charger_of) if c is not None]
     got = np.zeros(len(sessions))
@@ -369,4 +370,4 @@ def online_bound(
             hours = np.clip(hi - lo, 0.0, None) / 3600.0
             wh = float(np.dot(p.current_a[row], hours)) * _watts_per_a(site, charger_of[i] or "")
             got[i] = min(sessions[i].energy_wh, got[i] + wh)
-    return OnlineBound(delivered_wh=got, plans=plans, not_optimal=not_optimal)
+    return OnlineIdeal(delivered_wh=got, plans=plans, not_optimal=not_optimal)
