@@ -150,6 +150,14 @@ def test_the_report_shows_what_the_battery_did(shop: tuple[SimOutcome, SimOutcom
         BAT.soc_wh / 1000 + charged * BAT.charge_efficiency - discharged / BAT.discharge_efficiency
     )
     assert soc[-1] == pytest.approx(expected_end, abs=1e-6)
+    # its power is the mean over each segment, as the site's import counts it
+    hours = rep.seg_dt_s / H
+    assert float(np.sum(np.maximum(rep.seg_battery_kw, 0.0) * hours)) == pytest.approx(
+        charged, abs=1e-6
+    )
+    assert float(np.sum(np.maximum(-rep.seg_battery_kw, 0.0) * hours)) == pytest.approx(
+        discharged, abs=1e-6
+    )
     page = render_report(
         SimSpec(site=_site(), sessions=tuple(_nightly(d) for d in range(DAYS))), [out]
     )

@@ -116,5 +116,5 @@ class Replay:
     decisions: int
     wall_s: float
     battery_kwh: tuple[float, float] | None = None  # a simulated battery's (charged, discharged)
-    seg_battery_kw: FloatArray | None = None  # its power per segment (charge positive)
+    seg_battery_kw: FloatArray | None = None  # its mean power per segment (charge positive)
     seg_battery_soc_kwh: FloatArray | None = None  # its stored energy at each segment's end

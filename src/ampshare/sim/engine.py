@@ -494,7 +494,7 @@ class _Loop:
             dt=dt,
             rows=rows,
             site_kw=bld_kw + ev_kw + bat_mean / 1000.0,
-            battery_kw=bat_now / 1000.0,
+            battery_kw=bat_mean / 1000.0,
             battery_soc_kwh=0.0 if self.battery is None else self.battery.soc_wh / 1000.0,
             bld=(line_a, bld_kw),
             ev=full + single,
