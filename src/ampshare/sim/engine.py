@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ampshare.core.allocation import Policy
+from ampshare.core.planner import MIN_COMMAND_W, BatteryDriver, uncredited
 from ampshare.core.planner import Battery as BatteryModel
-from ampshare.core.planner import BatteryDriver, uncredited
 from ampshare.core.site import Connection, Site
 from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading, Session
 from ampshare.errors import InputError
@@ -439,7 +439,9 @@ class _Loop:
             return False
         if self.battery is not None:
             planned = self.plan_view.battery_w(now_s)
-            if self.battery.power_w != 0.0 or (planned is not None and abs(planned) >= 50.0):
+            if self.battery.power_w != 0.0 or (
+                planned is not None and abs(planned) >= MIN_COMMAND_W
+            ):
                 return False  # the battery works: its command follows every step
         return self._observation(now_s) == self.last_obs
 

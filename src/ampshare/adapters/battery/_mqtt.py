@@ -12,11 +12,11 @@ ampshare is down).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 
 import aiomqtt
 
+from ampshare.adapters.battery._modbus import MAX_PLAUSIBLE_W
 from ampshare.adapters.meters._mqtt import Latest, TopicListener, extract_value
 from ampshare.clock import Clock
 from ampshare.config.sections import MqttBatteryDriver
@@ -24,8 +24,6 @@ from ampshare.core.snapshot import BatteryReading
 from ampshare.errors import DeviceProtocolError, DeviceUnavailable
 
 __all__ = ["MqttBattery"]
-
-MAX_PLAUSIBLE_W = 10e6
 
 
 class MqttBattery:
@@ -118,11 +116,7 @@ class MqttBattery:
             self._got_all.set()
 
     async def _started(self) -> None:
-        self._sub.start()
-        if not self._got_all.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._first_message_s):
-                    await self._got_all.wait()
+        await self._sub.started(self._got_all, self._first_message_s)
         if self._sub.client is None:
             raise DeviceUnavailable(self._where(self._sub.conn_error))
 

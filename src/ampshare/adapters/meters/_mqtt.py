@@ -131,6 +131,16 @@ class TopicListener:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._listen(), name=f"mqtt {self.what}")
 
+    async def started(self, got_all: asyncio.Event, first_message_s: float) -> None:
+        """``start``, then wait up to ``first_message_s`` for ``got_all`` (set by the owner
+        once every topic has brought a value or an error), so that a first read does not
+        fail only because the broker has not delivered yet."""
+        self.start()
+        if not got_all.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(first_message_s):
+                    await got_all.wait()
+
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
@@ -191,11 +201,7 @@ class MqttMeter:
         return self._sub.client is not None
 
     async def read(self) -> MeterReading:
-        self._sub.start()
-        if not self._got_all.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._first_message_s):
-                    await self._got_all.wait()
+        await self._sub.started(self._got_all, self._first_message_s)
         if not self.connected:
             raise DeviceUnavailable(f"meter {self._meter_id}: MQTT broker {self._sub.host}:"
                                     f"{self._sub.port}: {self._sub.conn_error}")

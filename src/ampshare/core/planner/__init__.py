@@ -19,6 +19,7 @@ really stay against what they declared; ``full_sessions``/``without_full`` take 
 """
 
 from ampshare.core.planner._battery import (
+    MIN_COMMAND_W,
     BatteryCommand,
     BatteryDriver,
     battery_command,
@@ -52,6 +53,7 @@ from ampshare.core.planner._types import (
 from ampshare.core.planner.forecast import PvProfile, forecast_profile
 
 __all__ = [
+    "MIN_COMMAND_W",
     "Battery",
     "BatteryCommand",
     "BatteryDriver",

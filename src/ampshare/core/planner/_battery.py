@@ -92,8 +92,10 @@ def spare_power_w(site: Site, headroom: Iterable[NodeHeadroom]) -> float:
         if any(r is None for r in room):
             return 0.0
         least = min(float(r) for r in room if r is not None)
-        others = root.primary is not None or root.max_power_w is not None or (
-            root.max_line_sum_a is not None
+        others = (
+            root.primary is not None
+            or root.max_power_w is not None
+            or (root.max_line_sum_a is not None)
         )
         if others:
             if not isinstance(headroom, NodeHeadrooms) or headroom.any_a is None:
@@ -337,6 +339,10 @@ class BatteryDriver:
             ceiling_room = ceiling_w - imported * 1000.0 + held + extra - shortfall
             # (a discharge is counted back as load: the count is the import without it)
             over_peak = imported * 1000.0 - held - ceiling_w
+        import_w = metered_import_w
+        if import_w is None and imported is not None:
+            # the step counted the discharge as load: what the site really imports is less
+            import_w = imported * 1000.0 - self.load_to_add_w(now_s)
         wanted = battery_command(
             planned_w=planned_w,
             battery=self.model,
@@ -344,12 +350,7 @@ class BatteryDriver:
             power_w=None if r is None else r.power_w,
             # the charge reserved beyond what it shows was kept from the cars for it
             spare_w=spare + (0.0 if r is None else held - max(0.0, r.power_w)),
-            # (the step counted the discharge as load: what the site really imports is less)
-            import_w=metered_import_w
-            if metered_import_w is not None
-            else None
-            if imported is None
-            else imported * 1000.0 - self.load_to_add_w(now_s),
+            import_w=import_w,
             shortfall_w=shortfall,
             extra_w=extra,
             ceiling_room_w=ceiling_room,
