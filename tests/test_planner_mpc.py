@@ -15,6 +15,7 @@ from ampshare.core.planner import (
     SessionDefaults,
     SiteForecast,
     apply_defaults,
+    charging_sessions,
     forecast_profile,
     learn_defaults,
     plan,
@@ -22,7 +23,7 @@ from ampshare.core.planner import (
     targets_at,
 )
 from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
-from ampshare.core.snapshot import Session
+from ampshare.core.snapshot import ChargerState, Session
 from ampshare.core.tariff import PriceSeries, Tariff
 from ampshare.errors import InputError
 
@@ -125,6 +126,38 @@ def test_receding_horizon_replans_on_interval_and_on_arrivals() -> None:
     assert mpc.step(700.0 + 1800.0, two) is not p1  # the interval ran out
     assert mpc.replans == 3
     assert mpc.step(3000.0, one).session_ids == ("a",)  # a departure re-plans too
+
+
+def test_the_first_slot_floor_holds_only_the_cars_that_charge() -> None:
+    # "a" leaves in an hour and could take the whole 32 A line; "b" and "c" stay ten hours
+    # and want little. A car that charges keeps its 6 A minimum in the plan's first slot (the
+    # allocator does not stop it); one that does not charge may wait, so "a" gets its share.
+    sessions = [
+        car("a", "c0", 0.0, 1 * H, 32 * 230.0),
+        car("b", "c1", 0.0, 10 * H, 2_000.0),
+        car("c", "c2", 0.0, 10 * H, 2_000.0),
+    ]
+
+    def first_slot(charging: frozenset[str] | None) -> dict[str, float]:
+        mpc = RecedingHorizonPlanner(site=site(n=3), horizon_s=12 * H, slot_s=H, time_limit_s=None)
+        return targets_at(mpc.step(0.0, sessions, charging=charging), 0.0)
+
+    assert first_slot(None) == pytest.approx({"a": 20.0, "b": 6.0, "c": 6.0})
+    assert first_slot(frozenset({"a", "b"})) == pytest.approx({"a": 26.0, "b": 6.0, "c": 0.0})
+    assert first_slot(frozenset())["a"] == pytest.approx(32.0)
+
+
+def test_charging_sessions_are_those_drawing_or_not_measured() -> None:
+    sessions = [car(x, f"c{i}", 0.0, H, None) for i, x in enumerate("abcde")]
+    states = [
+        ChargerState(charger_id="c0", t_s=0.0, measured_current_a=(7.0, 0.0, 0.0)),
+        ChargerState(charger_id="c1", t_s=0.0, measured_current_a=(0.4, 0.0, 0.0)),
+        ChargerState(charger_id="c2", t_s=0.0, measured_current_a=None),
+        ChargerState(charger_id="c3", t_s=0.0, measured_current_a=(0.0, 0.0, 0.0)),
+        ChargerState(charger_id="x", t_s=0.0, measured_current_a=(16.0, 16.0, 16.0)),
+    ]
+    # c4 has no state at all: unknown counts as charging, as does c2's missing measurement
+    assert charging_sessions(sessions, states) == {"a", "c", "e"}
 
 
 def test_undeclared_departures_and_energies_come_from_learned_defaults() -> None:

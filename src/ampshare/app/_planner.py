@@ -54,6 +54,7 @@ from ampshare.core.planner import (
     PvProfile,
     RecedingHorizonPlanner,
     SiteForecast,
+    charging_sessions,
     forecast_profile,
     full_sessions,
     peak_so_far,
@@ -311,6 +312,7 @@ class LivePlanner:
         self.solves = 0
         self.drivers = DriverHistory()
         self._full: frozenset[str] = frozenset()
+        self._charging: frozenset[str] | None = None  # set by ``wants``
         self._running = False
 
     def seed(self, ended: Iterable[tuple[Session, float]]) -> None:
@@ -354,6 +356,7 @@ class LivePlanner:
         """A new plan is due and no solve is running (marks full cars and learns from ended
         sessions as side effects)."""
         self._full = full_sessions(self._full, sessions, states)
+        self._charging = charging_sessions(sessions, states)
         if self.drivers.observe(now_s, sessions):
             self.drivers.teach(self.mpc)
         return not self._running and self.mpc.needs_replan(now_s, sessions)
@@ -369,7 +372,7 @@ class LivePlanner:
             self.mpc.forecast = self.history.forecast(self.mpc.site)
             self.latest = await asyncio.to_thread(
                 self.mpc.step, now_s, known, peak_so_far_kw=self.peak.peak_kw,
-                battery_soc_wh=battery_soc_wh,
+                battery_soc_wh=battery_soc_wh, charging=self._charging,
             )
             self.solves += 1
         finally:

@@ -33,6 +33,7 @@ from ampshare.core.planner import (
     SessionPlan,
     SiteForecast,
     ceiling_w,
+    charging_sessions,
     forecast_profile,
     full_sessions,
     peak_so_far,
@@ -197,6 +198,7 @@ class PlannerProvider:
             known,
             peak_so_far_kw=self._peak.peak_kw,
             battery_soc_wh=None if battery is None else battery.soc_wh,
+            charging=charging_sessions(known, states),
         )
         self.plans += 1
         for sp in plan.sessions:

@@ -19,6 +19,7 @@ __all__ = [
     "RecedingHorizonPlanner",
     "SessionDefaults",
     "apply_defaults",
+    "charging_sessions",
     "full_sessions",
     "learn_defaults",
     "without_full",
@@ -103,6 +104,21 @@ def full_sessions(
     return frozenset(full)
 
 
+def charging_sessions(
+    sessions: Sequence[Session], states: Sequence[ChargerState]
+) -> frozenset[str]:
+    """Ids of the plugged-in sessions whose car may be drawing current now: more than 0.5 A
+    on a line (as ``full_sessions`` counts drawing), or a charger that reports no current or
+    no state at all (unknown counts as charging: the plan then keeps its minimum, as before)."""
+    idle = {
+        st.charger_id
+        for st in states
+        if st.measured_current_a is not None
+        and max((a or 0.0 for a in st.measured_current_a), default=0.0) <= 0.5
+    }
+    return frozenset(s.session_id for s in sessions if s.charger_id not in idle)
+
+
 def without_full(sessions: Sequence[Session], full: frozenset[str]) -> tuple[Session, ...]:
     """The sessions with every full car wanting nothing more (the plan reserves nothing)."""
     return tuple(
@@ -158,10 +174,13 @@ class RecedingHorizonPlanner:
         *,
         peak_so_far_kw: float = 0.0,
         battery_soc_wh: float | None = None,
+        charging: frozenset[str] | None = None,
     ) -> Plan:
-        """The plan in force at ``now_s`` (re-planned if needed)."""
+        """The plan in force at ``now_s`` (re-planned if needed). ``charging``: ids of the
+        sessions drawing current now (``PlanInput.floor_sessions``; None: all get the floor)."""
         if self.needs_replan(now_s, sessions):
-            self.last = plan(self._input(now_s, sessions, peak_so_far_kw, battery_soc_wh))
+            inp = self._input(now_s, sessions, peak_so_far_kw, battery_soc_wh)
+            self.last = plan(dataclasses.replace(inp, floor_sessions=charging))
             self.replans += 1
         assert self.last is not None
         return self.last

@@ -166,13 +166,22 @@ def lp_sessions(inp: PlanInput) -> list[LpSession]:
 
 
 def _with_floors(inp: PlanInput, sessions: list[LpSession]) -> list[LpSession]:
-    """Give every car that still wants energy its minimum current in slot 0, as the live
-    allocator will, so that the plan's first slot shares only what is left above the minima.
-    Only when every minimum fits (exact phasors, with the polygon's margin); otherwise the
-    allocator rotates paused cars and the plan stays free."""
+    """Give every car that still wants energy and charges now (``inp.floor_sessions``; None:
+    every car) its minimum current in slot 0, as the live allocator will (under ``planned``
+    it never stops a charging car), so that the plan's first slot shares only what is left
+    above the minima. Only when every such minimum fits (exact phasors, with the polygon's
+    margin); otherwise the allocator rotates paused cars and the plan stays free.
+
+    A car that does not charge gets no floor: the allocator starts it only where the plan
+    wants it at its minimum. Flooring it too spread the transformer over cars that could
+    wait at every 5-minute re-plan: on Caltech 2019-10-07..10 at 50 kVA, told the truth,
+    94.8 % of the optimum with every car floored, 97.1 % with only the charging ones (96.6 %
+    with no floor at all, which lets early leavers go without)."""
     floors: dict[int, float] = {}
     for i, s in enumerate(sessions):
         if not len(s.slots) or s.slots[0] != 0:
+            continue
+        if inp.floor_sessions is not None and s.session.session_id not in inp.floor_sessions:
             continue
         full_kwh = s.watts_per_a * inp.slot_s / 3.6e6
         lo = min(inp.site.charger(s.session.charger_id).min_current_a, s.max_a)

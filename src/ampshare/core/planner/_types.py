@@ -102,6 +102,9 @@ class PlanInput:
     ``floor_first_slot``: plan the first slot with every car that still wants energy at its
     charger's minimum current (when all minima fit), as the live allocator will run it; the
     receding-horizon planner sets it, the offline optimum does not.
+    ``floor_sessions``: with ``floor_first_slot``, only these sessions get the floor (the cars
+    charging now, which the ``planned`` allocator never stops; a car not charging starts only
+    where the plan wants it at its minimum). None: every session.
     """
 
     site: Site
@@ -123,6 +126,7 @@ class PlanInput:
     time_limit_s: float | None = None
     stay_samples: tuple[tuple[float, float], ...] = ()
     floor_first_slot: bool = False
+    floor_sessions: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
