@@ -28,6 +28,9 @@ schedule found), ``mip_gap`` and ``timed_out`` stretches; the bound is what to c
 car at 0 or at least its minimum per replay step, up to the transients its docstring lists.
 ``--pilot-steps`` also holds the CC pod's chargers to 8/16/24/32 A.
 
+``--prefer ready`` plans as a site file's ``planner: {prefer: ready}`` does (the cars closest
+to their request first among plans with the same energy; default ``energy``).
+
 ``--battery-kwh N --battery-kw P`` gives ``planned`` a stationary battery at the site's root
 (N kWh between 10 and 90 %, P kW each way, 95 % efficient each way, starting at
 ``--battery-soc-pct``, default 10 %): the
@@ -55,7 +58,7 @@ from pathlib import Path
 from ampshare.cli.simulate import parse_time_s
 from ampshare.config import load_site
 from ampshare.config.tariff_files import load_tariff
-from ampshare.core.planner import Battery
+from ampshare.core.planner import Battery, Prefer
 from ampshare.sim.data import load_sessions
 from ampshare.sim.engine import EvOptions
 from ampshare.sim.optimum import offline_optimum, online_ideal
@@ -93,6 +96,12 @@ def main() -> None:
         dest="hold_peak",
         action="store_false",
         help="planned: do not hold the plan's demand peak live (use every amp, as before)",
+    )
+    ap.add_argument(
+        "--prefer",
+        choices=[p.value for p in Prefer],
+        default=Prefer.ENERGY.value,
+        help="planned: what the plan serves first among equal plans (site file's planner.prefer)",
     )
     ap.add_argument("--battery-kwh", type=float, default=0.0, help="planned: a battery [kWh]")
     ap.add_argument("--battery-kw", type=float, default=0.0, help="its power each way [kW]")
@@ -175,6 +184,7 @@ def main() -> None:
                     slot_s=args.slot,
                     hold_peak=args.hold_peak,
                     battery=battery,
+                    prefer=Prefer(args.prefer),
                 )
                 provider.seed(history)
             out = simulate(
@@ -207,6 +217,7 @@ def main() -> None:
             kva=args.kva,
             perfect_info=args.perfect_info,
             hold_peak=args.hold_peak,
+            prefer=args.prefer,
             battery_kwh=args.battery_kwh if policy == "planned" else 0.0,
             battery_kw=args.battery_kw if policy == "planned" else 0.0,
             battery_soc_pct=args.battery_soc_pct if policy == "planned" else 0.0,

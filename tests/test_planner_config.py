@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from ampshare.config.sections import PlannerSection
 from ampshare.config.tariff_files import planner_from_section
+from ampshare.core.planner import Prefer
 from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
 from ampshare.core.snapshot import Session
 
@@ -42,6 +43,7 @@ def site() -> Site:
         ({"horizon": 24}, "Extra inputs are not permitted"),
         # refused with the way to declare it: a meter under meters: with role: pv
         ({"pv_meter": "pv1"}, "declared under meters: with role: pv"),
+        ({"prefer": "cheapest"}, "'energy' or 'ready'"),
     ],
 )
 def test_bad_planner_sections_are_rejected(fields: dict[str, object], message: str) -> None:
@@ -64,10 +66,11 @@ def test_section_builds_a_planner_with_tariff_battery_and_defaults() -> None:
         default_dwell_h=4.0,
         priority_factor=10.0,
         max_facet_deg=5.0,
+        prefer="ready",
     )
     mpc = planner_from_section(section, site(), SCE.parent)
     inp = mpc._input(1.57e9, [], 0.0, None)  # what each solve gets
-    assert (inp.priority_factor, inp.max_facet_deg) == (10.0, 5.0)
+    assert (inp.priority_factor, inp.max_facet_deg, inp.prefer) == (10.0, 5.0, Prefer.READY)
     assert mpc.tariff is not None
     assert mpc.tariff.demand_charge_per_kw(1.57e9) == pytest.approx(15.51)
     assert mpc.battery is not None

@@ -11,6 +11,7 @@ from ampshare.core.allocation import Policy, PolicyName
 from ampshare.core.planner import (
     PlanInput,
     PlanStatus,
+    Prefer,
     RecedingHorizonPlanner,
     SessionDefaults,
     SiteForecast,
@@ -145,6 +146,21 @@ def test_the_first_slot_floor_holds_only_the_cars_that_charge() -> None:
     assert first_slot(None) == pytest.approx({"a": 20.0, "b": 6.0, "c": 6.0})
     assert first_slot(frozenset({"a", "b"})) == pytest.approx({"a": 26.0, "b": 6.0, "c": 0.0})
     assert first_slot(frozenset())["a"] == pytest.approx(32.0)
+
+
+def test_prefer_ready_completes_the_car_closest_to_its_request_for_the_same_energy() -> None:
+    # Three hours of one 32 A line (22.08 kWh) for two cars leaving together: "a" wants 6 kWh,
+    # "b" 30. Every split delivers 22.08 kWh; READY gives "a" all it asked for (with ENERGY
+    # HiGHS happens to pick the plan that gives it nothing: a tie).
+    sessions = (car("a", "c0", 0.0, 3 * H, 6_000.0), car("b", "c1", 0.0, 3 * H, 30_000.0))
+    got = {}
+    for prefer in Prefer:
+        inp = PlanInput(
+            site=site(), start_s=0.0, slot_s=H, n_slots=3, sessions=sessions, prefer=prefer
+        )
+        got[prefer] = {s.session_id: s.expected_wh for s in plan(inp).sessions}
+        assert sum(got[prefer].values()) == pytest.approx(3 * 32 * 230.0)
+    assert got[Prefer.READY]["a"] == pytest.approx(6_000.0)
 
 
 def test_charging_sessions_are_those_drawing_or_not_measured() -> None:

@@ -148,6 +148,7 @@ def _site_planner(config: SiteConfig, path: Path) -> tuple[PlannerOptions | None
         priority_factor=mpc.priority_factor,
         max_facet_deg=mpc.max_facet_deg,
         battery=mpc.battery,
+        prefer=mpc.prefer,
     )
     return options, mpc.tariff
 

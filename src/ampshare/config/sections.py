@@ -137,6 +137,11 @@ class PlannerSection(_Strict):
     default_dwell_h: float = Field(default=8.0, gt=0, le=168, description="undeclared stay")
     default_energy_kwh: float | None = Field(default=None, gt=0, description="None: all it takes")
     priority_factor: float = Field(default=4.0, ge=1, description="energy weight per tier")
+    prefer: Literal["energy", "ready"] = Field(
+        default="energy",
+        description="among plans with (nearly) the same energy, serve first: energy = the most "
+        "energy over time; ready = the cars closest to their request (more cars leave ready)",
+    )
     max_facet_deg: float = Field(default=10.0, ge=1, le=45, description="polygon step")
 
     @field_validator("pv_meter")

@@ -18,7 +18,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from ampshare.config.sections import PlannerSection
-from ampshare.core.planner import Battery, PvProfile, RecedingHorizonPlanner, SessionDefaults
+from ampshare.core.planner import (
+    Battery,
+    Prefer,
+    PvProfile,
+    RecedingHorizonPlanner,
+    SessionDefaults,
+)
 from ampshare.core.site import Site
 from ampshare.core.tariff import PriceSeries, Tariff, UtcOffsets, parse_acn_tou
 from ampshare.errors import InputError
@@ -264,4 +270,5 @@ def planner_from_section(
         defaults=SessionDefaults(dwell_s=section.default_dwell_h * 3600, energy_wh=energy),
         max_facet_deg=section.max_facet_deg,
         priority_factor=section.priority_factor,
+        prefer=Prefer(section.prefer),
     )

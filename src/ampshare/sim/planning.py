@@ -28,6 +28,7 @@ from ampshare.core.planner import (
     Linearisation,
     PeakSoFar,
     Plan,
+    Prefer,
     RecedingHorizonPlanner,
     SessionDefaults,
     SessionPlan,
@@ -85,6 +86,7 @@ class PlannerOptions:
     priority_factor: float = 4.0
     max_facet_deg: float = 10.0
     battery: Battery | None = None  # a stationary battery to plan (the replay simulates it)
+    prefer: Prefer = Prefer.ENERGY
 
 
 @dataclass(slots=True, kw_only=True)
@@ -118,6 +120,7 @@ class PlannerProvider:
     priority_factor: float = 4.0
     max_facet_deg: float = 10.0
     battery: Battery | None = None
+    prefer: Prefer = Prefer.ENERGY
     mpc: RecedingHorizonPlanner = field(init=False)
     plans: int = 0
     fallbacks: int = 0
@@ -164,6 +167,7 @@ class PlannerProvider:
             priority_factor=self.priority_factor,
             max_facet_deg=self.max_facet_deg,
             battery=self.battery,
+            prefer=self.prefer,
         )
 
     @classmethod

@@ -48,6 +48,7 @@ from ampshare.core.planner._types import (
     Plan,
     PlanInput,
     PlanStatus,
+    Prefer,
     SessionPlan,
     SiteForecast,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "Plan",
     "PlanInput",
     "PlanStatus",
+    "Prefer",
     "PvProfile",
     "RecedingHorizonPlanner",
     "SessionDefaults",

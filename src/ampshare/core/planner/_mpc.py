@@ -10,7 +10,14 @@ from types import MappingProxyType
 import numpy as np
 
 from ampshare.core.planner._plan import plan
-from ampshare.core.planner._types import Battery, Linearisation, Plan, PlanInput, SiteForecast
+from ampshare.core.planner._types import (
+    Battery,
+    Linearisation,
+    Plan,
+    PlanInput,
+    Prefer,
+    SiteForecast,
+)
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, ChargerStatus, Session
 from ampshare.core.tariff import Tariff
@@ -155,6 +162,7 @@ class RecedingHorizonPlanner:
     linearisation: Linearisation = Linearisation.INSCRIBED
     max_facet_deg: float = 10.0
     priority_factor: float = 4.0
+    prefer: Prefer = Prefer.ENERGY
     stay_samples: tuple[tuple[float, float], ...] = ()  # PlanInput.stay_samples
     last: Plan | None = None
     replans: int = 0
@@ -213,6 +221,7 @@ class RecedingHorizonPlanner:
             linearisation=self.linearisation,
             max_facet_deg=self.max_facet_deg,
             priority_factor=self.priority_factor,
+            prefer=self.prefer,
             time_limit_s=self.time_limit_s,
             stay_samples=self.stay_samples,
             floor_first_slot=True,
