@@ -37,7 +37,7 @@ EARLY_WEIGHT_PER_KWH = 3e-4  # among equal plans, earliest departure first (see 
 CYCLE_WEIGHT_PER_KWH = 1e-4  # no simultaneous charge and discharge of the battery
 RESERVE_PREMIUM_PER_KWH = 0.01  # stored energy above any price, with a demand charge
 # Prefer.READY: a kWh is worth up to this share more to a car that needs at most READY_KWH
-# more (less to one that needs more). Small enough to act as a tie-break, and as large as
+# more (the more it needs, the less). Small enough to act as a tie-break, and as large as
 # needed: 10x more changed nothing on Caltech fall 2019.
 READY_BONUS = 0.002
 READY_KWH = 5.0
