@@ -135,6 +135,13 @@ def test_policy_planned_turns_the_planner_on(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "planner on: 24 h in 900 s slots, re-planned every 300 s" in res.output
     assert "plans are shown, not followed" not in res.output
+    assert "prefer: ready" not in res.output
+    site.write_text(SITE.format(port=_free_port()) + "policy: {name: planned}\n"
+                    "planner: {prefer: ready}\n", encoding="utf-8")
+    res = _invoke("run", str(site), "--duration-s", "0.5")
+    assert res.exit_code == 0, res.output
+    assert "re-planned every 300 s, the cars closest to their request first (prefer: ready)" in (
+        res.output)
     site.write_text(SITE.format(port=_free_port()), encoding="utf-8")  # equal, no planner
     res = _invoke("run", str(site), "--duration-s", "0.5")
     assert res.exit_code == 0, res.output

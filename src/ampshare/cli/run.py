@@ -19,7 +19,7 @@ from ampshare.app import Supervisor, SupervisorOptions, tune_gc
 from ampshare.cli._app import app
 from ampshare.config import SiteConfig, load_config
 from ampshare.config.tariff_files import load_pv_profile, planner_from_section
-from ampshare.core.planner import PvProfile, RecedingHorizonPlanner
+from ampshare.core.planner import Prefer, PvProfile, RecedingHorizonPlanner
 from ampshare.errors import ConfigError, InputError
 
 __all__ = ["run"]
@@ -53,6 +53,8 @@ async def _serve(config: SiteConfig, duration_s: float, web: bool,
     if planner is not None:
         typer.echo(f"ampshare: planner on: {planner.horizon_s / 3600:g} h in "
                    f"{planner.slot_s:g} s slots, re-planned every {planner.replan_interval_s:g} s"
+                   + (", the cars closest to their request first (prefer: ready)"
+                      if planner.prefer is Prefer.READY else "")
                    + (" (policy is not 'planned': plans are shown, not followed)"
                       if config.policy.name != "planned" else ""))
     if pv is not None:
