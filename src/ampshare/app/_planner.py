@@ -356,10 +356,12 @@ class LivePlanner:
         """A new plan is due and no solve is running (marks full cars and learns from ended
         sessions as side effects)."""
         self._full = full_sessions(self._full, sessions, states)
-        self._charging = charging_sessions(sessions, states)
         if self.drivers.observe(now_s, sessions):
             self.drivers.teach(self.mpc)
-        return not self._running and self.mpc.needs_replan(now_s, sessions)
+        due = not self._running and self.mpc.needs_replan(now_s, sessions)
+        if due:  # who charges matters only to the plan about to be made
+            self._charging = charging_sessions(sessions, states)
+        return due
 
     async def replan(
         self, now_s: float, sessions: Sequence[Session], battery_soc_wh: float | None = None

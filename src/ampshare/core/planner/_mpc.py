@@ -90,6 +90,16 @@ def apply_defaults(sessions: Sequence[Session], defaults: SessionDefaults) -> tu
     return tuple(out)
 
 
+DRAWING_A = 0.5  # more than this on a line: the car draws current
+
+
+def _drawn_a(st: ChargerState) -> float | None:
+    """The highest current the charger measures on a line; None: it measures none."""
+    if st.measured_current_a is None:
+        return None
+    return max((a or 0.0 for a in st.measured_current_a), default=0.0)
+
+
 def full_sessions(
     previous: frozenset[str], sessions: Sequence[Session], states: Sequence[ChargerState]
 ) -> frozenset[str]:
@@ -103,8 +113,7 @@ def full_sessions(
         sid = by_charger.get(st.charger_id)
         if sid is None:
             continue
-        drawing = max((a or 0.0 for a in st.measured_current_a or ()), default=0.0) > 0.5
-        if drawing:
+        if (_drawn_a(st) or 0.0) > DRAWING_A:
             full.discard(sid)
         elif st.status is ChargerStatus.SUSPENDED_EV:
             full.add(sid)
@@ -117,12 +126,7 @@ def charging_sessions(
     """Ids of the plugged-in sessions whose car may be drawing current now: more than 0.5 A
     on a line (as ``full_sessions`` counts drawing), or a charger that reports no current or
     no state at all (unknown counts as charging: the plan then keeps its minimum, as before)."""
-    idle = {
-        st.charger_id
-        for st in states
-        if st.measured_current_a is not None
-        and max((a or 0.0 for a in st.measured_current_a), default=0.0) <= 0.5
-    }
+    idle = {st.charger_id for st in states if (a := _drawn_a(st)) is not None and a <= DRAWING_A}
     return frozenset(s.session_id for s in sessions if s.charger_id not in idle)
 
 
