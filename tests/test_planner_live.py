@@ -17,7 +17,7 @@ from ampshare.app._planner import LivePlanner
 from ampshare.clock import SystemClock, VirtualClock
 from ampshare.config import SiteConfig, load_config
 from ampshare.config.tariff_files import planner_from_section
-from ampshare.core.allocation import Policy, PolicyName
+from ampshare.core.allocation import Policy, PolicyName, RotationState
 from ampshare.core.planner import PlanInput, RecedingHorizonPlanner, plan, targets_at
 from ampshare.core.snapshot import ChargerState, Session
 from ampshare.store import SessionRecord, SqlStore, open_store
@@ -152,10 +152,13 @@ def test_without_a_usable_plan_the_planned_policy_is_deadline(tmp_path: Path) ->
     assert live.policy(equal, 0.0) is equal  # other policies are left alone
 
 
-def test_the_live_plan_keeps_the_minimum_only_for_cars_that_draw(tmp_path: Path) -> None:
+def test_the_live_plan_keeps_the_minimum_only_for_cars_the_controller_keeps_charging(
+    tmp_path: Path,
+) -> None:
     # cp1's car leaves in an hour and could take the whole 32 A; cp2's stays all day and wants
-    # little. Drawing, cp2 keeps its 6 A in the plan's first slot (the allocator does not stop
-    # a charging car); drawing nothing, it can wait and cp1 gets everything.
+    # little. Kept charging by the controller, cp2 keeps its 6 A in the plan's first slot (the
+    # allocator does not stop a charging car) — even before it draws (started a moment ago);
+    # paused, it can wait and cp1 gets everything, whatever its last report said.
     site = config_in(tmp_path).site
     cars = (
         Session(session_id="soon", charger_id="cp1", arrival_s=0.0, departure_s=H,
@@ -164,16 +167,19 @@ def test_the_live_plan_keeps_the_minimum_only_for_cars_that_draw(tmp_path: Path)
                 energy_wanted_wh=2_000.0),
     )
 
-    def first_slot(cp2_a: float) -> dict[str, float]:
+    def first_slot(cp2_a: float, rotation: RotationState) -> dict[str, float]:
         live = LivePlanner(RecedingHorizonPlanner(site=site, horizon_s=12 * H, slot_s=900.0,
                                                   time_limit_s=None))
         states = (ChargerState(charger_id="cp1", t_s=0.0, measured_current_a=(0.0,) * 3),
                   ChargerState(charger_id="cp2", t_s=0.0, measured_current_a=(cp2_a,) * 3))
-        assert live.wants(0.0, cars, states)
+        assert live.wants(0.0, cars, states, rotation)
         return targets_at(asyncio.run(live.replan(0.0, cars)), 0.0)
 
-    assert first_slot(6.0) == pytest.approx({"soon": 26.0, "late": 6.0})
-    assert first_slot(0.0) == pytest.approx({"soon": 32.0, "late": 0.0})
+    kept = RotationState(charging_since_s={"cp2": -1.0})
+    paused = RotationState(charging_since_s={"cp2": -600.0}, paused_since_s={"cp2": -60.0})
+    assert first_slot(0.0, kept) == pytest.approx({"soon": 26.0, "late": 6.0})
+    assert first_slot(6.0, paused) == pytest.approx({"soon": 32.0, "late": 0.0})
+    assert first_slot(0.0, RotationState()) == pytest.approx({"soon": 32.0, "late": 0.0})
 
 
 # --- GET /api/v1/plan ------------------------------------------------------------------------

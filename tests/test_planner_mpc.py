@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ampshare.core.allocation import Policy, PolicyName
+from ampshare.core.allocation import Policy, PolicyName, RotationState
 from ampshare.core.planner import (
     PlanInput,
     PlanStatus,
@@ -24,7 +24,7 @@ from ampshare.core.planner import (
     targets_at,
 )
 from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
-from ampshare.core.snapshot import ChargerState, Session
+from ampshare.core.snapshot import Session
 from ampshare.core.tariff import PriceSeries, Tariff
 from ampshare.errors import InputError
 
@@ -163,17 +163,15 @@ def test_prefer_ready_completes_the_car_closest_to_its_request_for_the_same_ener
     assert got[Prefer.READY]["a"] == pytest.approx(6_000.0)
 
 
-def test_charging_sessions_are_those_drawing_or_not_measured() -> None:
-    sessions = [car(x, f"c{i}", 0.0, H, None) for i, x in enumerate("abcde")]
-    states = [
-        ChargerState(charger_id="c0", t_s=0.0, measured_current_a=(7.0, 0.0, 0.0)),
-        ChargerState(charger_id="c1", t_s=0.0, measured_current_a=(0.4, 0.0, 0.0)),
-        ChargerState(charger_id="c2", t_s=0.0, measured_current_a=None),
-        ChargerState(charger_id="c3", t_s=0.0, measured_current_a=(0.0, 0.0, 0.0)),
-        ChargerState(charger_id="x", t_s=0.0, measured_current_a=(16.0, 16.0, 16.0)),
-    ]
-    # c4 has no state at all: unknown counts as charging, as does c2's missing measurement
-    assert charging_sessions(sessions, states) == {"a", "c", "e"}
+def test_charging_sessions_are_those_the_allocator_keeps_charging() -> None:
+    sessions = [car(x, f"c{i}", 0.0, H, None) for i, x in enumerate("abcd")]
+    rotation = RotationState(
+        charging_since_s={"c0": 10.0, "c1": 20.0, "x": 5.0},  # x: no session there
+        paused_since_s={"c1": 30.0, "c2": 40.0},  # c1 started, then paused
+    )
+    assert charging_sessions(sessions, rotation) == {"a"}
+    # no decision yet: the allocator keeps nobody, so the plan floors nobody
+    assert charging_sessions(sessions, RotationState()) == frozenset()
 
 
 def test_undeclared_departures_and_energies_come_from_learned_defaults() -> None:

@@ -252,9 +252,14 @@ def test_plan_provider_hook_is_called_on_changes_and_every_replan(tiny_spec: Sim
     calls: list[tuple[float, tuple[str, ...], tuple[float | None, ...]]] = []
 
     def provider(
-        now_s: float, site: object, sessions: tuple[Session, ...], states: tuple[object, ...]
+        now_s: float,
+        site: object,
+        sessions: tuple[Session, ...],
+        states: tuple[object, ...],
+        *,
+        rotation: object,
     ) -> dict[str, float]:
-        del site
+        del site, rotation
         assert {getattr(st, "charger_id", None) for st in states} == {
             s.charger_id for s in sessions
         }  # one report per charger with a car

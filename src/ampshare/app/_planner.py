@@ -47,7 +47,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ampshare.core.allocation import Allocation, Policy, PolicyName, site_import_kw
+from ampshare.core.allocation import (
+    Allocation,
+    Policy,
+    PolicyName,
+    RotationState,
+    site_import_kw,
+)
 from ampshare.core.planner import (
     DriverHistory,
     Plan,
@@ -351,16 +357,21 @@ class LivePlanner:
         return policy_at(self.latest, now_s, fallback=fallback, hold_peak=self.hold_peak)
 
     def wants(
-        self, now_s: float, sessions: Sequence[Session], states: Sequence[ChargerState]
+        self,
+        now_s: float,
+        sessions: Sequence[Session],
+        states: Sequence[ChargerState],
+        rotation: RotationState,
     ) -> bool:
         """A new plan is due and no solve is running (marks full cars and learns from ended
-        sessions as side effects)."""
+        sessions as side effects). ``rotation``: the controller's memory of who it keeps
+        charging, whose minimum the plan about to be made counts on."""
         self._full = full_sessions(self._full, sessions, states)
         if self.drivers.observe(now_s, sessions):
             self.drivers.teach(self.mpc)
         due = not self._running and self.mpc.needs_replan(now_s, sessions)
         if due:  # who charges matters only to the plan about to be made
-            self._charging = charging_sessions(sessions, states)
+            self._charging = charging_sessions(sessions, rotation)
         return due
 
     async def replan(

@@ -404,12 +404,16 @@ class Supervisor:
         policy = self.policy
         if self.planner is not None:
             policy = self.planner.policy(self.policy, now_s)
-            if self.planner.wants(now_s, sessions, tuple(self._passed_states.values())):
-                self._spawn(self._replan(self.planner, now_s, sessions))
         result = step(self.site, self.settings, policy, before, inputs, now_s)
         self.state = result.state
         self.last_result = result
-        if self.planner is not None:  # the building load, for forecasts
+        if self.planner is not None:
+            # A plan made now is followed from a later step: it counts on the minimum of the
+            # cars this step's allocation keeps charging (a car started now included).
+            states = tuple(self._passed_states.values())
+            if self.planner.wants(now_s, sessions, states, result.state.rotation):
+                self._spawn(self._replan(self.planner, now_s, sessions))
+            # the building load, for forecasts
             view = self.battery.planner_view(now_s) if self.battery else (0.0, 0.0)
             self.planner.observe(now_s, result.allocation, view)
         if self.battery is not None:

@@ -9,6 +9,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ampshare.core.allocation import RotationState
 from ampshare.core.site import Site
 from ampshare.core.snapshot import ChargerState, Session
 from ampshare.sim._compiled import CompiledSite
@@ -27,8 +28,10 @@ class PlanProvider(Protocol):
     controller may know (declared departure and energy, energy delivered so far); ``states``
     what the chargers with a car report (status, offered and measured current), as a live
     controller sees them — how a planner tells a full car from one that was not offered
-    current. It returns the targets, or a ``PlanView`` that also holds a demand peak. With a
-    simulated battery it is also told the battery's state (``BatteryState``).
+    current — and ``rotation``, the controller's memory of who it keeps charging (what the
+    ``planned`` allocator will not stop; ``core.planner.charging_sessions``). It returns the
+    targets, or a ``PlanView`` that also holds a demand peak. With a simulated battery it is
+    also told the battery's state (``BatteryState``).
     """
 
     def __call__(
@@ -38,6 +41,7 @@ class PlanProvider(Protocol):
         sessions: tuple[Session, ...],
         states: tuple[ChargerState, ...],
         *,
+        rotation: RotationState,
         battery: BatteryState | None = None,
     ) -> Mapping[str, float] | PlanView: ...
 

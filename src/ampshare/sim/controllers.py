@@ -73,6 +73,11 @@ class Controller(Protocol):
         readings: tuple[MeterReading, ...],
     ) -> Decision: ...
 
+    @property
+    def rotation(self) -> RotationState:
+        """Who the allocator keeps charging and who it paused, as of the last decision."""
+        ...
+
 
 def measurements(site: Site, readings: tuple[MeterReading, ...]) -> tuple[NodeMeasurement, ...]:
     """Fresh meter readings as the allocator's node measurements."""
@@ -99,6 +104,10 @@ class AllocatorController:
         self._site = site
         self._allocate = allocator
         self._rotation = RotationState()
+
+    @property
+    def rotation(self) -> RotationState:
+        return self._rotation
 
     def decide(
         self,
@@ -143,6 +152,10 @@ class ControlLoopController:
         self._state: ControllerState = control_initial_state(site, settings)
         self._acks: tuple[CommandAck, ...] = ()
         self._sent: dict[str, float] = {}
+
+    @property
+    def rotation(self) -> RotationState:
+        return self._state.rotation
 
     def decide(
         self,

@@ -336,12 +336,15 @@ class _Loop:
             return self.policy
         if changed or now_s >= self.next_plan_s:
             states = tuple(self._plug_states(now_s))
+            rotation = self.controller.rotation
             if self.battery is not None:
                 b = self.battery
                 state = BatteryState(soc_wh=b.soc_wh, net_wh=b.charged_wh - b.discharged_wh)
-                got = self.plan_provider(now_s, self.site, sessions, states, battery=state)
+                got = self.plan_provider(
+                    now_s, self.site, sessions, states, rotation=rotation, battery=state
+                )
             else:
-                got = self.plan_provider(now_s, self.site, sessions, states)
+                got = self.plan_provider(now_s, self.site, sessions, states, rotation=rotation)
             self.plan_view = got if isinstance(got, PlanView) else PlanView(targets_a=dict(got))
             self.next_plan_s = now_s + self.replan_s
         view = self.plan_view

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import numpy.typing as npt
 
+from ampshare.core.allocation import RotationState
 from ampshare.core.electrical import charger_voltage_v
 from ampshare.core.planner import (
     Battery,
@@ -49,6 +50,8 @@ from ampshare.sim.data import SessionRecord
 from ampshare.sim.series import TimeSeries
 
 __all__ = ["PlannerOptions", "PlannerProvider", "deadline_targets"]
+
+_NO_MEMORY = RotationState()  # no decision yet: the allocator keeps nobody charging
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -192,6 +195,7 @@ class PlannerProvider:
         sessions: tuple[Session, ...],
         states: tuple[ChargerState, ...] = (),
         *,
+        rotation: RotationState = _NO_MEMORY,
         battery: BatteryState | None = None,
     ) -> PlanView:
         self._full = full_sessions(self._full, sessions, states)
@@ -202,7 +206,7 @@ class PlannerProvider:
             known,
             peak_so_far_kw=self._peak.peak_kw,
             battery_soc_wh=None if battery is None else battery.soc_wh,
-            charging=charging_sessions(known, states),
+            charging=charging_sessions(known, rotation),
         )
         self.plans += 1
         for sp in plan.sessions:

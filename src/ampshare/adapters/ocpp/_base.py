@@ -7,6 +7,7 @@ view of one connected charger). Calls to the charger are made only from tasks, n
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -50,8 +51,9 @@ class Capabilities:
     connectors: int = 1
 
 
-class LinkBase:
-    """Version-independent behaviour; subclasses provide the OCPP calls."""
+class LinkBase(abc.ABC):
+    """Version-independent behaviour; subclasses provide the OCPP calls (the abstract hooks,
+    implemented by ``_v16.CsmsV16`` and ``_v201.CsmsV201``)."""
 
     id: str
     socket: Any = None  # the websocket (set by the server), to close a replaced connection
@@ -77,22 +79,25 @@ class LinkBase:
         self._verified = False  # GetCompositeSchedule checked once on this connection
 
     # --- subclass hooks -----------------------------------------------------------------
+    @abc.abstractmethod
     async def _probe(self) -> Capabilities:
-        raise NotImplementedError
+        """What the charger supports (profile purposes, units, stack levels)."""
 
+    @abc.abstractmethod
     async def _configure_metering(self) -> None:
-        raise NotImplementedError
+        """Ask the charger to report current and energy at our interval."""
 
+    @abc.abstractmethod
     async def _set_profile(self, spec: ProfileSpec) -> str:
-        raise NotImplementedError
+        """Send one charging profile (SetChargingProfile); returns the charger's status."""
 
+    @abc.abstractmethod
     async def composite_limit(self, connector_id: int) -> float | None:
         """The limit the charger says it applies now (GetCompositeSchedule), in its unit."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _trigger(self, message: str) -> str:
         """Ask the charger to send ``message`` now (TriggerMessage); returns its status."""
-        raise NotImplementedError
 
     # --- tasks --------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

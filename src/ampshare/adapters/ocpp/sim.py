@@ -8,6 +8,7 @@ Each public coroutine sends one OCPP message; ``run_loop`` drives it on its own.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import functools
@@ -59,8 +60,9 @@ class SimOptions:
     model: str = "sim"
 
 
-class SimBase:
-    """Version-independent simulator state: profiles, the car, the transaction."""
+class SimBase(abc.ABC):
+    """Version-independent simulator state: profiles, the car, the transaction (the abstract
+    hook, ``_send_state``, implemented by ``_sim16`` and ``_sim201``)."""
 
     id: str
     protocol: str
@@ -84,11 +86,11 @@ class SimBase:
         self.reported_state: str | None = None  # the last charging state sent
         self.composite_requests = 0  # GetCompositeSchedule calls answered
 
+    @abc.abstractmethod
     async def _send_state(self, state: str) -> None:
         """Tell the central system the charging state (``car_state``) in this charger's
         protocol: StatusNotification in 1.6 (``_sim16``), TransactionEvent in 2.0.1
-        (``_sim201``); each version's charge point overrides it."""
-        raise NotImplementedError
+        (``_sim201``); each version's charge point implements it."""
 
     def car_state(self) -> str | None:
         """What a real charger says about its car: ``SuspendedEVSE`` while it offers less

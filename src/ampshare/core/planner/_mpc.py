@@ -9,6 +9,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from ampshare.core.allocation import RotationState
 from ampshare.core.planner._plan import plan
 from ampshare.core.planner._types import (
     Battery,
@@ -120,14 +121,16 @@ def full_sessions(
     return frozenset(full)
 
 
-def charging_sessions(
-    sessions: Sequence[Session], states: Sequence[ChargerState]
-) -> frozenset[str]:
-    """Ids of the plugged-in sessions whose car may be drawing current now: more than 0.5 A
-    on a line (as ``full_sessions`` counts drawing), or a charger that reports no current or
-    no state at all (unknown counts as charging: the plan then keeps its minimum, as before)."""
-    idle = {st.charger_id for st in states if (a := _drawn_a(st)) is not None and a <= DRAWING_A}
-    return frozenset(s.session_id for s in sessions if s.charger_id not in idle)
+def charging_sessions(sessions: Sequence[Session], rotation: RotationState) -> frozenset[str]:
+    """Ids of the plugged-in sessions whose charger the allocator's rotation memory holds as
+    charging (and not paused): the cars ``planned`` never stops (``core.allocate``), so the
+    plan must count on their minimum. A car the controller just started counts although it
+    draws nothing yet; one it paused does not, whatever its last report said. An empty memory
+    (no allocation yet) says nobody: then the plan alone decides who starts."""
+    on, off = rotation.charging_since_s, rotation.paused_since_s
+    return frozenset(
+        s.session_id for s in sessions if s.charger_id in on and s.charger_id not in off
+    )
 
 
 def without_full(sessions: Sequence[Session], full: frozenset[str]) -> tuple[Session, ...]:
@@ -189,7 +192,8 @@ class RecedingHorizonPlanner:
         charging: frozenset[str] | None = None,
     ) -> Plan:
         """The plan in force at ``now_s`` (re-planned if needed). ``charging``: ids of the
-        sessions drawing current now (``PlanInput.floor_sessions``; None: all get the floor)."""
+        sessions the allocator keeps charging (``charging_sessions``, which become
+        ``PlanInput.floor_sessions``; None: all get the floor)."""
         if self.needs_replan(now_s, sessions):
             inp = self._input(now_s, sessions, peak_so_far_kw, battery_soc_wh)
             self.last = plan(dataclasses.replace(inp, floor_sessions=charging))
