@@ -75,6 +75,15 @@ class _Plug:
     stops: int = 0  # times it went >0 -> 0 while the car still wanted energy
 
 
+@dataclass(frozen=True, slots=True)
+class _StationaryBattery:
+    """The simulated battery (``plant``) and what drives it as ``app._battery`` does live
+    (``driver``): one exists only with the other."""
+
+    plant: _Battery
+    driver: BatteryDriver
+
+
 class _Loop:
     """One replay; state lives here so that each phase is a small method."""
 
@@ -122,8 +131,7 @@ class _Loop:
         self.next_plan_s = -math.inf
         self.plan_view = PlanView(targets_a={})
         self.lines_of: dict[tuple[int, bool], tuple[int, ...]] = {}
-        self.battery: _Battery | None = None
-        self.bat_driver: BatteryDriver | None = None
+        self.battery: _StationaryBattery | None = None
         self._bat_w = (0.0, 0.0)  # the segment being recorded: battery power at start, mean
         self._metered_w: float | None = None  # the meter's last power reading
 
@@ -134,8 +142,10 @@ class _Loop:
                 f"a simulated battery sits at the site's root ({self.site.root.id}), but the "
                 f"building meter is at {self.site.meters[0].node_id}: meter the root"
             )
-        self.battery = _Battery(model=model, soc_wh=model.soc_wh)
-        self.bat_driver = BatteryDriver(model=model, site=self.site, hold_s=hold_s)
+        self.battery = _StationaryBattery(
+            plant=_Battery(model=model, soc_wh=model.soc_wh),
+            driver=BatteryDriver(model=model, site=self.site, hold_s=hold_s),
+        )
 
     def _battery_a(self, power_w: float) -> FloatArray | None:
         """A balanced battery's current per line [A] (negative: discharging), as the one step
@@ -305,7 +315,7 @@ class _Loop:
     def _readings(self, now_s: float) -> tuple[MeterReading, ...]:
         full, single, _ = self._currents()
         line_a, bld_kw = self.building.at(now_s)
-        bat_w = self.battery.power_w if self.battery is not None else 0.0
+        bat_w = self.battery.plant.power_w if self.battery is not None else 0.0
         bld_kw += bat_w / 1000.0
         meter = self.site.meters[0]
         rows = self.cs.row_currents_a(
@@ -325,8 +335,8 @@ class _Loop:
             power_w=(bld_kw + ev_kw) * 1000.0,
         )
         self._metered_w = reading.power_w  # the import as metered (bounds a discharge)
-        if self.bat_driver is not None:  # the controller never counts on the battery
-            add = self.bat_driver.load_to_add_w(now_s)
+        if self.battery is not None:  # the controller never counts on the battery
+            add = self.battery.driver.load_to_add_w(now_s)
             reading = uncredited(reading, add, self.site.voltage.line_to_neutral_v)
         return (reading,)
 
@@ -338,7 +348,7 @@ class _Loop:
             states = tuple(self._plug_states(now_s))
             rotation = self.controller.rotation
             if self.battery is not None:
-                b = self.battery
+                b = self.battery.plant
                 state = BatteryState(soc_wh=b.soc_wh, net_wh=b.charged_wh - b.discharged_wh)
                 got = self.plan_provider(
                     now_s, self.site, sessions, states, rotation=rotation, battery=state
@@ -356,13 +366,13 @@ class _Loop:
         """Run the controller and apply its pilots; returns when it wants to run again."""
         sessions = self._sessions()
         policy = self._policy(now_s, sessions, changed)
-        if self.battery is not None and self.bat_driver is not None:
-            self.bat_driver.latest = self.battery.reading(now_s)
+        if self.battery is not None:
+            self.battery.driver.latest = self.battery.plant.reading(now_s)
         d = self.controller.decide(
             now_s, policy, sessions, self._charger_states(now_s), self._readings(now_s)
         )
-        if self.bat_driver is not None and self.battery is not None:
-            wake = self._drive_battery(self.bat_driver, self.battery, now_s, policy, sessions, d)
+        if self.battery is not None:
+            wake = self._drive_battery(self.battery, now_s, policy, sessions, d)
             d = dataclasses.replace(d, wakeup_s=wake)
         self.wake_s = d.wakeup_s
         self.decisions += 1
@@ -377,10 +387,9 @@ class _Loop:
                 self._apply(p, pilot, now_s)
         return d.wakeup_s
 
-    def _drive_battery(  # noqa: PLR0917 - the decision's parts, as decide has them
+    def _drive_battery(
         self,
-        drv: BatteryDriver,
-        bat: _Battery,
+        battery: _StationaryBattery,
         now_s: float,
         policy: Policy,
         sessions: tuple[Session, ...],
@@ -388,6 +397,7 @@ class _Loop:
     ) -> float | None:
         """The battery's command after the decision (as ``app._battery`` does live); returns
         the decision's wake-up, brought forward to when a reserved rise may go out."""
+        drv = battery.driver
         cmd = drv.decide(
             now_s,
             self.plan_view.battery_w(now_s),
@@ -398,7 +408,7 @@ class _Loop:
             metered_import_w=self._metered_w,
         )
         if drv.due(now_s, cmd):
-            bat.set(cmd.power_w)
+            battery.plant.set(cmd.power_w)
             drv.sent(cmd.power_w, now_s)
         wake = d.wakeup_s
         if drv.reserved_w > max(0.0, drv.sent_w or 0.0):  # a rise waits for the cars
@@ -442,7 +452,7 @@ class _Loop:
             return False
         if self.battery is not None:
             planned = self.plan_view.battery_w(now_s)
-            if self.battery.power_w != 0.0 or (
+            if self.battery.plant.power_w != 0.0 or (
                 planned is not None and abs(planned) >= MIN_COMMAND_W
             ):
                 return False  # the battery works: its command follows every step
@@ -478,8 +488,8 @@ class _Loop:
             if dt <= 0:
                 p.ev = dataclasses.replace(p.ev, draw_a=0.0)
         if self.battery is not None:
-            at_start = self.battery.power_w
-            self._bat_w = (at_start, self.battery.step(b - a))
+            at_start = self.battery.plant.power_w
+            self._bat_w = (at_start, self.battery.plant.step(b - a))
         self._record(a, b - a)
 
     def _record(self, t: float, dt: float) -> None:
@@ -500,7 +510,7 @@ class _Loop:
             rows=rows,
             site_kw=bld_kw + ev_kw + bat_mean / 1000.0,
             battery_kw=bat_mean / 1000.0,
-            battery_soc_kwh=0.0 if self.battery is None else self.battery.soc_wh / 1000.0,
+            battery_soc_kwh=0.0 if self.battery is None else self.battery.plant.soc_wh / 1000.0,
             bld=(line_a, bld_kw),
             ev=full + single,
             single=is_single,
@@ -641,5 +651,5 @@ def run_replay(
         wall_s=time.perf_counter() - wall0,
         battery_kwh=None
         if loop.battery is None
-        else (loop.battery.charged_wh / 1000.0, loop.battery.discharged_wh / 1000.0),
+        else (loop.battery.plant.charged_wh / 1000.0, loop.battery.plant.discharged_wh / 1000.0),
     )
