@@ -158,55 +158,97 @@ def battery_command(
         return BatteryCommand(power_w=0.0, reason="battery not read: idle")
     if planned_w is None:
         return BatteryCommand(power_w=0.0, reason="no plan: idle")
-    top = battery.capacity_wh if battery.max_soc_wh is None else battery.max_soc_wh
     if over_peak_w is not None and over_peak_w >= MIN_COMMAND_W:
         # above the held peak: never charge; discharge what brings the import back to it
-        if soc_wh <= battery.min_soc_wh:
-            return BatteryCommand(power_w=0.0, reason="empty (bottom state of charge): idle")
-        if import_w is None:
-            return BatteryCommand(power_w=0.0, reason="site import not known: idle")
-        draws = import_w - power_w  # what the site would import without the battery
-        got = min(max(over_peak_w, -planned_w), battery.max_discharge_w, draws)
-        if got < MIN_COMMAND_W:
-            return BatteryCommand(power_w=0.0, reason="nothing to shave: idle")
-        return BatteryCommand(power_w=-got, reason="discharging to hold the demand peak")
-    if planned_w >= MIN_COMMAND_W:
-        if soc_wh >= top:
-            return BatteryCommand(power_w=0.0, reason="full (top state of charge): idle")
-        room = spare_w + extra_w + max(0.0, power_w) - shortfall_w
-        want = min(planned_w, battery.max_charge_w)
-        peak_room = math.inf if ceiling_room_w is None else max(0.0, ceiling_room_w)
-        got = min(want, room, peak_room)
-        if got < MIN_COMMAND_W:
-            why = (
-                "the cars need the headroom"
-                if shortfall_w > 0
-                else "holding the site's demand peak"
-                if peak_room < room
-                else "no headroom at the root"
-            )
-            return BatteryCommand(power_w=0.0, reason=f"{why}: idle")
-        why = (
-            "charging as planned"
-            if got >= want
-            else "charging, held to the site's demand peak"
-            if peak_room < room
-            else "charging, held to the root's headroom"
+        want = min(max(over_peak_w, -planned_w), battery.max_discharge_w)
+        done = "discharging to hold the demand peak"
+        return _discharge(
+            battery,
+            soc_wh=soc_wh,
+            power_w=power_w,
+            import_w=import_w,
+            want_w=want,
+            reasons=(done, done),
         )
-        return BatteryCommand(power_w=got, reason=why)
+    if planned_w >= MIN_COMMAND_W:
+        room = spare_w + extra_w + max(0.0, power_w) - shortfall_w
+        peak_room = math.inf if ceiling_room_w is None else max(0.0, ceiling_room_w)
+        return _charge(
+            battery,
+            soc_wh=soc_wh,
+            planned_w=planned_w,
+            room_w=room,
+            peak_room_w=peak_room,
+            shortfall_w=shortfall_w,
+        )
     if planned_w <= -MIN_COMMAND_W:
-        if soc_wh <= battery.min_soc_wh:
-            return BatteryCommand(power_w=0.0, reason="empty (bottom state of charge): idle")
-        if import_w is None:
-            return BatteryCommand(power_w=0.0, reason="site import not known: idle")
-        draws = import_w - power_w  # what the site would import without the battery
         want = min(-planned_w, battery.max_discharge_w)
-        got = min(want, draws)
-        if got < MIN_COMMAND_W:
-            return BatteryCommand(power_w=0.0, reason="nothing to shave: idle")
-        why = "discharging as planned" if got >= want else "discharging, held to the site's import"
-        return BatteryCommand(power_w=-got, reason=why)
+        reasons = ("discharging as planned", "discharging, held to the site's import")
+        return _discharge(
+            battery,
+            soc_wh=soc_wh,
+            power_w=power_w,
+            import_w=import_w,
+            want_w=want,
+            reasons=reasons,
+        )
     return BatteryCommand(power_w=0.0, reason="planned idle")
+
+
+def _charge(
+    battery: Battery,
+    *,
+    soc_wh: float,
+    planned_w: float,
+    room_w: float,
+    peak_room_w: float,
+    shortfall_w: float,
+) -> BatteryCommand:
+    """Charge at the plan's power, held to the root's headroom ``room_w`` (after the cars and
+    what they lack of their targets) and to ``peak_room_w`` under the held demand peak."""
+    top = battery.capacity_wh if battery.max_soc_wh is None else battery.max_soc_wh
+    if soc_wh >= top:
+        return BatteryCommand(power_w=0.0, reason="full (top state of charge): idle")
+    want = min(planned_w, battery.max_charge_w)
+    got = min(want, room_w, peak_room_w)
+    held_by_peak = peak_room_w < room_w
+    if got < MIN_COMMAND_W:
+        if shortfall_w > 0:
+            why = "the cars need the headroom"
+        elif held_by_peak:
+            why = "holding the site's demand peak"
+        else:
+            why = "no headroom at the root"
+        return BatteryCommand(power_w=0.0, reason=f"{why}: idle")
+    if got >= want:
+        why = "charging as planned"
+    elif held_by_peak:
+        why = "charging, held to the site's demand peak"
+    else:
+        why = "charging, held to the root's headroom"
+    return BatteryCommand(power_w=got, reason=why)
+
+
+def _discharge(
+    battery: Battery,
+    *,
+    soc_wh: float,
+    power_w: float,
+    import_w: float | None,
+    want_w: float,
+    reasons: tuple[str, str],
+) -> BatteryCommand:
+    """Discharge ``want_w``, never more than the site would import without the battery (no
+    export); ``reasons``: (all of it, held to the import)."""
+    if soc_wh <= battery.min_soc_wh:
+        return BatteryCommand(power_w=0.0, reason="empty (bottom state of charge): idle")
+    if import_w is None:
+        return BatteryCommand(power_w=0.0, reason="site import not known: idle")
+    draws = import_w - power_w  # what the site would import without the battery
+    got = min(want_w, draws)
+    if got < MIN_COMMAND_W:
+        return BatteryCommand(power_w=0.0, reason="nothing to shave: idle")
+    return BatteryCommand(power_w=-got, reason=reasons[0] if got >= want_w else reasons[1])
 
 
 def uncredited(reading: MeterReading, discharge_w: float, v_ln: float) -> MeterReading:
