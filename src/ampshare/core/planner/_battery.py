@@ -158,19 +158,9 @@ def battery_command(
         return BatteryCommand(power_w=0.0, reason="battery not read: idle")
     if planned_w is None:
         return BatteryCommand(power_w=0.0, reason="no plan: idle")
-    if over_peak_w is not None and over_peak_w >= MIN_COMMAND_W:
-        # above the held peak: never charge; discharge what brings the import back to it
-        want = min(max(over_peak_w, -planned_w), battery.max_discharge_w)
-        done = "discharging to hold the demand peak"
-        return _discharge(
-            battery,
-            soc_wh=soc_wh,
-            power_w=power_w,
-            import_w=import_w,
-            want_w=want,
-            reasons=(done, done),
-        )
-    if planned_w >= MIN_COMMAND_W:
+    over_w = over_peak_w if over_peak_w is not None else 0.0
+    shave = over_w >= MIN_COMMAND_W  # above the held peak: never charge
+    if not shave and planned_w >= MIN_COMMAND_W:
         room = spare_w + extra_w + max(0.0, power_w) - shortfall_w
         peak_room = math.inf if ceiling_room_w is None else max(0.0, ceiling_room_w)
         return _charge(
@@ -181,18 +171,17 @@ def battery_command(
             peak_room_w=peak_room,
             shortfall_w=shortfall_w,
         )
-    if planned_w <= -MIN_COMMAND_W:
+    if not shave and planned_w > -MIN_COMMAND_W:
+        return BatteryCommand(power_w=0.0, reason="planned idle")
+    if shave:  # discharge what brings the import back to the peak
+        done = "discharging to hold the demand peak"
+        want, reasons = min(max(over_w, -planned_w), battery.max_discharge_w), (done, done)
+    else:
         want = min(-planned_w, battery.max_discharge_w)
         reasons = ("discharging as planned", "discharging, held to the site's import")
-        return _discharge(
-            battery,
-            soc_wh=soc_wh,
-            power_w=power_w,
-            import_w=import_w,
-            want_w=want,
-            reasons=reasons,
-        )
-    return BatteryCommand(power_w=0.0, reason="planned idle")
+    return _discharge(
+        battery, soc_wh=soc_wh, power_w=power_w, import_w=import_w, want_w=want, reasons=reasons
+    )
 
 
 def _charge(
