@@ -94,11 +94,9 @@ def apply_defaults(sessions: Sequence[Session], defaults: SessionDefaults) -> tu
 DRAWING_A = 0.5  # more than this on a line: the car draws current
 
 
-def _drawn_a(st: ChargerState) -> float | None:
-    """The highest current the charger measures on a line; None: it measures none."""
-    if st.measured_current_a is None:
-        return None
-    return max((a or 0.0 for a in st.measured_current_a), default=0.0)
+def _drawn_a(st: ChargerState) -> float:
+    """The highest current the charger measures on a line (0 when it measures none)."""
+    return max((a or 0.0 for a in st.measured_current_a or ()), default=0.0)
 
 
 def full_sessions(
@@ -114,7 +112,7 @@ def full_sessions(
         sid = by_charger.get(st.charger_id)
         if sid is None:
             continue
-        if (_drawn_a(st) or 0.0) > DRAWING_A:
+        if _drawn_a(st) > DRAWING_A:
             full.discard(sid)
         elif st.status is ChargerStatus.SUSPENDED_EV:
             full.add(sid)
