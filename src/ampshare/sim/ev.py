@@ -150,14 +150,19 @@ def ev_step(ev: EvState, now_s: float, dt_s: float, volts_per_phase_v: float) ->
         obeyed = queued[0][1]
         queued = queued[1:]
     draw = 0.0 if ev.full else ev_current_a(ev.spec, ev.stored_wh, obeyed)
+    if draw <= 0.0 and ev.draw_a == 0.0 and queued is ev.queued:
+        return ev  # idle and nothing due: the same state (the replay asks this of every car)
     energy_wh = volts_per_phase_v * draw * ev.spec.phases * dt_s / 3600.0
     stored = min(ev.target_wh, ev.stored_wh + energy_wh) if draw > 0 else ev.stored_wh
-    taken = stored - ev.stored_wh
-    return replace(
-        ev,
+    # Built directly rather than with ``dataclasses.replace``, which inspects the fields on
+    # every call: this runs for every plugged car in every replay segment.
+    return EvState(
+        spec=ev.spec,
+        stored_wh=stored,
+        target_wh=ev.target_wh,
         obeyed_pilot_a=obeyed,
         queued=queued,
+        last_pilot_a=ev.last_pilot_a,
         draw_a=draw,
-        stored_wh=stored,
-        delivered_wh=ev.delivered_wh + taken,
+        delivered_wh=ev.delivered_wh + (stored - ev.stored_wh),
     )
