@@ -375,3 +375,31 @@ def test_a_probed_full_car_gives_its_current_back_within_the_reclaim_time(
     probes = int(np.count_nonzero(np.diff((others < 32.0 - 1e-6).astype(int)) == 1))
     assert probes >= 3  # a was probed (backing off: 5, 10, 20, 40 min)
     assert short_s <= probes * 60.0
+
+
+def test_a_direct_replay_pauses_a_full_car_and_shares_its_current(tiny_spec: SimSpec) -> None:
+    """``direct`` (the bare allocator, no controller): once a car's charger reports it full
+    (SuspendedEV) it is held at 0 A, so the others get its share — as ACN-Sim's schedulers
+    stop seeing an EV whose demand is met. 32 A per line and three 16 A cars: equal shares of
+    10.7 A while all three charge; a is full after ~4 minutes, then b and c take 16 A each
+    (without the pause a full car would keep a third of the line, and its 6 A minimum at
+    least)."""
+    t0 = tiny_spec.sessions[0].arrival_s
+    stays = {"a": ("c1", 500.0), "b": ("c2", 90_000.0), "c": ("c3", 90_000.0)}
+    recs = tuple(
+        SessionRecord(
+            session_id=sid, station_id=station, arrival_s=t0, departure_s=t0 + 3600, energy_wh=wh
+        )
+        for sid, (station, wh) in stays.items()
+    )
+    spec = dataclasses.replace(
+        tiny_spec, sessions=recs, building=None, policy="equal", direct=True, keep_ev=True
+    )
+    rep = simulate(spec).replay
+    assert rep.seg_ev_a is not None
+    early = (rep.seg_t_s >= t0 + 60) & (rep.seg_t_s < t0 + 120)
+    assert rep.seg_ev_a[early, 1] == pytest.approx(32 / 3, abs=0.5)
+    late = rep.seg_t_s >= t0 + 900
+    assert rep.delivered_wh[0] == pytest.approx(500.0)
+    assert np.all(rep.seg_ev_a[late, 0] == 0.0)
+    assert np.all(rep.seg_ev_a[late, 1:] == 16.0)

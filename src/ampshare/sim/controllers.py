@@ -3,7 +3,9 @@
 ``ControlLoopController`` runs ``ampshare.control.step`` — the very decision step of the live
 service, with its sequencing, hysteresis, leases and fallbacks. ``AllocatorController`` calls
 an allocate-like function directly every step, as a simple home controller would; the sim
-baselines (``greedy-clamp``, ``all-stop``) run that way. Both see the same simulated meters
+baselines (``greedy-clamp``, ``all-stop``) run that way, and so do ampshare's policies in a
+``direct`` replay (for comparisons with simulators that have no controller), which also pause
+a car once its charger reports it full (``pause_full``). Both see the same simulated meters
 and chargers, and neither ever sees a session's true departure.
 """
 
@@ -31,10 +33,12 @@ from ampshare.core.allocation import (
     AllocationInput,
     NodeMeasurement,
     Policy,
+    Reason,
+    ReasonKind,
     RotationState,
 )
 from ampshare.core.site import Site
-from ampshare.core.snapshot import ChargerState, MeterReading, Session
+from ampshare.core.snapshot import ChargerState, ChargerStatus, MeterReading, Session
 
 __all__ = ["AllocatorController", "ControlLoopController", "Controller", "Decision", "Pilot"]
 
@@ -97,13 +101,29 @@ def measurements(site: Site, readings: tuple[MeterReading, ...]) -> tuple[NodeMe
     return tuple(out)
 
 
-class AllocatorController:
-    """Calls ``allocator`` every step and sends every limit at once (no sequencing)."""
+#: Why a ``pause_full`` replay holds a car at 0 A.
+_CAR_FULL = Reason(
+    kind=ReasonKind.CAR_FULL,
+    detail="the car takes no current (SuspendedEV); paused until it leaves (direct replay)",
+)
 
-    def __init__(self, site: Site, allocator: Allocator) -> None:
+
+class AllocatorController:
+    """Calls ``allocator`` every step and sends every limit at once (no sequencing).
+
+    ``pause_full``: a charger that reports SuspendedEV (its car takes no current) is capped at
+    0 A until its car leaves, so that its share goes to the others. The live controller's
+    reclaim rule does this with timers and probes (a real car may resume); in the replay a car
+    reports SuspendedEV only once its battery has reached its target, so the plain cap is
+    exact there, and it is what simulators without a controller do (ACN-Sim's schedulers no
+    longer see an EV whose demand is met). Without it, a bare allocator keeps handing full
+    cars their share — at least their minimum current — which the others then lack."""
+
+    def __init__(self, site: Site, allocator: Allocator, *, pause_full: bool = False) -> None:
         self._site = site
         self._allocate = allocator
         self._rotation = RotationState()
+        self._pause_full = pause_full
 
     @property
     def rotation(self) -> RotationState:
@@ -117,6 +137,11 @@ class AllocatorController:
         states: tuple[ChargerState, ...],
         readings: tuple[MeterReading, ...],
     ) -> Decision:
+        full = (
+            [c.charger_id for c in states if c.status is ChargerStatus.SUSPENDED_EV]
+            if self._pause_full
+            else []
+        )
         inp = AllocationInput(
             site=self._site,
             now_s=now_s,
@@ -125,6 +150,8 @@ class AllocatorController:
             measurements=measurements(self._site, readings),
             policy=policy,
             rotation=self._rotation,
+            caps_a=dict.fromkeys(full, 0.0),
+            cap_reasons=dict.fromkeys(full, _CAR_FULL),
         )
         alloc = self._allocate(inp)
         self._rotation = alloc.rotation

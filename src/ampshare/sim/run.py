@@ -50,7 +50,8 @@ class SimSpec:
     """Everything one replay needs. ``policy`` is a name from ``POLICY_NAMES``; ``control``
     the controller settings (None: defaults); ``direct`` runs an ampshare policy through the
     bare allocator instead of the controller (for comparisons with simulators that have no
-    sequencing); ``plan_provider`` feeds the ``planned`` policy every ``replan_s`` (None: a
+    sequencing; a car whose charger reports it full is paused, ``AllocatorController``);
+    ``plan_provider`` feeds the ``planned`` policy every ``replan_s`` (None: a
     ``PlannerProvider`` with ``planner``'s settings, the simulator's defaults without)."""
 
     site: Site
@@ -125,7 +126,7 @@ def controller_factory(spec: SimSpec) -> Callable[[Site], Controller]:
     if spec.policy not in POLICY_NAMES:
         raise InputError(f"unknown policy {spec.policy!r}; choose one of {', '.join(POLICY_NAMES)}")
     if spec.direct:
-        return lambda site: AllocatorController(site, allocate)
+        return lambda site: AllocatorController(site, allocate, pause_full=True)
     settings = _settings(spec)
     return lambda site: ControlLoopController(site, settings)
 
