@@ -16,9 +16,10 @@ ACN-Sim runs its sorted algorithms with EDF and LLF; ampshare runs ``deadline`` 
 and ``equal``, both through the live controller (``ampshare.control``) and as the bare
 allocator (``direct``: no sequencing, like ACN-Sim; a car whose charger reports it full is
 paused, as ACN-Sim's schedulers no longer see an EV whose demand is met). ACN-Sim calls its
-scheduler every period; ampshare's replay decides when what the controller sees changes and at
-least every 5 minutes, as live (README "Benchmarks"), so at a 5-minute period both decide every
-period and at a 1-minute period ampshare does a fraction of the work. Needs ``pip install
+scheduler every period; ampshare's replay calls the controller when what it would see
+changes (a car plugs in, leaves, fills up or changes its draw; the building load moves) and at
+least every 5 minutes (``SimSpec.max_quiet_s``), so at a 5-minute period both decide every
+period and at a 1-minute period ampshare decides about one period in four. Needs ``pip install
 acnportal`` (the ``bench`` extra). Prints JSON::
 
     python3 bench/vs_acnsim.py --period 1 > vs_acnsim-1min.json
