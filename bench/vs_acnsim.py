@@ -19,8 +19,8 @@ paused, as ACN-Sim's schedulers no longer see an EV whose demand is met). ACN-Si
 scheduler every period; ampshare's replay calls the controller when what it would see
 changes (a car plugs in, leaves, fills up or changes its draw; the building load moves) and at
 least every 5 minutes (``SimSpec.max_quiet_s``), so at a 5-minute period both decide every
-period and at a 1-minute period ampshare decides in fewer than one period in four. Needs ``pip install
-acnportal`` (the ``bench`` extra). Prints JSON::
+period and at a 1-minute period ampshare decides in fewer than one period in four. Needs
+``pip install acnportal`` (the ``bench`` extra). Prints JSON::
 
     python3 bench/vs_acnsim.py --period 1 > vs_acnsim-1min.json
     python3 bench/vs_acnsim.py --period 5 > vs_acnsim-5min.json
