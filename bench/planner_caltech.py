@@ -28,6 +28,9 @@ schedule found), ``mip_gap`` and ``timed_out`` stretches; the bound is what to c
 car at 0 or at least its minimum per replay step, up to the transients its docstring lists.
 ``--pilot-steps`` also holds the CC pod's chargers to 8/16/24/32 A.
 
+``--energy-priority expected`` plans as a site file's ``planner: {energy_priority: expected}``
+does (a kWh worth its chance of delivery against the demand peak; default ``strict``).
+
 ``--prefer ready`` plans as a site file's ``planner: {prefer: ready}`` does (the cars closest
 to their request first among plans with the same energy; default ``energy``).
 
@@ -58,7 +61,7 @@ from pathlib import Path
 from ampshare.cli.simulate import parse_time_s
 from ampshare.config import load_site
 from ampshare.config.tariff_files import load_tariff
-from ampshare.core.planner import Battery, Prefer
+from ampshare.core.planner import Battery, EnergyPriority, Prefer
 from ampshare.sim.data import load_sessions
 from ampshare.sim.engine import EvOptions
 from ampshare.sim.optimum import offline_optimum, online_ideal
@@ -102,6 +105,12 @@ def main() -> None:
         choices=[p.value for p in Prefer],
         default=Prefer.ENERGY.value,
         help="planned: what the plan serves first among equal plans (site file's planner.prefer)",
+    )
+    ap.add_argument(
+        "--energy-priority",
+        choices=[p.value for p in EnergyPriority],
+        default=EnergyPriority.STRICT.value,
+        help="planned: how far energy comes before the demand peak (planner.energy_priority)",
     )
     ap.add_argument("--battery-kwh", type=float, default=0.0, help="planned: a battery [kWh]")
     ap.add_argument("--battery-kw", type=float, default=0.0, help="its power each way [kW]")
@@ -185,6 +194,7 @@ def main() -> None:
                     hold_peak=args.hold_peak,
                     battery=battery,
                     prefer=Prefer(args.prefer),
+                    energy_priority=EnergyPriority(args.energy_priority),
                 )
                 provider.seed(history)
             out = simulate(
@@ -218,6 +228,7 @@ def main() -> None:
             perfect_info=args.perfect_info,
             hold_peak=args.hold_peak,
             prefer=args.prefer,
+            energy_priority=args.energy_priority,
             battery_kwh=args.battery_kwh if policy == "planned" else 0.0,
             battery_kw=args.battery_kw if policy == "planned" else 0.0,
             battery_soc_pct=args.battery_soc_pct if policy == "planned" else 0.0,

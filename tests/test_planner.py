@@ -20,6 +20,7 @@ from scipy.sparse.csgraph import maximum_flow
 from ampshare.core.electrical import node_line_currents_a, primary_line_currents_a
 from ampshare.core.planner import (
     Battery,
+    EnergyPriority,
     Linearisation,
     Plan,
     PlanInput,
@@ -494,6 +495,41 @@ def test_demand_charge_flattens_and_battery_shaves_the_building_peak() -> None:
     assert shaved.peak_kw < flat.peak_kw - 1.0
     assert energy_wh(shaved) == pytest.approx(energy_wh(flat))
     assert -shaved.battery_kw.sum() <= 5.0 + 1e-6  # never more than it held
+
+
+def test_expected_energy_priority_keeps_an_unlikely_kwh_below_the_peak() -> None:
+    """A car here now that nine in ten like it have left after the first hour (it declared
+    four). In the first hour the building holds L1 at 20 A, so the car takes 12 A and the
+    site's peak is 7.36 kW; then the building moves to another line (4.6 kW at the root all
+    along) and L1 is free. ``STRICT``: every kWh first, the car is planned at 32 A (the peak
+    rises to 11.96 kW for kWh with a one-in-ten chance); ``EXPECTED``: a kWh is worth its
+    chance of delivery, so the car is planned at the 12 A that keeps the peak."""
+    site = single_line_site(32.0, 1)
+    sessions = (Session(session_id="a", charger_id="c0", arrival_s=0.0, departure_s=4 * H),)
+    line = np.zeros((4, 3))
+    line[0, 0] = 20.0  # L1 in the first hour only
+    base = {
+        "site": site,
+        "start_s": 0.0,
+        "slot_s": H,
+        "n_slots": 4,
+        "sessions": sessions,
+        "forecast": SiteForecast(
+            building_line_a={"main": line}, building_power_w=np.full(4, 4600.0)
+        ),
+        "demand_charge_per_kw": 10.0,
+        "stay_samples": ((4 * H, 0.25),) * 90 + ((4 * H, 1.0),) * 10,
+    }
+    got = {
+        prio: plan(PlanInput(**base, energy_priority=prio))  # type: ignore[arg-type]
+        for prio in EnergyPriority
+    }
+    for p in got.values():
+        assert p.current_a[0, 0] == pytest.approx(12.0)
+    assert got[EnergyPriority.STRICT].current_a[0, 1:] == pytest.approx([32.0] * 3)
+    assert got[EnergyPriority.STRICT].peak_kw == pytest.approx(11.96)
+    assert got[EnergyPriority.EXPECTED].current_a[0, 1:] == pytest.approx([12.0] * 3)
+    assert got[EnergyPriority.EXPECTED].peak_kw == pytest.approx(7.36)
 
 
 def test_contracted_capacity_caps_the_ev_power() -> None:

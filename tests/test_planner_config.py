@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from ampshare.config.sections import PlannerSection
 from ampshare.config.tariff_files import planner_from_section
-from ampshare.core.planner import Prefer
+from ampshare.core.planner import EnergyPriority, Prefer
 from ampshare.core.site import Charger, CircuitNode, Connection, NodeKind, Site, VoltageSystem
 from ampshare.core.snapshot import Session
 
@@ -67,10 +67,12 @@ def test_section_builds_a_planner_with_tariff_battery_and_defaults() -> None:
         priority_factor=10.0,
         max_facet_deg=5.0,
         prefer="ready",
+        energy_priority="expected",
     )
     mpc = planner_from_section(section, site(), SCE.parent)
     inp = mpc._input(1.57e9, [], 0.0, None)  # what each solve gets
     assert (inp.priority_factor, inp.max_facet_deg, inp.prefer) == (10.0, 5.0, Prefer.READY)
+    assert inp.energy_priority is EnergyPriority.EXPECTED
     assert mpc.tariff is not None
     assert mpc.tariff.demand_charge_per_kw(1.57e9) == pytest.approx(15.51)
     assert mpc.battery is not None

@@ -19,7 +19,7 @@ from ampshare.app import Supervisor, SupervisorOptions, tune_gc
 from ampshare.cli._app import app
 from ampshare.config import SiteConfig, load_config
 from ampshare.config.tariff_files import load_pv_profile, planner_from_section
-from ampshare.core.planner import Prefer, PvProfile, RecedingHorizonPlanner
+from ampshare.core.planner import EnergyPriority, Prefer, PvProfile, RecedingHorizonPlanner
 from ampshare.errors import ConfigError, InputError
 
 __all__ = ["run"]
@@ -55,6 +55,8 @@ async def _serve(config: SiteConfig, duration_s: float, web: bool,
                    f"{planner.slot_s:g} s slots, re-planned every {planner.replan_interval_s:g} s"
                    + (", the cars closest to their request first (prefer: ready)"
                       if planner.prefer is Prefer.READY else "")
+                   + (", unlikely kWh do not raise the demand peak (energy_priority: expected)"
+                      if planner.energy_priority is EnergyPriority.EXPECTED else "")
                    + (" (policy is not 'planned': plans are shown, not followed)"
                       if config.policy.name != "planned" else ""))
     if pv is not None:

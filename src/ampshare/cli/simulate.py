@@ -149,6 +149,7 @@ def _site_planner(config: SiteConfig, path: Path) -> tuple[PlannerOptions | None
         max_facet_deg=mpc.max_facet_deg,
         battery=mpc.battery,
         prefer=mpc.prefer,
+        energy_priority=mpc.energy_priority,
     )
     return options, mpc.tariff
 

@@ -142,6 +142,13 @@ class PlannerSection(_Strict):
         description="among plans with (nearly) the same energy, serve first: energy = the most "
         "energy over time; ready = the cars closest to their request (more cars leave ready)",
     )
+    energy_priority: Literal["strict", "expected"] = Field(
+        default="strict",
+        description="strict = every kWh a car may still take comes before the demand-charge "
+        "peak and the price, however unlikely the car is still there; expected = a kWh is "
+        "worth its chance of delivery, so an unlikely one does not raise the peak (a lower "
+        "demand charge for a little energy)",
+    )
     max_facet_deg: float = Field(default=10.0, ge=1, le=45, description="polygon step")
 
     @field_validator("pv_meter")

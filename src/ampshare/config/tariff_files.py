@@ -20,6 +20,7 @@ import numpy as np
 from ampshare.config.sections import PlannerSection
 from ampshare.core.planner import (
     Battery,
+    EnergyPriority,
     Prefer,
     PvProfile,
     RecedingHorizonPlanner,
@@ -271,4 +272,5 @@ def planner_from_section(
         max_facet_deg=section.max_facet_deg,
         priority_factor=section.priority_factor,
         prefer=Prefer(section.prefer),
+        energy_priority=EnergyPriority(section.energy_priority),
     )

@@ -26,6 +26,7 @@ from ampshare.core.electrical import charger_voltage_v
 from ampshare.core.planner import (
     Battery,
     DriverHistory,
+    EnergyPriority,
     Linearisation,
     PeakSoFar,
     Plan,
@@ -90,6 +91,7 @@ class PlannerOptions:
     max_facet_deg: float = 10.0
     battery: Battery | None = None  # a stationary battery to plan (the replay simulates it)
     prefer: Prefer = Prefer.ENERGY
+    energy_priority: EnergyPriority = EnergyPriority.STRICT
 
 
 @dataclass(slots=True, kw_only=True)
@@ -124,6 +126,7 @@ class PlannerProvider:
     max_facet_deg: float = 10.0
     battery: Battery | None = None
     prefer: Prefer = Prefer.ENERGY
+    energy_priority: EnergyPriority = EnergyPriority.STRICT
     mpc: RecedingHorizonPlanner = field(init=False)
     plans: int = 0
     fallbacks: int = 0
@@ -171,6 +174,7 @@ class PlannerProvider:
             max_facet_deg=self.max_facet_deg,
             battery=self.battery,
             prefer=self.prefer,
+            energy_priority=self.energy_priority,
         )
 
     @classmethod

@@ -44,6 +44,7 @@ from ampshare.core.planner._plan import ceiling_w, plan, planning_lp, policy_at,
 from ampshare.core.planner._polygon import cone_arc, facets
 from ampshare.core.planner._types import (
     Battery,
+    EnergyPriority,
     Linearisation,
     Plan,
     PlanInput,
@@ -60,6 +61,7 @@ __all__ = [
     "BatteryCommand",
     "BatteryDriver",
     "DriverHistory",
+    "EnergyPriority",
     "Linearisation",
     "LpMatrices",
     "PeakSoFar",

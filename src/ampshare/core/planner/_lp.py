@@ -25,7 +25,7 @@ from scipy.sparse import coo_matrix
 from ampshare.core.electrical import line_phasors, primary_matrix
 from ampshare.core.planner._polygon import facets
 from ampshare.core.planner._sessions import LpSession
-from ampshare.core.planner._types import Linearisation, PlanInput, Prefer
+from ampshare.core.planner._types import EnergyPriority, Linearisation, PlanInput, Prefer
 from ampshare.core.site import CircuitNode
 
 __all__ = ["LpMatrices", "LpResult", "build", "build_and_solve"]
@@ -323,8 +323,7 @@ def _objective(m: _Model) -> FloatArray:
     worst = m.inp.demand_charge_per_kw / m.h + float(np.max(price, initial=0.0))
     worst += PV_WEIGHT_PER_KWH + 2 * CYCLE_WEIGHT_PER_KWH / 0.5
     ready = m.inp.prefer is Prefer.READY
-    min_w = min((s.weight * float(np.min(s.stay, initial=1.0)) for s in m.sessions), default=1.0)
-    big = (2.0 * worst + 1.0) / min_w
+    big = (2.0 * worst + 1.0) / _least_worth(m)
     for s, cols in zip(m.sessions, m.s_col, strict=True):
         # Among equal plans, earlier is better, falling to zero at each car's own departure:
         # steeper for a car leaving sooner, so the car leaving first charges first (EDF),
@@ -335,6 +334,16 @@ def _objective(m: _Model) -> FloatArray:
         worth = s.weight * s.stay * (_ready_factor(s.need_kwh) if ready else 1.0)
         c[cols] = -(big * worth + early) * s.kwh_per_a
     return c
+
+
+def _least_worth(m: _Model) -> float:
+    """The least a kWh is worth per unit of ``big``: ``big`` is made large enough that a kWh
+    worth this much still beats the worst peak and price it adds. ``STRICT``: down to the
+    least stay probability of any slot (every kWh first, however unlikely); ``EXPECTED``: a
+    kWh of a car sure to be there (an unlikely one is worth its chance against the peak)."""
+    if m.inp.energy_priority is EnergyPriority.EXPECTED:
+        return min(min((s.weight for s in m.sessions), default=1.0), 1.0)
+    return min((s.weight * float(np.min(s.stay, initial=1.0)) for s in m.sessions), default=1.0)
 
 
 def _ready_factor(need_kwh: float) -> float:

@@ -13,6 +13,7 @@ from ampshare.core.allocation import RotationState
 from ampshare.core.planner._plan import plan
 from ampshare.core.planner._types import (
     Battery,
+    EnergyPriority,
     Linearisation,
     Plan,
     PlanInput,
@@ -168,6 +169,7 @@ class RecedingHorizonPlanner:
     max_facet_deg: float = 10.0
     priority_factor: float = 4.0
     prefer: Prefer = Prefer.ENERGY
+    energy_priority: EnergyPriority = EnergyPriority.STRICT
     stay_samples: tuple[tuple[float, float], ...] = ()  # PlanInput.stay_samples
     last: Plan | None = None
     replans: int = 0
@@ -228,6 +230,7 @@ class RecedingHorizonPlanner:
             max_facet_deg=self.max_facet_deg,
             priority_factor=self.priority_factor,
             prefer=self.prefer,
+            energy_priority=self.energy_priority,
             time_limit_s=self.time_limit_s,
             stay_samples=self.stay_samples,
             floor_first_slot=True,

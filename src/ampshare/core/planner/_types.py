@@ -52,6 +52,21 @@ class Prefer(StrEnum):
     READY = "ready"
 
 
+class EnergyPriority(StrEnum):
+    """How far energy comes before the demand-charge peak and the price.
+
+    ``STRICT``: every kWh a car may still take comes first, however unlikely it is that the
+    car is still there to take it (down to the least stay probability the plan counts): a kWh
+    with a 2 % chance of delivery may raise the month's peak. ``EXPECTED``: a kWh is worth its
+    chance of delivery, so only a kWh of a car sure to be there is worth more than any peak or
+    price it adds; an unlikely one waits where it would raise the peak (Caltech fall 2019 at
+    150 kVA: demand charge -8 %, energy -0.07 %; README "Planner benchmarks").
+    """
+
+    STRICT = "strict"
+    EXPECTED = "expected"
+
+
 class PlanStatus(StrEnum):
     OPTIMAL = "optimal"
     TIME_LIMIT = "time_limit"  # the solver ran out of its time budget: fall back to deadline
@@ -120,6 +135,8 @@ class PlanInput:
     charging now, which the ``planned`` allocator never stops; a car not charging starts only
     where the plan wants it at its minimum). None: every session.
     ``prefer``: what the plan serves first among (nearly) equal plans (``Prefer``).
+    ``energy_priority``: how far energy comes before the peak and the price
+    (``EnergyPriority``).
     """
 
     site: Site
@@ -143,6 +160,7 @@ class PlanInput:
     floor_first_slot: bool = False
     floor_sessions: frozenset[str] | None = None
     prefer: Prefer = Prefer.ENERGY
+    energy_priority: EnergyPriority = EnergyPriority.STRICT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
