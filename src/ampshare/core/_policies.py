@@ -70,7 +70,7 @@ def rotation_key(inp: AllocationInput, cid: str, sess: Session) -> tuple[int, fl
 def rotation_key_at(
     rot: RotationState, now: float, interval: float, cid: str, arrival_s: float
 ) -> tuple[int, float]:
-    if cid in rot.charging_since_s and cid not in rot.paused_since_s:
+    if rot.keeps_charging(cid):
         since = rot.charging_since_s[cid]
         return (0, -since) if now - since < interval else (2, -since)
     paused = rot.paused_since_s.get(cid, arrival_s)

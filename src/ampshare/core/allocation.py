@@ -158,6 +158,11 @@ class RotationState:
     paused_since_s: Mapping[str, float] = field(default_factory=_empty)
     charging_since_s: Mapping[str, float] = field(default_factory=_empty)
 
+    def keeps_charging(self, charger_id: str) -> bool:
+        """The charger was started and not paused since: a car the allocator does not stop
+        while it has its minimum (``_policies.charging_now`` is the same over a site's array)."""
+        return charger_id in self.charging_since_s and charger_id not in self.paused_since_s
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllocationInput:

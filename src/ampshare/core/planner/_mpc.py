@@ -126,10 +126,7 @@ def charging_sessions(sessions: Sequence[Session], rotation: RotationState) -> f
     plan must count on their minimum. A car the controller just started counts although it
     draws nothing yet; one it paused does not, whatever its last report said. An empty memory
     (no allocation yet) says nobody: then the plan alone decides who starts."""
-    on, off = rotation.charging_since_s, rotation.paused_since_s
-    return frozenset(
-        s.session_id for s in sessions if s.charger_id in on and s.charger_id not in off
-    )
+    return frozenset(s.session_id for s in sessions if rotation.keeps_charging(s.charger_id))
 
 
 def without_full(sessions: Sequence[Session], full: frozenset[str]) -> tuple[Session, ...]:
